@@ -1,0 +1,196 @@
+"""The factorization-machine recommender: rankfm (through the ``rankfmc`` fork) behind a small API.
+
+In: training interactions, optional side features and ``FMParams``. Out: a fitted ``Recommender``
+that scores every item for any known user with one matrix product, and saves to / loads from a
+folder of NumPy arrays (so loading it needs NumPy and pandas only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recflow.constants import ITEM_COL, USER_COL
+
+LOSSES = ("warp", "bpr")
+SCHEDULES = ("constant", "invscaling")
+FEATURES = ("none", "user", "item", "both")
+
+
+@dataclass(frozen=True)
+class FMParams:
+    """rankfm hyperparameters plus the training length and the use of side features."""
+
+    factors: int = 20
+    loss: str = "warp"
+    max_samples: int = 20
+    alpha: float = 0.01
+    beta: float = 0.1
+    sigma: float = 0.1
+    learning_rate: float = 0.1
+    learning_schedule: str = "constant"
+    learning_exponent: float = 0.25
+    epochs: int = 20
+    features: str = "none"  # side features to use: none, user, item or both
+
+    def __post_init__(self) -> None:
+        # Coerce so values read back from JSON or MLflow params (strings) behave.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            object.__setattr__(self, f.name, kind(value))
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.learning_schedule not in SCHEDULES:
+            raise ValueError(f"learning_schedule must be one of {SCHEDULES}")
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
+        if min(self.factors, self.max_samples, self.epochs) < 1:
+            raise ValueError("factors, max_samples and epochs must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FMParams:
+        """Build from a mapping, rejecting unknown keys."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown hyperparameters: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _numpy_global_seed(seed: int) -> Iterator[None]:
+    # rankfm draws its initial weights and per-epoch shuffles from NumPy's global RNG and offers
+    # no seed argument; seed it for the fit only and restore the caller's state afterwards.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+class Recommender:
+    """A fitted model: user/item ids and the embedding matrices that score them."""
+
+    def __init__(
+        self,
+        params: FMParams,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        user_emb: np.ndarray,
+        item_emb: np.ndarray,
+        item_bias: np.ndarray,
+    ) -> None:
+        self.params = params
+        self.user_ids = np.asarray(user_ids, dtype=np.int64)
+        self.item_ids = np.asarray(item_ids, dtype=np.int64)
+        self.user_emb = user_emb
+        self.item_emb = item_emb
+        self.item_bias = item_bias
+        self._user_index = pd.Index(self.user_ids)
+        self._item_index = pd.Index(self.item_ids)
+
+    @classmethod
+    def fit(
+        cls,
+        train: pd.DataFrame,
+        params: FMParams,
+        seed: int,
+        user_features: pd.DataFrame | None = None,
+        item_features: pd.DataFrame | None = None,
+        on_epoch: Callable[[int, Recommender], None] | None = None,
+    ) -> Recommender:
+        """Train for ``params.epochs`` epochs; ``on_epoch(epoch, model)`` runs after each one.
+
+        Epochs run one at a time so callers can evaluate (and stop) along the way; the
+        ``invscaling`` schedule is applied here per epoch, as rankfm would inside one call.
+        """
+        from rankfmc import RankFM  # imported here: scoring a saved model does not need it
+
+        use_uf = params.features in ("user", "both") and _has_features(user_features)
+        use_if = params.features in ("item", "both") and _has_features(item_features)
+        uf = user_features if use_uf else None
+        itf = item_features if use_if else None
+        pairs = train[[USER_COL, ITEM_COL]]
+        if uf is not None:
+            uf = uf[uf[USER_COL].isin(pairs[USER_COL])]
+        if itf is not None:
+            itf = itf[itf[ITEM_COL].isin(pairs[ITEM_COL])]
+        fm = RankFM(
+            factors=params.factors, loss=params.loss, max_samples=params.max_samples,
+            alpha=params.alpha, beta=params.beta, sigma=params.sigma,
+            learning_rate=params.learning_rate, learning_schedule=params.learning_schedule,
+            learning_exponent=params.learning_exponent,
+        )  # fmt: skip
+        with _numpy_global_seed(seed):
+            if on_epoch is None:
+                # One call: rankfm re-indexes the data on every fit_partial, ~50% extra time.
+                fm.fit(pairs, user_features=uf, item_features=itf, epochs=params.epochs)
+                return cls._from_rankfm(fm, params)
+            fm.learning_schedule = "constant"
+            for epoch in range(params.epochs):
+                if params.learning_schedule == "invscaling":
+                    fm.learning_rate = params.learning_rate / (epoch + 1) ** params.learning_exponent
+                if epoch == 0:
+                    fm.fit(pairs, user_features=uf, item_features=itf, epochs=1)
+                else:
+                    fm.fit_partial(pairs, user_features=uf, item_features=itf, epochs=1)
+                model = cls._from_rankfm(fm, params)
+                on_epoch(epoch, model)
+        return model
+
+    @classmethod
+    def _from_rankfm(cls, fm, params: FMParams) -> Recommender:
+        # rankfm's utility: w_i + x_if.w_if + v_u.v_i + (x_uf v_uf).v_i + (x_if v_if).v_u
+        # == [v_u + x_uf v_uf, v_u] . [v_i, x_if v_if] + (w_i + x_if.w_if)
+        user_emb = np.hstack([fm.v_u + fm.x_uf @ fm.v_uf, fm.v_u]).astype(np.float32)
+        item_emb = np.hstack([fm.v_i, fm.x_if @ fm.v_if]).astype(np.float32)
+        item_bias = (fm.w_i + fm.x_if @ fm.w_if).astype(np.float32)
+        if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
+            raise FloatingPointError("training diverged (non-finite weights); lower learning_rate")
+        return cls(
+            params, fm.user_id.to_numpy(), fm.item_id.to_numpy(), user_emb, item_emb, item_bias
+        )
+
+    def user_positions(self, user_ids: np.ndarray) -> np.ndarray:
+        """Row positions of ``user_ids`` in the model; -1 for unknown users."""
+        return self._user_index.get_indexer(np.asarray(user_ids, dtype=np.int64))
+
+    def item_positions(self, item_ids: np.ndarray) -> np.ndarray:
+        """Column positions of ``item_ids``; -1 for unknown items."""
+        return self._item_index.get_indexer(np.asarray(item_ids, dtype=np.int64))
+
+    def scores(self, user_pos: np.ndarray) -> np.ndarray:
+        """Scores of every item for the users at ``user_pos``: shape (len(user_pos), n_items)."""
+        return self.user_emb[user_pos] @ self.item_emb.T + self.item_bias
+
+    def save(self, path: Path) -> None:
+        """Write the model to a folder: arrays as .npy, parameters as JSON."""
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "params.json").write_text(json.dumps(self.params.to_dict(), indent=2))
+        for name in ("user_ids", "item_ids", "user_emb", "item_emb", "item_bias"):
+            np.save(path / f"{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, path: Path) -> Recommender:
+        """Read a model written by :meth:`save`."""
+        params = FMParams.from_dict(json.loads((path / "params.json").read_text()))
+        arrays = {
+            n: np.load(path / f"{n}.npy")
+            for n in ("user_ids", "item_ids", "user_emb", "item_emb", "item_bias")
+        }
+        return cls(params, **arrays)
+
+
+def _has_features(df: pd.DataFrame | None) -> bool:
+    return df is not None and df.shape[1] > 1

@@ -1,0 +1,136 @@
+"""Ratings to implicit-feedback splits and side features.
+
+In: parsed ratings / items / users frames. Out: train, valid and test interactions, user and item
+feature matrices (one row per training user / item) and item metadata. Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recflow.constants import GENRES_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, TITLE_COL, USER_COL
+from recflow.errors import UserError
+
+SPLITS = ("random", "user", "time")
+# ML-1M's age buckets; ML-100K's exact ages are mapped onto them so both share features.
+AGE_BINS = (1, 18, 25, 35, 45, 50, 56)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three interaction sets, restricted to users and items seen in training."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+
+def to_implicit(ratings: pd.DataFrame, min_rating: float) -> pd.DataFrame:
+    """Keep ratings >= ``min_rating`` (0 keeps all) and one row per (user, item), the latest."""
+    kept = ratings[ratings[RATING_COL] >= min_rating]
+    kept = kept.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+    return kept.drop_duplicates([USER_COL, ITEM_COL], keep="last").reset_index(drop=True)
+
+
+def k_core(df: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
+    """Drop users and items with too few interactions, repeatedly, until both bounds hold."""
+    while True:
+        users = df[USER_COL].map(df[USER_COL].value_counts())
+        items = df[ITEM_COL].map(df[ITEM_COL].value_counts())
+        keep = (users >= min_user) & (items >= min_item)
+        if keep.all():
+            return df.reset_index(drop=True)
+        df = df[keep]
+
+
+def _holdout_counts(sizes: np.ndarray, frac: float) -> np.ndarray:
+    # Per-user hold-out count, never taking a user's last training interaction.
+    return np.minimum(np.floor(sizes * frac + 0.5).astype(int), np.maximum(sizes - 1, 0))
+
+
+def split(
+    df: pd.DataFrame, how: str, test_size: float, valid_size: float, rng: np.random.Generator
+) -> Splits:
+    """Split interactions into train / valid / test.
+
+    ``random`` holds out interactions uniformly (the seed tutorial's protocol); ``user`` holds out
+    the same fraction of every user's interactions; ``time`` holds out each user's latest ones
+    (test the latest, valid the ones before). Valid and test keep only users and items that
+    appear in train, since the model cannot score anything it never saw.
+    """
+    if how not in SPLITS:
+        raise UserError(f"unknown split {how!r}; choose one of: {', '.join(SPLITS)}")
+    if not (0 < test_size < 1 and 0 < valid_size < 1 and test_size + valid_size < 1):
+        raise UserError(
+            f"test_size ({test_size}) and valid_size ({valid_size}) must each be in (0, 1) "
+            "and sum to less than 1"
+        )
+    n = len(df)
+    label = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
+    if how == "random":
+        order = rng.permutation(n)
+        n_test, n_valid = round(n * test_size), round(n * valid_size)
+        label[order[:n_test]] = 2
+        label[order[n_test : n_test + n_valid]] = 1
+    else:
+        # Order within each user: random for "user", chronological for "time".
+        key = rng.random(n) if how == "user" else df[TIMESTAMP_COL].to_numpy()
+        order = np.lexsort((key, df[USER_COL].to_numpy()))
+        users = df[USER_COL].to_numpy()[order]
+        starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+        sizes = np.diff(np.r_[starts, n])
+        pos_from_end = np.repeat(starts + sizes, sizes) - np.arange(n) - 1  # 0 = user's last row
+        n_test = np.repeat(_holdout_counts(sizes, test_size), sizes)
+        n_valid = np.repeat(_holdout_counts(sizes, test_size + valid_size), sizes) - n_test
+        label[order[pos_from_end < n_test]] = 2
+        label[order[(pos_from_end >= n_test) & (pos_from_end < n_test + n_valid)]] = 1
+    train = df[label == 0].reset_index(drop=True)
+    seen_u, seen_i = set(train[USER_COL]), set(train[ITEM_COL])
+
+    def known(part: pd.DataFrame) -> pd.DataFrame:
+        mask = part[USER_COL].isin(seen_u) & part[ITEM_COL].isin(seen_i)
+        return part[mask].reset_index(drop=True)
+
+    splits = Splits(train, known(df[label == 1]), known(df[label == 2]))
+    for name in ("train", "valid", "test"):
+        if getattr(splits, name).empty:
+            raise UserError(
+                f"the {how!r} split leaves the {name} set empty ({n} interactions in all); "
+                "use a larger dataset, lower min_rating / min_*_interactions or change the sizes"
+            )
+    return splits
+
+
+def user_features(users: pd.DataFrame | None, user_ids: np.ndarray) -> pd.DataFrame:
+    """One-hot gender, age bucket and occupation for ``user_ids`` (user_id first column).
+
+    Users without demographics get all-zero rows; a dataset without a users file gets a frame
+    with only the user_id column.
+    """
+    base = pd.DataFrame({USER_COL: np.sort(user_ids)})
+    if users is None:
+        return base
+    u = users.copy()
+    u["age"] = np.asarray(AGE_BINS)[np.searchsorted(AGE_BINS, u["age"].to_numpy(), side="right") - 1]
+    onehot = pd.get_dummies(u[["gender", "age", "occupation"]].astype(str), dtype=np.float32)
+    onehot.insert(0, USER_COL, u[USER_COL].to_numpy())
+    return base.merge(onehot, on=USER_COL, how="left").fillna(0.0)
+
+
+def item_features(items: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
+    """Genre flags for ``item_ids`` (item_id first column)."""
+    base = pd.DataFrame({ITEM_COL: np.sort(item_ids)})
+    flags = items[GENRES_COL].str.get_dummies(sep="|").astype(np.float32)
+    flags.columns = [f"genre_{c}" for c in flags.columns]
+    flags.insert(0, ITEM_COL, items[ITEM_COL].to_numpy())
+    return base.merge(flags, on=ITEM_COL, how="left").fillna(0.0)
+
+
+def item_metadata(items: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
+    """id, title, genres for ``item_ids``; unknown items get an empty title."""
+    base = pd.DataFrame({ITEM_COL: np.sort(item_ids)})
+    meta = items[[ITEM_COL, TITLE_COL, GENRES_COL]].drop_duplicates(ITEM_COL)
+    return base.merge(meta, on=ITEM_COL, how="left").fillna({TITLE_COL: "", GENRES_COL: ""})

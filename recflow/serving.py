@@ -1,0 +1,138 @@
+"""The served model: an MLflow pyfunc that turns user IDs into ranked, titled recommendations.
+
+In (per request): a DataFrame with a ``user_id`` column, params ``k`` and ``filter_seen``.
+Out: one row per recommendation (user_id, rank, item_id, title, genres, score, source), best
+first. Users the model never saw get the most popular items, with source "popular".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from recflow.constants import (
+    GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL,
+)  # fmt: skip
+from recflow.metrics import top_k
+from recflow.model import Recommender
+
+MAX_K = 1000
+SOURCE_COL = "source"
+OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, SOURCE_COL]
+ARTIFACT_KEY = "recommender"
+
+
+def write_bundle(
+    path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame
+) -> None:
+    """Write everything the served model needs into one folder."""
+    model.save(path)
+    items.to_parquet(path / "items.parquet", index=False)
+    seen[[USER_COL, ITEM_COL]].to_parquet(path / "seen.parquet", index=False)
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """Top-k recommendations for many users per call."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        path = Path(context.artifacts[ARTIFACT_KEY])
+        self.model = Recommender.load(path)
+        items = pd.read_parquet(path / "items.parquet").set_index(ITEM_COL)
+        meta = items.reindex(self.model.item_ids)
+        self.titles = meta[TITLE_COL].fillna("").to_numpy()
+        self.genres = meta[GENRES_COL].fillna("").to_numpy()
+        seen = pd.read_parquet(path / "seen.parquet")
+        self.seen_u = self.model.user_positions(seen[USER_COL].to_numpy())
+        self.seen_i = self.model.item_positions(seen[ITEM_COL].to_numpy())
+        order = np.argsort(self.seen_u, kind="stable")
+        self.seen_u, self.seen_i = self.seen_u[order], self.seen_i[order]
+        counts = np.bincount(self.seen_i[self.seen_i >= 0], minlength=len(self.model.item_ids))
+        self.popularity = counts.astype(np.float32)
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        params = params or {}
+        k = int(params.get("k", 10))
+        filter_seen = bool(params.get("filter_seen", True))
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        if USER_COL not in model_input.columns:
+            raise ValueError(f"input needs a '{USER_COL}' column, got {list(model_input.columns)}")
+        users = pd.to_numeric(model_input[USER_COL], errors="raise").to_numpy()
+        if not np.all(np.equal(np.mod(users, 1), 0)):
+            raise ValueError(f"'{USER_COL}' values must be integers")
+        users = users.astype(np.int64)
+        pos = self.model.user_positions(users)
+        known = pos >= 0
+        n_items = len(self.model.item_ids)
+        scores = np.empty((len(users), n_items), dtype=np.float32)
+        scores[known] = self.model.scores(pos[known])
+        scores[~known] = self.popularity
+        exclude = np.zeros_like(scores, dtype=bool)
+        if filter_seen and known.any():
+            lo = np.searchsorted(self.seen_u, pos[known])
+            hi = np.searchsorted(self.seen_u, pos[known], side="right")
+            rows = np.flatnonzero(known)
+            counts = hi - lo
+            idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if counts.sum() else []
+            exclude[np.repeat(rows, counts), self.seen_i[np.asarray(idx, dtype=int)]] = True
+        ranked = top_k(scores, exclude, k)
+        kk = ranked.shape[1]
+        flat = ranked.ravel()
+        out = pd.DataFrame(
+            {
+                USER_COL: np.repeat(users, kk),
+                RANK_COL: np.tile(np.arange(1, kk + 1), len(users)),
+                ITEM_COL: self.model.item_ids[flat],
+                TITLE_COL: self.titles[flat],
+                GENRES_COL: self.genres[flat],
+                SCORE_COL: np.where(exclude, -np.inf, scores)[np.repeat(np.arange(len(users)), kk), flat].astype(float),
+                SOURCE_COL: np.repeat(np.where(known, "model", "popular"), kk),
+            },
+            columns=OUTPUT_COLS,
+        )
+        # A user who has seen almost everything gets fewer than k rows, never a seen item.
+        return out[np.isfinite(out[SCORE_COL])].reset_index(drop=True)
+
+
+def requirements() -> list[str]:
+    """Pinned runtime requirements of the served model (it scores with NumPy; no rankfmc)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow")]
+
+
+def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc model named ``model`` with signature and input example."""
+    from mlflow.models import infer_signature
+
+    from recflow.constants import MODEL_NAME
+
+    example = pd.DataFrame({USER_COL: np.asarray(example_users, dtype=np.int64)})
+    python_model = RecommenderModel()
+    python_model.load_context(_Context({ARTIFACT_KEY: str(bundle)}))
+    params = {"k": 10, "filter_seen": True}
+    signature = infer_signature(example, python_model.predict(None, example, params), params)
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=RecommenderModel(),
+        artifacts={ARTIFACT_KEY: str(bundle)},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements(),
+    )
+
+
+class _Context:
+    # Just enough of PythonModelContext to load the model before it is logged.
+    def __init__(self, artifacts: dict[str, str]) -> None:
+        self.artifacts = artifacts
