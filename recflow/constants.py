@@ -27,6 +27,7 @@ TAG_CODE_VERSION = "recflow.code_version"
 TAG_DATASET = "recflow.dataset"
 TAG_SOURCE_URL = "recflow.source_url"
 TAG_CHECKSUM = "recflow.checksum"
+TAG_MODEL_URI = "recflow.model_uri"
 
 STEPS = ("download", "preprocess", "hpo", "train_best", "register")
 

@@ -6,6 +6,7 @@ study whose trials are nested MLflow runs (params, per-epoch objective, all @k m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -91,6 +92,12 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
         if all(values.get(k) in allowed for k, allowed in dim.when):
             values[dim.name] = dim.suggest(trial)
     return FMParams.from_dict(values)
+
+
+def study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> str:
+    """Default study name: the data, the objective and a digest of the search space."""
+    digest = hashlib.sha256(repr(space).encode()).hexdigest()[:8]
+    return f"{preprocess_run_id}-{metric}-{digest}"
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +114,19 @@ def find_reusable_run(
         max_results=200,
     )
     for run in runs:
-        if all(run.data.params.get(k) == v for k, v in params.items()):
+        stored = run.data.params
+        if all(k in stored and unquote(stored[k]) == unquote(v) for k, v in params.items()):
             return run
     return None
+
+
+def unquote(value: str) -> str:
+    """A parameter as given: `mlflow run` stores string parameters shell-quoted ("''" for "")."""
+    try:
+        parts = shlex.split(value)
+    except ValueError:
+        return value
+    return parts[0] if len(parts) == 1 else value if parts else ""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ def main(
         space = hpo.load_space(Path(search_space) if search_space else hpo.DEFAULT_SPACE)
         data = load_prepared(preprocess_run_id, Path(tmp))
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        # A deterministic name: Hyperband assigns trials to brackets by hashing it.
         study = optuna.create_study(
+            study_name=hpo.study_name(preprocess_run_id, metric, space),
             direction="maximize", sampler=sampler,
             pruner=hpo.make_pruner(pruner, max_epochs=_max_epochs(space)),
         )  # fmt: skip

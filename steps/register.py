@@ -38,7 +38,7 @@ def main(train_run_id: str, model_name: str, alias: str) -> None:
         }
         test = {k: v for k, v in train.data.metrics.items() if k.startswith("test_")}
         version = mlflow.register_model(
-            f"runs:/{train_run_id}/{C.MODEL_NAME}", model_name,
+            train.data.tags[C.TAG_MODEL_URI], model_name,
             tags={**lineage, **{k: f"{v:.6f}" for k, v in test.items()}},
         )  # fmt: skip
         description = (

@@ -51,8 +51,14 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
 
         bundle = Path(tmp) / "bundle"
         serving.write_bundle(bundle, model, data.items, seen)
-        serving.log_model(bundle, example_users=sorted(seen[C.USER_COL].unique()[:2].tolist()))
-        mlflow.set_tags({"recflow.preprocess_run_id": preprocess_run_id, "recflow.hpo_run_id": hpo_run_id})
+        info = serving.log_model(bundle, example_users=sorted(seen[C.USER_COL].unique()[:2].tolist()))
+        mlflow.set_tags(
+            {
+                C.TAG_MODEL_URI: info.model_uri,
+                "recflow.preprocess_run_id": preprocess_run_id,
+                "recflow.hpo_run_id": hpo_run_id,
+            }
+        )
         key = f"ndcg_at_{C.DEFAULT_K}"
         click.echo(f"test {key} = {metrics[key]:.4f} (popularity {baseline[key]:.4f})")
 

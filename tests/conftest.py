@@ -1,0 +1,107 @@
+"""Shared fixtures: a temporary tracking store, tiny MovieLens-shaped data, a loopback server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.synthetic import ml100k_files, write_zip
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point MLflow and the download cache at ``tmp_path``."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RECFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def tiny_zip(tmp_path: Path) -> Path:
+    """A synthetic archive in the official ml-100k layout (40 users, 30 items)."""
+    return write_zip(tmp_path / "ml-100k.zip", ml100k_files())
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on loopback: (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ratings() -> pd.DataFrame:
+    """A MovieLens-shaped ratings frame: 6 users, 8 items, ratings 1-5, distinct timestamps."""
+    rng = np.random.default_rng(7)
+    rows = [
+        (u, i, float(rng.integers(1, 6)), 1000 * u + t)
+        for u in range(1, 7)
+        for t, i in enumerate(rng.choice(np.arange(1, 9), size=5, replace=False))
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+@pytest.fixture
+def checkerboard() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Known-answer data: even users like even items, odd users odd items.
+
+    Train holds all but one liked item per user; that held-out item is the right answer.
+    """
+    users, items = range(20), range(20)
+    liked = [(u, i) for u in users for i in items if u % 2 == i % 2]
+    df = pd.DataFrame(liked, columns=["user_id", "item_id"])
+    held = df.groupby("user_id").tail(1)
+    return df.drop(held.index).reset_index(drop=True), held.reset_index(drop=True)
+
+
+@pytest.fixture
+def shared_ml100k() -> Path:
+    """The real ML-100K files, or a skip when ../shared/data is absent."""
+    folder = SHARED_DATA / "ml-100k"
+    if not (folder / "u.data").is_file():
+        pytest.skip("real MovieLens data not available in ../shared/data")
+    return folder
+
+
+def invoke(command, args: list[str]) -> Result:
+    """Run a click step in-process and return its result (exceptions captured)."""
+    return CliRunner().invoke(command, args, catch_exceptions=True)
+
+
+def runs_of(step: str) -> list[mlflow.entities.Run]:
+    """All runs of a step in the current tracking store, newest first."""
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`recflow.step` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
