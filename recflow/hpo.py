@@ -19,7 +19,7 @@ import yaml
 
 from recflow.errors import UserError
 from recflow.metrics import evaluate_model, parse_metric
-from recflow.model import FMParams, Recommender
+from recflow.model import FMParams, Recommender, fit_isolated
 from recflow.tracking import Prepared
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Objective:
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
             try:
-                model = Recommender.fit(
+                model = fit_isolated(
                     self.data.train, params, self.seed + trial.number,
                     self.data.user_features, self.data.item_features, on_epoch,
                 )  # fmt: skip

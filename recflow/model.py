@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -79,6 +80,17 @@ def _numpy_global_seed(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+@contextlib.contextmanager
+def _diverged_as_error() -> Iterator[None]:
+    # rankfm reports non-finite weights with a bare AssertionError.
+    try:
+        yield
+    except AssertionError as e:
+        if "not finite" not in str(e):
+            raise
+        raise FloatingPointError(f"training diverged: {e}") from e
+
+
 class Recommender:
     """A fitted model: user/item ids and the embedding matrices that score them."""
 
@@ -132,7 +144,7 @@ class Recommender:
             learning_rate=params.learning_rate, learning_schedule=params.learning_schedule,
             learning_exponent=params.learning_exponent,
         )  # fmt: skip
-        with _numpy_global_seed(seed):
+        with _numpy_global_seed(seed), _diverged_as_error():
             if on_epoch is None:
                 # One call: rankfm re-indexes the data on every fit_partial, ~50% extra time.
                 fm.fit(pairs, user_features=uf, item_features=itf, epochs=params.epochs)
@@ -157,7 +169,7 @@ class Recommender:
         item_emb = np.hstack([fm.v_i, fm.x_if @ fm.v_if]).astype(np.float32)
         item_bias = (fm.w_i + fm.x_if @ fm.w_if).astype(np.float32)
         if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
-            raise FloatingPointError("training diverged (non-finite weights); lower learning_rate")
+            raise FloatingPointError("training diverged (non-finite weights): lower learning_rate")
         return cls(
             params, fm.user_id.to_numpy(), fm.item_id.to_numpy(), user_emb, item_emb, item_bias
         )
@@ -190,6 +202,82 @@ class Recommender:
             for n in ("user_ids", "item_ids", "user_emb", "item_emb", "item_bias")
         }
         return cls(params, **arrays)
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced non-finite weights or crashed the training process."""
+
+
+def fit_isolated(
+    train: pd.DataFrame,
+    params: FMParams,
+    seed: int,
+    user_features: pd.DataFrame | None = None,
+    item_features: pd.DataFrame | None = None,
+    on_epoch: Callable[[int, Recommender], None] | None = None,
+) -> Recommender:
+    """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
+
+    rankfmc corrupts its process's heap when training diverges (NaN weights; seen as "double
+    free or corruption" aborts), so a bad configuration must not train in the caller's process.
+    The child inherits the data through fork (no copy) and sends back the small weight matrices.
+    An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
+    propagates here.
+    """
+    ctx = multiprocessing.get_context("fork")
+    conn, child_conn = ctx.Pipe()
+    args = (child_conn, train, params, seed, user_features, item_features, on_epoch is not None)
+    proc = ctx.Process(target=_fit_child, args=args, daemon=True)
+    proc.start()
+    child_conn.close()
+    try:
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except EOFError:
+                proc.join()
+                raise TrainingDiverged(
+                    f"training process died (exit code {proc.exitcode}); the configuration "
+                    "probably diverged: lower learning_rate or sigma"
+                ) from None
+            if kind == "done":
+                return payload
+            if kind == "error":
+                raise TrainingDiverged(payload)
+            try:
+                on_epoch(*payload)
+            except BaseException:
+                conn.send(False)
+                raise
+            conn.send(True)
+    finally:
+        conn.close()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fit_child(conn, train, params, seed, user_features, item_features, report: bool) -> None:
+    def on_epoch(epoch: int, model: Recommender) -> None:
+        conn.send(("epoch", (epoch, model)))
+        if not conn.recv():
+            raise _Stop
+
+    try:
+        model = Recommender.fit(
+            train, params, seed, user_features, item_features, on_epoch if report else None
+        )
+        conn.send(("done", model))
+    except _Stop:
+        pass
+    except FloatingPointError as e:
+        conn.send(("error", str(e)))
+    finally:
+        conn.close()
 
 
 def _has_features(df: pd.DataFrame | None) -> bool:

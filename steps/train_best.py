@@ -14,7 +14,8 @@ import pandas as pd
 from recflow import constants as C
 from recflow import serving
 from recflow.metrics import evaluate_model, evaluate_popularity
-from recflow.model import FMParams, Recommender
+from recflow.errors import UserError
+from recflow.model import FMParams, fit_isolated
 from recflow.tracking import download, get_step_run, load_prepared, setup_logging, step_run
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         mlflow.log_params({f"model.{k}": v for k, v in fm_params.to_dict().items()})
 
         seen = pd.concat([data.train, data.valid], ignore_index=True)
-        model = Recommender.fit(seen, fm_params, seed, data.user_features, data.item_features)
+        try:
+            model = fit_isolated(seen, fm_params, seed, data.user_features, data.item_features)
+        except FloatingPointError as e:
+            raise UserError(f"training the best configuration failed: {e}") from e
         metrics = evaluate_model(model, seen, data.test, C.DEFAULT_K)
         baseline = evaluate_popularity(model, seen, data.test, C.DEFAULT_K)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})

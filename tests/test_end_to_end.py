@@ -1,0 +1,105 @@
+"""`mlflow run . -e main` as a user runs it: a real subprocess, a loopback HTTP source, the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import PROJECT
+from tests.synthetic import ml100k_files, write_zip
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+STEP_LINE = re.compile(r"^(download|preprocess|hpo|train_best|register)\s+(ran|reused)\s+(\w{32})", re.M)
+
+
+def user_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user with the project's venv active and a tracking store in tmp."""
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
+        # `--env-manager local` runs the MLproject's `python` from PATH.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:
+    """Run main with the given -P params; return {step: (ran|reused, run ID)} and the output."""
+    env = user_env(tmp_path)
+    args = [MLFLOW, "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
+    for p in params:
+        args += ["-P", p]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return {m[0]: (m[1], m[2]) for m in STEP_LINE.findall(proc.stdout)}, output
+
+
+@pytest.mark.slow
+def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
+    root, base = http_dir
+    archive = write_zip(root / "ml-100k.zip", ml100k_files())
+    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    params = ("dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={checksum}", "n_trials=3")
+
+    first, _ = run_main(tmp_path, *params)
+    assert [state for state, _ in first.values()] == ["ran"] * 5, first
+    second, out = run_main(tmp_path, *params)
+    assert {s: (state, rid) for s, (state, rid) in second.items()} == {
+        s: ("reused", rid) for s, (_, rid) in first.items()
+    }
+    assert re.search(r"model movielens-rankfm version 1: .*ndcg_at_10=", out)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    parents = {client.get_run(rid).data.tags.get("mlflow.parentRunId") for _, rid in first.values()}
+    assert len(parents) == 1 and None not in parents  # all five are children of the first main
+    assert str(client.get_model_version_by_alias("movielens-rankfm", "champion").version) == "1"
+
+    # force=true re-runs everything.
+    forced, _ = run_main(tmp_path, *params, "force=true")
+    assert [state for state, _ in forced.values()] == ["ran"] * 5
+
+
+@pytest.mark.slow
+def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -> None:
+    root, base = http_dir
+    archive = write_zip(root / "ml-100k.zip", ml100k_files())
+    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    params = ["dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={checksum}", "n_trials=2"]
+    env = user_env(tmp_path)
+    bad = [MLFLOW, "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
+    for p in [*params[:3], "n_trials=2", "metric=auc@10"]:
+        bad += ["-P", p]
+    proc = subprocess.run(bad, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    assert "unknown metric 'auc@10'" in proc.stderr and "step hpo failed" in proc.stderr
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    failed = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'FAILED'", output_format="list")
+    assert {r.data.tags.get("recflow.step") for r in failed} == {"hpo", "main"}
+
+    # The re-run resumes: download and preprocess come from the failed attempt.
+    steps, _ = run_main(tmp_path, *params)
+    assert steps["download"][0] == steps["preprocess"][0] == "reused"
+    assert steps["hpo"][0] == "ran"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_pipeline_on_real_ml100k_beats_popularity(tmp_path: Path, shared_ml100k: Path) -> None:
+    files = {name: (shared_ml100k / name).read_bytes() for name in ("u.data", "u.item", "u.user")}
+    archive = write_zip(tmp_path / "ml-100k.zip", files)
+    steps, out = run_main(tmp_path, "dataset=ml-100k", f"data_url={archive}", "n_trials=6")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    metrics = mlflow.get_run(steps["train_best"][1]).data.metrics
+    print(out[-600:])
+    assert metrics["test_ndcg_at_10"] > metrics["popularity_ndcg_at_10"]

@@ -1,0 +1,180 @@
+"""Each step through click's CliRunner against a temporary tracking store, good and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from recflow import constants as C
+from steps import download, hpo, main, preprocess, register, train_best
+from tests.conftest import PROJECT, invoke, runs_of
+from tests.synthetic import ml100k_files, write_zip
+
+COMMANDS = {
+    "download": download.main, "preprocess": preprocess.main, "hpo": hpo.main,
+    "train_best": train_best.main, "register": register.main, "main": main.main,
+}  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ok(step: str, args: list[str]) -> str:
+    """Run a step that must succeed; return its run ID."""
+    result = invoke(COMMANDS[step], args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    run = runs_of(step)[0]
+    assert run.info.status == "FINISHED"
+    return run.info.run_id
+
+
+def fails(step: str, args: list[str], message: str) -> mlflow.entities.Run | None:
+    """Run a step that must fail with ``message``; return its (FAILED) run if one was opened."""
+    before = {r.info.run_id for r in runs_of(step)}
+    result = invoke(COMMANDS[step], args)
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    new = [r for r in runs_of(step) if r.info.run_id not in before]
+    for run in new:
+        assert run.info.status == "FAILED"
+    return new[0] if new else None
+
+
+@pytest.fixture
+def raw_id(tracking: str, tiny_zip: Path) -> str:
+    return ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+
+
+@pytest.fixture
+def prep_id(raw_id: str) -> str:
+    return ok("preprocess", ["--raw_run_id", raw_id])
+
+
+def test_every_mlproject_parameter_reaches_its_click_option() -> None:
+    spec = yaml.safe_load((PROJECT / "MLproject").read_text())
+    assert set(spec["entry_points"]) == set(COMMANDS)
+    for name, ep in spec["entry_points"].items():
+        declared = set(ep["parameters"])
+        options = {p.name for p in COMMANDS[name].params}
+        assert declared == options, name
+        for param in declared:
+            assert f"--{param} {{{param}}}" in ep["command"], (name, param)
+        assert ep["command"].startswith(f"python -m steps.{name} ")
+
+
+def test_download_logs_files_and_lineage_tags(raw_id: str, tiny_zip: Path) -> None:
+    run = mlflow.get_run(raw_id)
+    assert run.data.tags[C.TAG_DATASET] == "ml-100k"
+    assert run.data.tags[C.TAG_CHECKSUM] == sha256(tiny_zip)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(raw_id, C.RAW_DIR)}
+    assert names == {f"{C.RAW_DIR}/u.data", f"{C.RAW_DIR}/u.item", f"{C.RAW_DIR}/u.user"}
+
+
+def test_download_over_http_caches_verified_archive(tracking: str, tiny_zip: Path, http_dir, tmp_path: Path) -> None:
+    root, base = http_dir
+    (root / "ml-100k.zip").write_bytes(tiny_zip.read_bytes())
+    args = ["--dataset", "ml-100k", "--data_url", f"{base}/ml-100k.zip", "--checksum", sha256(tiny_zip)]
+    ok("download", args)
+    cached = list((tmp_path / "data" / "ml-100k").iterdir())
+    assert len(cached) == 1 and cached[0].read_bytes() == tiny_zip.read_bytes()
+    (root / "ml-100k.zip").unlink()  # the second run must come from the cache
+    ok("download", args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "ml-7"], "unknown dataset 'ml-7'"),
+        (["--dataset", "ml-100k", "--data_url", "/nope/x.zip"], "not an existing file"),
+        (["--dataset", "ml-100k", "--data_url", "ftp://host/x.zip"], "unsupported URL scheme"),
+        (["--dataset", "ml-100k", "--data_url", "http://127.0.0.1:9/x.zip"], "cannot reach"),
+        (["--dataset", "ml-100k", "--checksum", "sha1:abc"], "is not of the form"),
+    ],
+)
+def test_download_rejects_bad_input(tracking: str, args: list[str], message: str) -> None:
+    assert fails("download", args, message) is not None
+
+
+def test_download_checksum_mismatch_keeps_cache_intact(tracking: str, tiny_zip: Path, http_dir, tmp_path: Path) -> None:
+    root, base = http_dir
+    (root / "ml-100k.zip").write_bytes(tiny_zip.read_bytes())
+    url = f"{base}/ml-100k.zip"
+    ok("download", ["--dataset", "ml-100k", "--data_url", url, "--checksum", sha256(tiny_zip)])
+    cache = tmp_path / "data" / "ml-100k"
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    # The server now serves another file under the same name.
+    write_zip(root / "ml-100k.zip", ml100k_files(seed=1))
+    fails("download", ["--dataset", "ml-100k", "--data_url", url, "--checksum", "md5:" + "0" * 32], "checksum mismatch")
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_download_rejects_wrong_layout(tracking: str, tmp_path: Path) -> None:
+    bad = write_zip(tmp_path / "flat.zip", ml100k_files(), folder="")
+    fails("download", ["--dataset", "ml-100k", "--data_url", str(bad)], "not in the ml-100k layout")
+
+
+def test_preprocess_writes_splits_and_counts(prep_id: str) -> None:
+    run = mlflow.get_run(prep_id)
+    m = run.data.metrics
+    assert m["n_train"] + m["n_valid"] + m["n_test"] <= m["n_after_filter"]
+    assert m["n_valid"] > 0 and m["n_test"] > 0
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=prep_id, artifact_path=C.DATA_DIR))
+    train = pd.read_parquet(folder / C.TRAIN_FILE)
+    assert len(train) == m["n_train"]
+    items = pd.read_parquet(folder / C.ITEMS_FILE)
+    assert list(items.columns) == [C.ITEM_COL, C.TITLE_COL, C.GENRES_COL]
+    assert run.data.tags["recflow.raw_run_id"] == run.data.params["raw_run_id"]
+
+
+def test_preprocess_rejects_wrong_runs(raw_id: str, prep_id: str) -> None:
+    fails("preprocess", ["--raw_run_id", "0" * 32], "no such run")
+    fails("preprocess", ["--raw_run_id", prep_id], "is a preprocess run, not a download run")
+
+
+def test_preprocess_split_leaving_a_set_empty(raw_id: str) -> None:
+    fails("preprocess", ["--raw_run_id", raw_id, "--min_rating", "6"], "leaves the train set empty")
+
+
+def test_hpo_rejects_bad_input(raw_id: str, prep_id: str, tmp_path: Path) -> None:
+    result = invoke(hpo.main, ["--preprocess_run_id", prep_id, "--n_trials", "0"])
+    assert result.exit_code != 0 and "n_trials" in result.output
+    fails("hpo", ["--preprocess_run_id", prep_id, "--metric", "auc@10"], "unknown metric 'auc@10'")
+    fails("hpo", ["--preprocess_run_id", raw_id], "is a download run, not a preprocess run")
+    space = tmp_path / "space.yaml"
+    space.write_text("factorz: {type: int, low: 2, high: 4}\n")
+    fails("hpo", ["--preprocess_run_id", prep_id, "--search_space", str(space)], "unknown parameter")
+
+
+def test_hpo_train_register_chain(prep_id: str) -> None:
+    hpo_id = ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "3"])
+    hpo_run = mlflow.get_run(hpo_id)
+    trials = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{hpo_id}'", output_format="list"
+    )
+    assert len(trials) == 3
+    assert all("ndcg_at_10" in t.data.metrics for t in trials)
+    assert "best_ndcg_at_10" in hpo_run.data.metrics
+    best = mlflow.artifacts.load_dict(f"runs:/{hpo_id}/{C.BEST_PARAMS_FILE}")
+    assert hpo_run.data.params["best.factors"] == str(best["factors"])
+
+    train_id = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id])
+    metrics = mlflow.get_run(train_id).data.metrics
+    for name in ("precision", "recall", "ndcg", "hit_rate", "mrr"):
+        assert 0 <= metrics[f"test_{name}_at_10"] <= 1
+        assert f"popularity_{name}_at_10" in metrics
+    # The synthetic data has two taste groups: the model must beat popularity clearly.
+    assert metrics["test_ndcg_at_10"] > 1.5 * metrics["popularity_ndcg_at_10"]
+
+    fails("register", ["--train_run_id", hpo_id], "is a hpo run, not a train_best run")
+    ok("register", ["--train_run_id", train_id, "--model_name", "tiny"])
+    version = mlflow.MlflowClient().get_model_version_by_alias("tiny", "champion")
+    assert version.tags["train_run_id"] == train_id and version.tags["dataset"] == "ml-100k"
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    out = model.predict(pd.DataFrame({"user_id": [1, 2]}), params={"k": 5})
+    assert list(out.groupby("user_id")["rank"].apply(list)) == [[1, 2, 3, 4, 5]] * 2
