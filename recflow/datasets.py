@@ -176,7 +176,9 @@ def _stream_to(url: str, dest: Path, algo: str, retries: int) -> str:
             log.warning("download of %s interrupted (%s); retrying", url, e)
             time.sleep(0.5 * 2**attempt)
         except requests.exceptions.RequestException as e:
-            raise UserError(f"cannot reach {url}: {type(e).__name__}; check data_url or your network") from e
+            raise UserError(
+                f"cannot reach {url}: {type(e).__name__}; check data_url or your network"
+            ) from e
     raise UserError(f"downloading {url} kept failing ({last_error}); try again later")
 
 
@@ -262,7 +264,9 @@ def extract(spec: DatasetSpec, archive: Path, dest: Path) -> list[Path]:
         for name in infos:
             p = PurePosixPath(name)
             if p.is_absolute() or ".." in p.parts or "\\" in name or ":" in p.parts[0]:
-                raise UserError(f"{archive} has a member {name!r} that would land outside the target folder")
+                raise UserError(
+                    f"{archive} has a member {name!r} that would land outside the target folder"
+                )
         missing = [m for m in spec.members if m not in infos]
         if missing:
             raise UserError(
@@ -319,7 +323,9 @@ def parse_ratings(spec: DatasetSpec, folder: Path) -> pd.DataFrame:
             df = pd.read_csv(path)
             df.columns = cols + list(df.columns[4:])
             df = df[cols]
-        df = df.astype({USER_COL: "int64", ITEM_COL: "int64", RATING_COL: "float32", TIMESTAMP_COL: "int64"})
+        df = df.astype(
+            {USER_COL: "int64", ITEM_COL: "int64", RATING_COL: "float32", TIMESTAMP_COL: "int64"}
+        )
     except (ValueError, pd.errors.ParserError) as e:
         raise UserError(f"{path.name} is not in {spec.name}'s ratings format: {e}") from e
     if df.empty:
@@ -335,8 +341,15 @@ def parse_items(spec: DatasetSpec, folder: Path) -> pd.DataFrame:
             names = [ITEM_COL, TITLE_COL, "release", "video_release", "url", *ML100K_GENRES]
             raw = _read_sep(path, "|", names, spec.encoding)
             flags = raw[list(ML100K_GENRES)].astype(int).to_numpy().astype(bool)
-            genres = ["|".join(g for g, on in zip(ML100K_GENRES, row) if on and g != "unknown") for row in flags]
-            df = pd.DataFrame({ITEM_COL: raw[ITEM_COL], TITLE_COL: raw[TITLE_COL], GENRES_COL: genres})
+            genres = [
+                "|".join(
+                    g for g, on in zip(ML100K_GENRES, row, strict=True) if on and g != "unknown"
+                )
+                for row in flags
+            ]
+            df = pd.DataFrame(
+                {ITEM_COL: raw[ITEM_COL], TITLE_COL: raw[TITLE_COL], GENRES_COL: genres}
+            )
         elif spec.fmt == "dat":
             df = _read_sep(path, "::", [ITEM_COL, TITLE_COL, GENRES_COL], spec.encoding)
         else:
@@ -355,9 +368,13 @@ def parse_users(spec: DatasetSpec, folder: Path) -> pd.DataFrame | None:
     path = folder / spec.users
     try:
         if spec.fmt == "100k":
-            df = _read_sep(path, "|", [USER_COL, "age", "gender", "occupation", "zip"], spec.encoding)
+            df = _read_sep(
+                path, "|", [USER_COL, "age", "gender", "occupation", "zip"], spec.encoding
+            )
         else:
-            df = _read_sep(path, "::", [USER_COL, "gender", "age", "occupation", "zip"], spec.encoding)
+            df = _read_sep(
+                path, "::", [USER_COL, "gender", "age", "occupation", "zip"], spec.encoding
+            )
         df = df.astype({USER_COL: "int64", "age": "int64"})
     except (ValueError, pd.errors.ParserError) as e:
         raise UserError(f"{path.name} is not in {spec.name}'s user format: {e}") from e

@@ -77,7 +77,9 @@ def load_space(path: Path) -> list[Dimension]:
             else:
                 lo, hi = float(spec["low"]), float(spec["high"])
                 if not lo < hi or (spec.get("log") and lo <= 0):
-                    raise ValueError(f"need 0 < low < high for log, low < high otherwise ({lo}, {hi})")
+                    raise ValueError(
+                        f"need 0 < low < high for log, low < high otherwise ({lo}, {hi})"
+                    )
                 dim = Dimension(name, spec["type"], lo, hi, bool(spec.get("log")), when=cond)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{where}: invalid spec ({e})") from e

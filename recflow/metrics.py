@@ -119,7 +119,9 @@ def evaluate_model(
     model: Recommender, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``held_out`` interactions, excluding ``seen`` ones from rankings."""
-    return evaluate(model.scores, len(model.item_ids), _positions(model, seen), _positions(model, held_out), k)
+    return evaluate(
+        model.scores, len(model.item_ids), _positions(model, seen), _positions(model, held_out), k
+    )
 
 
 def evaluate_popularity(

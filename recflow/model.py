@@ -152,7 +152,9 @@ class Recommender:
             fm.learning_schedule = "constant"
             for epoch in range(params.epochs):
                 if params.learning_schedule == "invscaling":
-                    fm.learning_rate = params.learning_rate / (epoch + 1) ** params.learning_exponent
+                    fm.learning_rate = (
+                        params.learning_rate / (epoch + 1) ** params.learning_exponent
+                    )
                 if epoch == 0:
                     fm.fit(pairs, user_features=uf, item_features=itf, epochs=1)
                 else:

@@ -114,7 +114,9 @@ def user_features(users: pd.DataFrame | None, user_ids: np.ndarray) -> pd.DataFr
     if users is None:
         return base
     u = users.copy()
-    u["age"] = np.asarray(AGE_BINS)[np.searchsorted(AGE_BINS, u["age"].to_numpy(), side="right") - 1]
+    u["age"] = np.asarray(AGE_BINS)[
+        np.searchsorted(AGE_BINS, u["age"].to_numpy(), side="right") - 1
+    ]
     onehot = pd.get_dummies(u[["gender", "age", "occupation"]].astype(str), dtype=np.float32)
     onehot.insert(0, USER_COL, u[USER_COL].to_numpy())
     return base.merge(onehot, on=USER_COL, how="left").fillna(0.0)

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import (
-    GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL,
+    GENRES_COL,
+    ITEM_COL,
+    RANK_COL,
+    SCORE_COL,
+    TITLE_COL,
+    USER_COL,
 )  # fmt: skip
 from recflow.metrics import top_k
 from recflow.model import Recommender
@@ -26,9 +31,7 @@ OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, S
 ARTIFACT_KEY = "recommender"
 
 
-def write_bundle(
-    path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame
-) -> None:
+def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
     """Write everything the served model needs into one folder."""
     model.save(path)
     items.to_parquet(path / "items.parquet", index=False)
@@ -82,7 +85,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             hi = np.searchsorted(self.seen_u, pos[known], side="right")
             rows = np.flatnonzero(known)
             counts = hi - lo
-            idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if counts.sum() else []
+            idx = (
+                np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
+                if counts.sum()
+                else []
+            )
             exclude[np.repeat(rows, counts), self.seen_i[np.asarray(idx, dtype=int)]] = True
         ranked = top_k(scores, exclude, k)
         kk = ranked.shape[1]
@@ -94,7 +101,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 ITEM_COL: self.model.item_ids[flat],
                 TITLE_COL: self.titles[flat],
                 GENRES_COL: self.genres[flat],
-                SCORE_COL: np.where(exclude, -np.inf, scores)[np.repeat(np.arange(len(users)), kk), flat].astype(float),
+                SCORE_COL: np.where(exclude, -np.inf, scores)[
+                    np.repeat(np.arange(len(users)), kk), flat
+                ].astype(float),
                 SOURCE_COL: np.repeat(np.where(known, "model", "popular"), kk),
             },
             columns=OUTPUT_COLS,

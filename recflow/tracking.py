@@ -16,14 +16,21 @@ from pathlib import Path
 
 import click
 import mlflow
+import pandas as pd
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
-import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import (
-    DATA_DIR, ITEM_FEATURES_FILE, ITEMS_FILE, TAG_CODE_VERSION, TAG_STEP, TEST_FILE, TRAIN_FILE,
-    USER_FEATURES_FILE, VALID_FILE,
+    DATA_DIR,
+    ITEM_FEATURES_FILE,
+    ITEMS_FILE,
+    TAG_CODE_VERSION,
+    TAG_STEP,
+    TEST_FILE,
+    TRAIN_FILE,
+    USER_FEATURES_FILE,
+    VALID_FILE,
 )  # fmt: skip
 from recflow.errors import UserError
 

@@ -21,8 +21,14 @@ from recflow.tracking import setup_logging, step_run
     f"{TAG_DATASET}, {TAG_SOURCE_URL}, {TAG_CHECKSUM}."
 )
 @click.option("--dataset", default="ml-1m", show_default=True, help=", ".join(datasets.DATASETS))
-@click.option("--data_url", default="", help="http(s)/file URL or local path of a zip in the dataset's layout.")
-@click.option("--checksum", default="", help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known.")
+@click.option(
+    "--data_url",
+    default="",
+    help="http(s)/file URL or local path of a zip in the dataset's layout.",
+)
+@click.option(
+    "--checksum", default="", help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known."
+)
 def main(dataset: str, data_url: str, checksum: str) -> None:
     setup_logging()
     params = {"dataset": dataset, "data_url": data_url, "checksum": checksum}

@@ -24,9 +24,15 @@ from recflow.tracking import load_prepared, setup_logging, step_run
 )
 @click.option("--preprocess_run_id", required=True, help="Run ID of a finished preprocess run.")
 @click.option("--n_trials", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--timeout", default=0, show_default=True, type=click.IntRange(min=0), help="Seconds; 0 = none.")
-@click.option("--metric", default="ndcg@10", show_default=True, help="Objective, e.g. ndcg@10, recall@20.")
-@click.option("--search_space", default="", help="Search-space YAML file (default: the packaged one).")
+@click.option(
+    "--timeout", default=0, show_default=True, type=click.IntRange(min=0), help="Seconds; 0 = none."
+)
+@click.option(
+    "--metric", default="ndcg@10", show_default=True, help="Objective, e.g. ndcg@10, recall@20."
+)
+@click.option(
+    "--search_space", default="", help="Search-space YAML file (default: the packaged one)."
+)
 @click.option("--pruner", default="hyperband", show_default=True, type=click.Choice(hpo.PRUNERS))
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(
@@ -56,17 +62,28 @@ def main(
         states = [t.state for t in study.trials]
         counts = {
             f"n_{s.name.lower()}": states.count(s)
-            for s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+            for s in (
+                optuna.trial.TrialState.COMPLETE,
+                optuna.trial.TrialState.PRUNED,
+                optuna.trial.TrialState.FAIL,
+            )
         }
         mlflow.log_metrics(counts)
         if not counts["n_complete"]:
-            raise UserError(f"no trial completed ({counts}); widen the search space or raise n_trials")
+            raise UserError(
+                f"no trial completed ({counts}); widen the search space or raise n_trials"
+            )
         best = study.best_trial
         # The full configuration, defaults included, so train_best needs nothing else.
         mlflow.log_dict(FMParams.from_dict(best.params).to_dict(), C.BEST_PARAMS_FILE)
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
         mlflow.log_metric(f"best_{base}_at_{k}", best.value)
-        mlflow.set_tags({"recflow.best_trial_run_id": best.user_attrs["mlflow_run_id"], "recflow.preprocess_run_id": preprocess_run_id})
+        mlflow.set_tags(
+            {
+                "recflow.best_trial_run_id": best.user_attrs["mlflow_run_id"],
+                "recflow.preprocess_run_id": preprocess_run_id,
+            }
+        )
         click.echo(
             f"best {metric} = {best.value:.4f} (trial {best.number}); "
             f"{counts['n_complete']} complete, {counts['n_pruned']} pruned, {counts['n_fail']} failed; "

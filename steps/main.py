@@ -75,7 +75,9 @@ def main(
         summary: list[tuple[str, str, bool, float]] = []
 
         def step(name: str, **p: object) -> str:
-            run_id, reused, secs = run_step(name, {k: str(v) for k, v in p.items()}, exp, parent, rerun)
+            run_id, reused, secs = run_step(
+                name, {k: str(v) for k, v in p.items()}, exp, parent, rerun
+            )
             mlflow.set_tag(f"recflow.run.{name}", run_id)
             summary.append((name, run_id, reused, secs))
             return run_id
@@ -91,7 +93,11 @@ def main(
             click.echo(f"{name:<11} {'reused' if reused else 'ran':<6} {run_id}  {secs:7.1f}s")
         version = client.get_run(summary[-1][1]).data.tags.get("recflow.model_version")
         test = client.get_run(trained).data.metrics
-        shown = ", ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in sorted(test.items()) if k.startswith("test_"))
+        shown = ", ".join(
+            f"{k.removeprefix('test_')}={v:.4f}"
+            for k, v in sorted(test.items())
+            if k.startswith("test_")
+        )
         click.echo(f"model {model_name} version {version}: {shown}")
         mlflow.log_metric("n_reused", sum(r for _, _, r, _ in summary))
 

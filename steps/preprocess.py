@@ -21,7 +21,9 @@ from recflow.tracking import download, get_step_run, setup_logging, step_run
     f"{C.USER_FEATURES_FILE}, {C.ITEM_FEATURES_FILE}, {C.ITEMS_FILE}}}; counts as metrics."
 )
 @click.option("--raw_run_id", required=True, help="Run ID of a finished download run.")
-@click.option("--min_rating", default=0.0, show_default=True, help="Keep ratings >= this (0 keeps all).")
+@click.option(
+    "--min_rating", default=0.0, show_default=True, help="Keep ratings >= this (0 keeps all)."
+)
 @click.option("--min_user_interactions", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--min_item_interactions", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--split", default="random", show_default=True, type=click.Choice(preprocess.SPLITS))
@@ -53,8 +55,12 @@ def main(
         parts.train.to_parquet(out / C.TRAIN_FILE, index=False)
         parts.valid.to_parquet(out / C.VALID_FILE, index=False)
         parts.test.to_parquet(out / C.TEST_FILE, index=False)
-        preprocess.user_features(users, user_ids).to_parquet(out / C.USER_FEATURES_FILE, index=False)
-        preprocess.item_features(items, item_ids).to_parquet(out / C.ITEM_FEATURES_FILE, index=False)
+        preprocess.user_features(users, user_ids).to_parquet(
+            out / C.USER_FEATURES_FILE, index=False
+        )
+        preprocess.item_features(items, item_ids).to_parquet(
+            out / C.ITEM_FEATURES_FILE, index=False
+        )
         preprocess.item_metadata(items, item_ids).to_parquet(out / C.ITEMS_FILE, index=False)
         mlflow.log_artifacts(str(out), C.DATA_DIR)
         counts = {

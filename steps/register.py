@@ -47,7 +47,9 @@ def main(train_run_id: str, model_name: str, alias: str) -> None:
         )
         client.update_model_version(model_name, version.version, description=description)
         client.set_registered_model_alias(model_name, alias, version.version)
-        mlflow.set_tags({"recflow.model_name": model_name, "recflow.model_version": version.version})
+        mlflow.set_tags(
+            {"recflow.model_name": model_name, "recflow.model_version": version.version}
+        )
         mlflow.log_metric("model_version", int(version.version))
         click.echo(f"registered {model_name} version {version.version} as @{alias}: {description}")
 

@@ -13,8 +13,8 @@ import pandas as pd
 
 from recflow import constants as C
 from recflow import serving
-from recflow.metrics import evaluate_model, evaluate_popularity
 from recflow.errors import UserError
+from recflow.metrics import evaluate_model, evaluate_popularity
 from recflow.model import FMParams, fit_isolated
 from recflow.tracking import download, get_step_run, load_prepared, setup_logging, step_run
 
@@ -55,7 +55,9 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
 
         bundle = Path(tmp) / "bundle"
         serving.write_bundle(bundle, model, data.items, seen)
-        info = serving.log_model(bundle, example_users=sorted(seen[C.USER_COL].unique()[:2].tolist()))
+        info = serving.log_model(
+            bundle, example_users=sorted(seen[C.USER_COL].unique()[:2].tolist())
+        )
         mlflow.set_tags(
             {
                 C.TAG_MODEL_URI: info.model_uri,

@@ -10,7 +10,9 @@ import numpy as np
 from recflow.datasets import ML100K_GENRES
 
 
-def ml100k_files(n_users: int = 40, n_items: int = 30, per_user: int = 12, seed: int = 0) -> dict[str, str]:
+def ml100k_files(
+    n_users: int = 40, n_items: int = 30, per_user: int = 12, seed: int = 0
+) -> dict[str, str]:
     """u.data / u.item / u.user contents with two taste groups, so a model can learn something."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -24,10 +26,19 @@ def ml100k_files(n_users: int = 40, n_items: int = 30, per_user: int = 12, seed:
     for i in range(1, n_items + 1):
         flags = ["0"] * len(ML100K_GENRES)
         flags[1 + i % 5] = "1"
-        items.append(f"{i}|Movie {i} (1995)|01-Jan-1995||http://example.invalid/{i}|" + "|".join(flags))
+        items.append(
+            f"{i}|Movie {i} (1995)|01-Jan-1995||http://example.invalid/{i}|" + "|".join(flags)
+        )
     occupations = ["student", "engineer", "writer"]
-    users = [f"{u}|{18 + u % 40}|{'MF'[u % 2]}|{occupations[u % 3]}|0000{u}" for u in range(1, n_users + 1)]
-    return {"u.data": "\n".join(rows) + "\n", "u.item": "\n".join(items) + "\n", "u.user": "\n".join(users) + "\n"}
+    users = [
+        f"{u}|{18 + u % 40}|{'MF'[u % 2]}|{occupations[u % 3]}|0000{u}"
+        for u in range(1, n_users + 1)
+    ]
+    return {
+        "u.data": "\n".join(rows) + "\n",
+        "u.item": "\n".join(items) + "\n",
+        "u.user": "\n".join(users) + "\n",
+    }
 
 
 def write_zip(path: Path, files: dict[str, str | bytes], folder: str = "ml-100k") -> Path:

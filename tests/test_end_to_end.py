@@ -16,7 +16,9 @@ from tests.conftest import PROJECT
 from tests.synthetic import ml100k_files, write_zip
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-STEP_LINE = re.compile(r"^(download|preprocess|hpo|train_best|register)\s+(ran|reused)\s+(\w{32})", re.M)
+STEP_LINE = re.compile(
+    r"^(download|preprocess|hpo|train_best|register)\s+(ran|reused)\s+(\w{32})", re.M
+)
 
 
 def user_env(tmp_path: Path) -> dict[str, str]:
@@ -48,7 +50,12 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
-    params = ("dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={checksum}", "n_trials=3")
+    params = (
+        "dataset=ml-100k",
+        f"data_url={base}/ml-100k.zip",
+        f"checksum={checksum}",
+        "n_trials=3",
+    )
 
     first, _ = run_main(tmp_path, *params)
     assert [state for state, _ in first.values()] == ["ran"] * 5, first
@@ -74,7 +81,12 @@ def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
-    params = ["dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={checksum}", "n_trials=2"]
+    params = [
+        "dataset=ml-100k",
+        f"data_url={base}/ml-100k.zip",
+        f"checksum={checksum}",
+        "n_trials=2",
+    ]
     env = user_env(tmp_path)
     bad = [MLFLOW, "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
     for p in [*params[:3], "n_trials=2", "metric=auc@10"]:
@@ -84,7 +96,11 @@ def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -
     assert "unknown metric 'auc@10'" in proc.stderr and "step hpo failed" in proc.stderr
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    failed = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'FAILED'", output_format="list")
+    failed = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string="attributes.status = 'FAILED'",
+        output_format="list",
+    )
     assert {r.data.tags.get("recflow.step") for r in failed} == {"hpo", "main"}
 
     # The re-run resumes: download and preprocess come from the failed attempt.

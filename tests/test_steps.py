@@ -76,10 +76,19 @@ def test_download_logs_files_and_lineage_tags(raw_id: str, tiny_zip: Path) -> No
     assert names == {f"{C.RAW_DIR}/u.data", f"{C.RAW_DIR}/u.item", f"{C.RAW_DIR}/u.user"}
 
 
-def test_download_over_http_caches_verified_archive(tracking: str, tiny_zip: Path, http_dir, tmp_path: Path) -> None:
+def test_download_over_http_caches_verified_archive(
+    tracking: str, tiny_zip: Path, http_dir, tmp_path: Path
+) -> None:
     root, base = http_dir
     (root / "ml-100k.zip").write_bytes(tiny_zip.read_bytes())
-    args = ["--dataset", "ml-100k", "--data_url", f"{base}/ml-100k.zip", "--checksum", sha256(tiny_zip)]
+    args = [
+        "--dataset",
+        "ml-100k",
+        "--data_url",
+        f"{base}/ml-100k.zip",
+        "--checksum",
+        sha256(tiny_zip),
+    ]
     ok("download", args)
     cached = list((tmp_path / "data" / "ml-100k").iterdir())
     assert len(cached) == 1 and cached[0].read_bytes() == tiny_zip.read_bytes()
@@ -101,7 +110,9 @@ def test_download_rejects_bad_input(tracking: str, args: list[str], message: str
     assert fails("download", args, message) is not None
 
 
-def test_download_checksum_mismatch_keeps_cache_intact(tracking: str, tiny_zip: Path, http_dir, tmp_path: Path) -> None:
+def test_download_checksum_mismatch_keeps_cache_intact(
+    tracking: str, tiny_zip: Path, http_dir, tmp_path: Path
+) -> None:
     root, base = http_dir
     (root / "ml-100k.zip").write_bytes(tiny_zip.read_bytes())
     url = f"{base}/ml-100k.zip"
@@ -110,7 +121,11 @@ def test_download_checksum_mismatch_keeps_cache_intact(tracking: str, tiny_zip: 
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
     # The server now serves another file under the same name.
     write_zip(root / "ml-100k.zip", ml100k_files(seed=1))
-    fails("download", ["--dataset", "ml-100k", "--data_url", url, "--checksum", "md5:" + "0" * 32], "checksum mismatch")
+    fails(
+        "download",
+        ["--dataset", "ml-100k", "--data_url", url, "--checksum", "md5:" + "0" * 32],
+        "checksum mismatch",
+    )
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
 
 
@@ -148,14 +163,18 @@ def test_hpo_rejects_bad_input(raw_id: str, prep_id: str, tmp_path: Path) -> Non
     fails("hpo", ["--preprocess_run_id", raw_id], "is a download run, not a preprocess run")
     space = tmp_path / "space.yaml"
     space.write_text("factorz: {type: int, low: 2, high: 4}\n")
-    fails("hpo", ["--preprocess_run_id", prep_id, "--search_space", str(space)], "unknown parameter")
+    fails(
+        "hpo", ["--preprocess_run_id", prep_id, "--search_space", str(space)], "unknown parameter"
+    )
 
 
 def test_hpo_train_register_chain(prep_id: str) -> None:
     hpo_id = ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "3"])
     hpo_run = mlflow.get_run(hpo_id)
     trials = mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{hpo_id}'", output_format="list"
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{hpo_id}'",
+        output_format="list",
     )
     assert len(trials) == 3
     assert all("ndcg_at_10" in t.data.metrics for t in trials)

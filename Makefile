@@ -1,0 +1,27 @@
+# Two commands for a fresh machine (Python >= 3.10, a C compiler):
+#   make main ARGS="-P dataset=ml-100k"   set up .venv and run the whole pipeline
+#   make test                             set up .venv and run every test (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: main test lint
+
+# rankfmc is built from source: its manylinux wheel fails to import and older wheels are slow.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --no-binary rankfmc -e '.[test]'
+	touch $@
+
+main: $(VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+# -m "" runs the slow end-to-end tests too; plain `pytest` skips them.
+test: lint
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -m "" $(PYTEST_ARGS)
