@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
+import re
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from recflow.errors import UserError
 from recflow.metrics import evaluate_model, parse_metric
@@ -98,8 +101,7 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
 
 def study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> str:
     """Default study name: the data, the objective and a digest of the search space."""
-    digest = hashlib.sha256(repr(space).encode()).hexdigest()[:8]
-    return f"{preprocess_run_id}-{metric}-{digest}"
+    return f"{preprocess_run_id}-{metric}-{space_digest(space)}"
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -114,41 +116,200 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
 
 
 class Objective:
-    """Train one configuration, evaluating on the validation split after every epoch."""
+    """Train one configuration, evaluating on the validation split after every epoch.
 
-    def __init__(self, data: Prepared, space: list[Dimension], metric: str, seed: int) -> None:
-        self.data, self.space, self.seed = data, space, seed
+    Each trial is an MLflow run, a child of ``parent_run_id``. The client API is used rather
+    than the fluent one because trials may run in worker threads (``n_jobs``), which do not
+    share the fluent API's active-run stack.
+    """
+
+    def __init__(
+        self,
+        data: Prepared,
+        space: list[Dimension],
+        metric: str,
+        seed: int,
+        parent_run_id: str,
+        n_trials: int,
+    ) -> None:
+        self.data, self.space, self.seed, self.n_trials = data, space, seed, n_trials
         self.base, self.k = parse_metric(metric)
         self.key = f"{self.base}_at_{self.k}"
+        self.parent = MlflowClient().get_run(parent_run_id)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        claim_budget(trial, self.n_trials)
+        client = MlflowClient()
         params = suggest(trial, self.space)
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True) as run:
-            trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            mlflow.log_params({**params.to_dict(), "trial_number": trial.number})
-            best = -math.inf
+        run = client.create_run(
+            self.parent.info.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                "mlflow.parentRunId": self.parent.info.run_id,
+                "optuna.study": trial.study.study_name,
+            },
+        )
+        run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        client.log_batch(
+            run_id,
+            params=[
+                Param(k, str(v))
+                for k, v in {**params.to_dict(), "trial_number": trial.number}.items()
+            ],
+        )
+        last: dict[str, float] = {}
 
-            def on_epoch(epoch: int, model: Recommender) -> None:
-                nonlocal best
-                value = evaluate_model(model, self.data.train, self.data.valid, self.k)[self.key]
-                best = max(best, value)
-                mlflow.log_metric(self.key, value, step=epoch + 1)
-                trial.report(value, epoch + 1)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+        def on_epoch(epoch: int, model: Recommender) -> None:
+            last.update(evaluate_model(model, self.data.train, self.data.valid, self.k))
+            client.log_metric(run_id, self.key, last[self.key], step=epoch + 1)
+            trial.report(last[self.key], epoch + 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
-            try:
-                model = fit_isolated(
-                    self.data.train, params, self.seed + trial.number,
-                    self.data.user_features, self.data.item_features, on_epoch,
-                )  # fmt: skip
-            except optuna.TrialPruned as e:
-                # A pruned trial ran fine: FINISHED, tagged, not FAILED.
-                mlflow.set_tag("trial_state", "PRUNED")
-                pruned = e
-            else:
-                metrics = evaluate_model(model, self.data.train, self.data.valid, self.k)
-                mlflow.log_metrics(metrics)
-                mlflow.set_tag("trial_state", "COMPLETE")
-                return metrics[self.key]
-        raise pruned
+        state, status = "FAILED", "FAILED"
+        try:
+            fit_isolated(
+                self.data.train, params, self.seed + trial.number,
+                self.data.user_features, self.data.item_features, on_epoch,
+            )  # fmt: skip
+            client.log_batch(run_id, metrics=[_metric(k, v) for k, v in last.items()])
+            state, status = "COMPLETE", "FINISHED"
+            return last[self.key]
+        except optuna.TrialPruned:
+            # A pruned trial ran fine: FINISHED in MLflow, tagged PRUNED.
+            state, status = "PRUNED", "FINISHED"
+            raise
+        finally:
+            client.set_tag(run_id, "trial_state", state)
+            client.set_terminated(run_id, status)
+
+
+def _metric(key: str, value: float) -> Metric:
+    return Metric(key, value, int(time.time() * 1000), 0)
+
+
+def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage:
+    """An optuna storage: "" = a journal file under ``default_dir``, a URL = a database, else a
+    journal file at that path. Journal files survive a killed process and allow several local
+    workers; a database URL (e.g. postgresql://) serves workers on many machines.
+    """
+    try:
+        if "://" in storage:
+            # Heartbeats let a surviving worker fail trials of a worker that was killed.
+            return optuna.storages.RDBStorage(
+                storage, heartbeat_interval=30, grace_period=90,
+                engine_kwargs={"pool_pre_ping": True},
+            )  # fmt: skip
+        path = Path(storage) if storage else default_dir / "optuna" / "studies.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    except Exception as e:  # sqlalchemy and driver errors have no common base worth naming
+        raise UserError(f"cannot open optuna storage {_redact(storage)}: {_first_line(e)}") from e
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url) or "(default journal file)"
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    metric: str,
+    space: list[Dimension],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study or continue it, refusing one made for another metric or search space."""
+    digest = space_digest(space)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+        direction="maximize", load_if_exists=True,
+    )  # fmt: skip
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"study {name!r} minimises; ours maximise {metric}: use another study_name")
+    for key, value in (("metric", metric), ("search_space", digest)):
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            raise UserError(
+                f"study {name!r} was created with {key} {stored!r}, not {value!r}; "
+                "use another study_name or the original settings"
+            )
+    return study
+
+
+def space_digest(space: list[Dimension]) -> str:
+    """A short fingerprint of a search space."""
+    return hashlib.sha256(repr(space).encode()).hexdigest()[:8]
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    """Trials in any of ``states``, leaving out the ones skipped because the budget was full."""
+    trials = study.get_trials(deepcopy=False, states=states)
+    return sum(1 for t in trials if not t.user_attrs.get(BUDGET_SKIP))
+
+
+BUDGET_SKIP = "skipped_budget_full"
+
+
+def claim_budget(trial: optuna.Trial, n_trials: int) -> None:
+    """Stop this worker when finished plus in-flight trials already reach ``n_trials``.
+
+    Checked as each trial starts, so several workers sharing a study together complete exactly
+    ``n_trials`` trials instead of each overshooting by its in-flight ones.
+    """
+    others = count(trial.study, TrialState.COMPLETE, TrialState.RUNNING) - 1
+    if others >= n_trials:
+        trial.set_user_attr(BUDGET_SKIP, True)
+        trial.study.stop()
+        raise optuna.TrialPruned("n_trials reached")
+
+
+def stop_when_budget_full(n_trials: int):
+    """An optuna callback: stop this worker once complete plus in-flight trials reach n_trials."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if count(study, TrialState.COMPLETE, TrialState.RUNNING) >= n_trials:
+            study.stop()
+
+    return callback
+
+
+def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optimization history, parameter importances, parallel coordinates and learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {
+        "optimization_history": ovm.plot_optimization_history,
+        "param_importances": ovm.plot_param_importances,
+        "parallel_coordinate": ovm.plot_parallel_coordinate,
+        "intermediate_values": ovm.plot_intermediate_values,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, plot in plots.items():
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            # e.g. importances need two complete trials with varied parameters.
+            log.warning("skipping plot %s: %s", name, e)
+            continue
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+        fig.set_size_inches(10, 6)
+        fig.tight_layout()
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import click
 import mlflow
 import optuna
+from optuna.trial import TrialState
 
 from recflow import constants as C
 from recflow import hpo
@@ -18,55 +21,69 @@ from recflow.tracking import load_prepared, setup_logging, step_run
 
 
 @click.command(
-    help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning).\n\n"
+    help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning). "
+    "Re-running with the same study continues it until n_trials trials are complete; several "
+    "processes sharing a storage and study split the work.\n\n"
     f"Reads: the {C.DATA_DIR}/ artifacts of a preprocess run (--preprocess_run_id).\n"
-    "Writes: one nested run per trial; best_params.json; best.<param> params; best_<metric>."
+    f"Writes: one nested run per trial; {C.BEST_PARAMS_FILE}; best.<param> params; "
+    "best_<metric>; n_complete / n_pruned / n_fail; plots/*.png."
 )
 @click.option("--preprocess_run_id", required=True, help="Run ID of a finished preprocess run.")
-@click.option("--n_trials", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--timeout", default=0, show_default=True, type=click.IntRange(min=0), help="Seconds; 0 = none."
-)
-@click.option(
-    "--metric", default="ndcg@10", show_default=True, help="Objective, e.g. ndcg@10, recall@20."
-)
-@click.option(
-    "--search_space", default="", help="Search-space YAML file (default: the packaged one)."
-)
+@click.option("--n_trials", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Complete trials the study should have in total.")  # fmt: skip
+@click.option("--timeout", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Stop starting trials after this many seconds; 0 = no limit.")  # fmt: skip
+@click.option("--metric", default="ndcg@10", show_default=True,
+              help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
+@click.option("--search_space", default="", help="Search-space YAML (default: the packaged one).")
 @click.option("--pruner", default="hyperband", show_default=True, type=click.Choice(hpo.PRUNERS))
+@click.option("--storage", default="",
+              help="optuna storage: a database URL or a journal file path "
+              "(default: $RECFLOW_DATA_DIR/optuna/studies.journal).")  # fmt: skip
+@click.option("--study_name", default="", help="Default: <preprocess run>-<metric>-<space digest>.")
+@click.option("--n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Trials run in parallel in this process.")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(
     preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
-    pruner: str, seed: int,
+    pruner: str, storage: str, study_name: str, n_jobs: int, seed: int,
 ) -> None:  # fmt: skip
     setup_logging()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     params = {k: v for k, v in locals().items()}
     with step_run("hpo", params) as run, tempfile.TemporaryDirectory() as tmp:
+        # Everything that can be wrong is checked before the first trial.
         try:
             base, k = parse_metric(metric)
         except ValueError as e:
             raise UserError(str(e)) from e
         space = hpo.load_space(Path(search_space) if search_space else hpo.DEFAULT_SPACE)
         data = load_prepared(preprocess_run_id, Path(tmp))
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-        # A deterministic name: Hyperband assigns trials to brackets by hashing it.
-        study = optuna.create_study(
-            study_name=hpo.study_name(preprocess_run_id, metric, space),
-            direction="maximize", sampler=sampler,
-            pruner=hpo.make_pruner(pruner, max_epochs=_max_epochs(space)),
+        name = study_name or hpo.study_name(preprocess_run_id, metric, space)
+        max_epochs = max([int(d.high) for d in space if d.name == "epochs"] or [20])
+        study = hpo.open_study(
+            hpo.open_storage(storage, Path(os.environ.get("RECFLOW_DATA_DIR", "data"))),
+            name, metric, space,
+            # Seeded TPE: the same seed on the same data gives the same trials when run serially.
+            optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+            hpo.make_pruner(pruner, max_epochs),
         )  # fmt: skip
-        study.optimize(
-            hpo.Objective(data, space, metric, seed), n_trials=n_trials,
-            timeout=timeout or None, catch=(FloatingPointError,),
-        )  # fmt: skip
-        states = [t.state for t in study.trials]
+        mlflow.set_tag("optuna.study", name)
+        already = hpo.count(study, TrialState.COMPLETE)
+        if already < n_trials:
+            objective = hpo.Objective(data, space, metric, seed, run.info.run_id, n_trials)
+            study.optimize(
+                objective,
+                # A cap on this worker's attempts, since pruned and failed trials don't count.
+                n_trials=4 * (n_trials - already) + 10,
+                timeout=timeout or None, n_jobs=n_jobs, catch=(FloatingPointError,),
+                callbacks=[hpo.stop_when_budget_full(n_trials)],
+            )  # fmt: skip
+
         counts = {
-            f"n_{s.name.lower()}": states.count(s)
-            for s in (
-                optuna.trial.TrialState.COMPLETE,
-                optuna.trial.TrialState.PRUNED,
-                optuna.trial.TrialState.FAIL,
-            )
+            "n_complete": hpo.count(study, TrialState.COMPLETE),
+            "n_pruned": hpo.count(study, TrialState.PRUNED),
+            "n_fail": hpo.count(study, TrialState.FAIL),
         }
         mlflow.log_metrics(counts)
         if not counts["n_complete"]:
@@ -76,7 +93,7 @@ def main(
         best = study.best_trial
         # The full configuration, defaults included, so train_best needs nothing else.
         mlflow.log_dict(FMParams.from_dict(best.params).to_dict(), C.BEST_PARAMS_FILE)
-        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+        mlflow.log_params({f"best.{p}": v for p, v in best.params.items()})
         mlflow.log_metric(f"best_{base}_at_{k}", best.value)
         mlflow.set_tags(
             {
@@ -84,16 +101,13 @@ def main(
                 "recflow.preprocess_run_id": preprocess_run_id,
             }
         )
+        for path in hpo.save_plots(study, Path(tmp) / "plots"):
+            mlflow.log_artifact(str(path), "plots")
         click.echo(
-            f"best {metric} = {best.value:.4f} (trial {best.number}); "
-            f"{counts['n_complete']} complete, {counts['n_pruned']} pruned, {counts['n_fail']} failed; "
-            f"run {run.info.run_id}"
+            f"study {name}: best {metric} = {best.value:.4f} (trial {best.number}); "
+            f"{counts['n_complete']} complete, {counts['n_pruned']} pruned, "
+            f"{counts['n_fail']} failed; run {run.info.run_id}"
         )
-
-
-def _max_epochs(space: list[hpo.Dimension]) -> int:
-    dims = {d.name: d for d in space}
-    return int(dims["epochs"].high) if "epochs" in dims else 20
 
 
 if __name__ == "__main__":
