@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -138,6 +140,7 @@ class Objective:
         self.parent = MlflowClient().get_run(parent_run_id)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER, worker_id())
         claim_budget(trial, self.n_trials)
         client = MlflowClient()
         params = suggest(trial, self.space)
@@ -173,7 +176,9 @@ class Objective:
                 self.data.train, params, self.seed + trial.number,
                 self.data.user_features, self.data.item_features, on_epoch,
             )  # fmt: skip
-            client.log_batch(run_id, metrics=[_metric(k, v) for k, v in last.items()])
+            # The objective's history is already logged epoch by epoch; add the other metrics.
+            others = [_metric(k, v) for k, v in last.items() if k != self.key]
+            client.log_batch(run_id, metrics=others)
             state, status = "COMPLETE", "FINISHED"
             return last[self.key]
         except optuna.TrialPruned:
@@ -227,10 +232,14 @@ def open_study(
 ) -> optuna.Study:
     """Create the study or continue it, refusing one made for another metric or search space."""
     digest = space_digest(space)
-    study = optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-        direction="maximize", load_if_exists=True,
-    )  # fmt: skip
+    try:
+        # Load first: checking an existing study must not write to its storage.
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        study = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+            direction="maximize", load_if_exists=True,  # another worker may create it first
+        )  # fmt: skip
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {name!r} minimises; ours maximise {metric}: use another study_name")
     for key, value in (("metric", metric), ("search_space", digest)):
@@ -270,6 +279,51 @@ def claim_budget(trial: optuna.Trial, n_trials: int) -> None:
         trial.set_user_attr(BUDGET_SKIP, True)
         trial.study.stop()
         raise optuna.TrialPruned("n_trials reached")
+
+
+WORKER = "worker"
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Mark RUNNING trials whose worker process is gone as FAIL; return their numbers.
+
+    Database storages do this with heartbeats; a journal file has none, so trials of a killed
+    local worker would stay RUNNING and hold their place in the n_trials budget forever. Only
+    workers on this host can be checked; the trials' MLflow runs are marked KILLED.
+    """
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            stale.append(t.number)
+            run_id = t.user_attrs.get("mlflow_run_id")
+            if run_id and MlflowClient().get_run(run_id).info.status == "RUNNING":
+                MlflowClient().set_terminated(run_id, "KILLED")
+    if stale:
+        log.warning("marked trials %s of dead workers as failed", stale)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop_when_budget_full(n_trials: int):

@@ -61,14 +61,15 @@ def main(
         data = load_prepared(preprocess_run_id, Path(tmp))
         name = study_name or hpo.study_name(preprocess_run_id, metric, space)
         max_epochs = max([int(d.high) for d in space if d.name == "epochs"] or [20])
+        store = hpo.open_storage(storage, Path(os.environ.get("RECFLOW_DATA_DIR", "data")))
         study = hpo.open_study(
-            hpo.open_storage(storage, Path(os.environ.get("RECFLOW_DATA_DIR", "data"))),
-            name, metric, space,
+            store, name, metric, space,
             # Seeded TPE: the same seed on the same data gives the same trials when run serially.
             optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
             hpo.make_pruner(pruner, max_epochs),
         )  # fmt: skip
         mlflow.set_tag("optuna.study", name)
+        hpo.fail_stale_trials(study, store)
         already = hpo.count(study, TrialState.COMPLETE)
         if already < n_trials:
             objective = hpo.Objective(data, space, metric, seed, run.info.run_id, n_trials)

@@ -1,0 +1,230 @@
+"""The search space, trials as nested runs, pruning, and studies that resume and are shared."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from recflow import hpo
+from recflow.errors import UserError
+from tests.conftest import PROJECT, runs_of
+from tests.test_steps import fails, ok
+
+
+def test_default_space_loads_and_respects_conditions() -> None:
+    space = hpo.load_space(hpo.DEFAULT_SPACE)
+    names = [d.name for d in space]
+    assert {"factors", "loss", "max_samples", "learning_rate", "epochs", "features"} <= set(names)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        params = hpo.suggest(trial, space)
+        # max_samples only applies to WARP, beta only with side features.
+        assert ("max_samples" in trial.params) == (params.loss == "warp")
+        assert ("beta" in trial.params) == (params.features != "none")
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("factors: [1, 2", "cannot read search space"),
+        ("- just a list", "non-empty mapping"),
+        ("factorz: {type: int, low: 2, high: 4}", "unknown parameter"),
+        ("factors: {type: int, low: 8, high: 2}", "invalid spec"),
+        ("alpha: {type: float, low: 0, high: 1, log: true}", "invalid spec"),
+        ("loss: {type: categorical}", "invalid spec"),
+        ("max_samples: {type: int, low: 2, high: 9, when: {loss: warp}}", "listed before it"),
+    ],
+)
+def test_bad_search_space_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        hpo.load_space(path)
+
+
+def test_same_seed_gives_same_trials() -> None:
+    space = hpo.load_space(hpo.DEFAULT_SPACE)
+
+    def sample(seed: int) -> list[dict]:
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: hpo.suggest(t, space).factors / 100, n_trials=15)
+        return [t.params for t in study.trials]
+
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
+
+
+@pytest.fixture
+def prep_id(tracking: str, tiny_zip: Path) -> str:
+    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+    return ok("preprocess", ["--raw_run_id", raw])
+
+
+def trial_runs(hpo_run_id: str) -> list[mlflow.entities.Run]:
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{hpo_run_id}'",
+        output_format="list",
+    )
+
+
+def test_trials_are_child_runs_with_learning_curves(prep_id: str, tmp_path: Path) -> None:
+    journal = tmp_path / "j.log"
+    hpo_id = ok(
+        "hpo", ["--preprocess_run_id", prep_id, "--n_trials", "4", "--storage", str(journal)]
+    )
+    run = mlflow.get_run(hpo_id)
+    trials = trial_runs(hpo_id)
+    assert run.data.metrics["n_complete"] == 4
+    assert len(trials) == 4 + run.data.metrics["n_pruned"] + run.data.metrics["n_fail"]
+    client = mlflow.MlflowClient()
+    for t in trials:
+        if t.data.tags["trial_state"] == "COMPLETE":
+            epochs = int(t.data.params["epochs"])
+            history = client.get_metric_history(t.info.run_id, "ndcg_at_10")
+            assert [m.step for m in history] == list(range(1, epochs + 1))
+            assert {"precision_at_10", "recall_at_10", "hit_rate_at_10", "mrr_at_10"} <= set(
+                t.data.metrics
+            )
+    best = run.data.tags["recflow.best_trial_run_id"]
+    assert best in {t.info.run_id for t in trials}
+    plots = {a.path for a in client.list_artifacts(hpo_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+
+
+class _PruneAfterTwo(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.last_step is not None and trial.last_step >= 2
+
+
+def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> None:
+    from recflow.tracking import load_prepared
+
+    data = load_prepared(prep_id, tmp_path)
+    (tmp_path / "space.yaml").write_text("epochs: {type: int, low: 5, high: 8}\n")
+    space = hpo.load_space(tmp_path / "space.yaml")
+    with mlflow.start_run() as parent:
+        study = optuna.create_study(direction="maximize", pruner=_PruneAfterTwo())
+        study.optimize(hpo.Objective(data, space, "ndcg@10", 1, parent.info.run_id, 3), n_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
+    for run in trial_runs(parent.info.run_id):
+        assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "PRUNED"
+        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "ndcg_at_10")
+        assert [m.step for m in history] == [1, 2]
+
+
+def test_study_with_other_metric_is_refused_untouched(prep_id: str, tmp_path: Path) -> None:
+    journal = tmp_path / "j.log"
+    common = ["--preprocess_run_id", prep_id, "--storage", str(journal), "--study_name", "s"]
+    ok("hpo", [*common, "--n_trials", "2"])
+    before = journal.read_bytes()
+    fails("hpo", [*common, "--n_trials", "4", "--metric", "recall@10"], "was created with metric")
+    assert journal.read_bytes() == before
+
+
+def test_unreachable_storage_is_refused(prep_id: str) -> None:
+    url = "sqlite:////nonexistent-dir/optuna.db"
+    fails("hpo", ["--preprocess_run_id", prep_id, "--storage", url], "cannot open optuna storage")
+
+
+def test_rerun_continues_study_to_n_trials(prep_id: str, tmp_path: Path) -> None:
+    common = [
+        "--preprocess_run_id",
+        prep_id,
+        "--storage",
+        str(tmp_path / "j.log"),
+        "--pruner",
+        "none",
+    ]
+    first = ok("hpo", [*common, "--n_trials", "3"])
+    second = ok("hpo", [*common, "--n_trials", "5"])
+    assert len(trial_runs(first)) == 3 and len(trial_runs(second)) == 2
+    assert mlflow.get_run(second).data.metrics["n_complete"] == 5
+    third = ok("hpo", [*common, "--n_trials", "5"])  # nothing left to do
+    assert trial_runs(third) == []
+
+
+# Slow trials on tiny data, so a process can be killed mid-study.
+SLOW_SPACE = """\
+factors: {type: int, low: 4, high: 8}
+epochs: {type: int, low: 150, high: 160}
+"""
+
+
+def hpo_process(prep_id: str, tmp_path: Path, n_trials: int) -> subprocess.Popen:
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW_SPACE)
+    args = [
+        sys.executable, "-m", "steps.hpo", "--preprocess_run_id", prep_id,
+        "--n_trials", str(n_trials), "--storage", str(tmp_path / "j.log"),
+        "--study_name", "shared", "--pruner", "none", "--search_space", str(space),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        args,
+        cwd=PROJECT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def load(tmp_path: Path) -> optuna.Study:
+    storage = hpo.open_storage(str(tmp_path / "j.log"), tmp_path)
+    return optuna.load_study(study_name="shared", storage=storage)
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_keeping_finished_trials(prep_id: str, tmp_path: Path) -> None:
+    proc = hpo_process(prep_id, tmp_path, n_trials=6)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (tmp_path / "j.log").exists() and hpo.count(load(tmp_path), TrialState.COMPLETE) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {t.number: t.value for t in load(tmp_path).get_trials(states=(TrialState.COMPLETE,))}
+    assert 2 <= len(finished) < 6
+
+    resumed = hpo_process(prep_id, tmp_path, n_trials=6)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    study = load(tmp_path)
+    after = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(after) == 6
+    assert {n: after[n] for n in finished} == finished
+
+
+@pytest.mark.slow
+def test_two_concurrent_workers_share_one_study(prep_id: str, tmp_path: Path) -> None:
+    workers = [hpo_process(prep_id, tmp_path, n_trials=6) for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=600) == 0, w.stderr.read()
+    study = load(tmp_path)
+    assert hpo.count(study, TrialState.COMPLETE) == 6
+    hpo_runs = runs_of("hpo")
+    assert len(hpo_runs) == 2
+    per_worker = [
+        [t for t in trial_runs(r.info.run_id) if t.data.tags["trial_state"] == "COMPLETE"]
+        for r in hpo_runs
+    ]
+    assert all(per_worker), "both workers ran trials"
+    assert sum(len(p) for p in per_worker) == 6
+    numbers = [t.data.params["trial_number"] for p in per_worker for t in p]
+    assert len(set(numbers)) == len(numbers)
+    best = max(t.value for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    for r in hpo_runs:
+        assert r.data.metrics["best_ndcg_at_10"] <= best
+    assert max(r.data.metrics["best_ndcg_at_10"] for r in runs_of("hpo")) == pytest.approx(best)
