@@ -176,7 +176,8 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
         filter_string=f"tags.mlflow.parentRunId = '{hpo_id}'",
         output_format="list",
     )
-    assert len(trials) == 3
+    complete = [t for t in trials if t.data.tags["trial_state"] == "COMPLETE"]
+    assert len(complete) == 3 == hpo_run.data.metrics["n_complete"]
     assert all("ndcg_at_10" in t.data.metrics for t in trials)
     assert "best_ndcg_at_10" in hpo_run.data.metrics
     best = mlflow.artifacts.load_dict(f"runs:/{hpo_id}/{C.BEST_PARAMS_FILE}")
