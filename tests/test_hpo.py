@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -163,6 +164,17 @@ epochs: {type: int, low: 150, high: 160}
 """
 
 
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts; killed at teardown, should an assertion stop the test early."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def hpo_process(prep_id: str, tmp_path: Path, n_trials: int) -> subprocess.Popen:
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
@@ -187,8 +199,11 @@ def load(tmp_path: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_killed_study_resumes_keeping_finished_trials(prep_id: str, tmp_path: Path) -> None:
+def test_killed_study_resumes_keeping_finished_trials(
+    prep_id: str, tmp_path: Path, processes: list[subprocess.Popen]
+) -> None:
     proc = hpo_process(prep_id, tmp_path, n_trials=6)
+    processes.append(proc)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if (tmp_path / "j.log").exists() and hpo.count(load(tmp_path), TrialState.COMPLETE) >= 2:
@@ -200,6 +215,7 @@ def test_killed_study_resumes_keeping_finished_trials(prep_id: str, tmp_path: Pa
     assert 2 <= len(finished) < 6
 
     resumed = hpo_process(prep_id, tmp_path, n_trials=6)
+    processes.append(resumed)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     study = load(tmp_path)
     after = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
@@ -208,8 +224,11 @@ def test_killed_study_resumes_keeping_finished_trials(prep_id: str, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_two_concurrent_workers_share_one_study(prep_id: str, tmp_path: Path) -> None:
+def test_two_concurrent_workers_share_one_study(
+    prep_id: str, tmp_path: Path, processes: list[subprocess.Popen]
+) -> None:
     workers = [hpo_process(prep_id, tmp_path, n_trials=6) for _ in range(2)]
+    processes.extend(workers)
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()
     study = load(tmp_path)
