@@ -91,7 +91,9 @@ def main(
         client = MlflowClient()
         for name, run_id, reused, secs in summary:
             click.echo(f"{name:<11} {'reused' if reused else 'ran':<6} {run_id}  {secs:7.1f}s")
-        version = client.get_run(summary[-1][1]).data.tags.get("recflow.model_version")
+        tags = client.get_run(summary[-1][1]).data.tags
+        version = tags.get("recflow.model_version")
+        click.echo(f"registry: {tags.get('recflow.promotion_reason', '')}")
         test = client.get_run(trained).data.metrics
         shown = ", ".join(
             f"{k.removeprefix('test_')}={v:.4f}"

@@ -1,0 +1,89 @@
+"""HPO wall time on ML-100K: pruning vs none, and n_jobs 2 vs 1 (ratios).
+
+Runs the hpo step (in-process, a temporary tracking store and journal) on a preprocess run of
+the real ML-100K from ../shared/data. Usage:
+
+    .venv/bin/python bench/hpo_speed.py --n-trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from steps import download, hpo, preprocess  # noqa: E402
+from tests.synthetic import write_zip  # noqa: E402
+
+ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
+
+
+def invoke(command, args: list[str]) -> str:
+    result = CliRunner().invoke(command, args, catch_exceptions=False)
+    if result.exit_code:
+        raise SystemExit(result.output)
+    return result.output
+
+
+def last_run_id(step: str) -> str:
+    import mlflow
+
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`recflow.step` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return runs[0].info.run_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=30)
+    parser.add_argument("--split", default="random")
+    args = parser.parse_args()
+    if not (ML100K / "u.data").is_file():
+        raise SystemExit(f"needs the real ML-100K in {ML100K}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hpo-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
+    files = {n: (ML100K / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
+    archive = write_zip(tmp / "ml-100k.zip", files)
+    invoke(download.main, ["--dataset", "ml-100k", "--data_url", str(archive)])
+    invoke(preprocess.main, ["--raw_run_id", last_run_id("download"), "--split", args.split])
+    prep = last_run_id("preprocess")
+
+    times: dict[str, float] = {}
+    for label, extra in [
+        ("pruner=hyperband n_jobs=1", ["--pruner", "hyperband"]),
+        ("pruner=none      n_jobs=1", ["--pruner", "none"]),
+        ("pruner=hyperband n_jobs=2", ["--pruner", "hyperband", "--n_jobs", "2"]),
+    ]:
+        start = time.perf_counter()
+        out = invoke(
+            hpo.main,
+            ["--preprocess_run_id", prep, "--n_trials", str(args.n_trials),
+             "--study_name", label.replace(" ", ""), *extra],
+        )  # fmt: skip
+        times[label] = time.perf_counter() - start
+        print(f"{label}: {times[label]:7.1f} s  {out.strip().splitlines()[-1]}")
+    print(
+        f"pruning speed-up (none / hyperband): "
+        f"{times['pruner=none      n_jobs=1'] / times['pruner=hyperband n_jobs=1']:.2f}x"
+    )
+    print(
+        f"n_jobs speed-up (1 / 2): "
+        f"{times['pruner=hyperband n_jobs=1'] / times['pruner=hyperband n_jobs=2']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

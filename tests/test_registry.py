@@ -1,0 +1,82 @@
+"""Registration with gated promotion: first promoted, no better -> challenger, force, lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.test_steps import fails, ok
+
+
+@pytest.fixture
+def trained(tracking: str, tiny_zip: Path) -> dict[str, str]:
+    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+    prep = ok("preprocess", ["--raw_run_id", raw])
+    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
+    train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", tuned])
+    return {"raw": raw, "preprocess": prep, "hpo": tuned, "train": train}
+
+
+def versions(name: str) -> dict[str, list[str]]:
+    """version -> aliases."""
+    client = mlflow.MlflowClient()
+    found = client.search_model_versions(f"name = '{name}'")
+    # search results leave aliases out; get_model_version fills them in.
+    return {
+        str(v.version): sorted(client.get_model_version(name, v.version).aliases) for v in found
+    }
+
+
+def test_promotion_is_gated_on_the_test_metric(trained: dict[str, str]) -> None:
+    train = trained["train"]
+    ok("register", ["--train_run_id", train, "--model_name", "m"])
+    assert versions("m") == {"1": ["champion"]}
+    run = mlflow.get_run(ok("register", ["--train_run_id", train, "--model_name", "m"]))
+    # The same model does not beat itself: it becomes the challenger.
+    assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
+    assert run.data.tags["recflow.promoted"] == "false"
+    assert "does not beat @champion version 1" in run.data.tags["recflow.promotion_reason"]
+
+    ok("register", ["--train_run_id", train, "--model_name", "m", "--force_promote", "true"])
+    assert versions("m") == {"1": [], "2": ["challenger"], "3": ["champion"]}
+
+
+def test_a_lower_bar_promotes(trained: dict[str, str]) -> None:
+    # Sanity check of the comparison itself: with the champion's tag lowered, the same
+    # metric now beats it.
+    train = trained["train"]
+    ok("register", ["--train_run_id", train, "--model_name", "m"])
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag("m", "1", "test_ndcg_at_10", "0.0")
+    ok("register", ["--train_run_id", train, "--model_name", "m"])
+    assert versions("m")["2"] == ["champion"]
+    fails(
+        "register",
+        ["--train_run_id", train, "--model_name", "m", "--metric", "auc@10"],
+        "unknown metric",
+    )
+
+
+def test_version_carries_lineage(trained: dict[str, str]) -> None:
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    version = mlflow.MlflowClient().get_model_version_by_alias("m", "champion")
+    assert version.tags["dataset"] == "ml-100k" and version.tags["split"] == "random"
+    assert version.tags["checksum"].startswith("sha256:")
+    for step in ("preprocess", "hpo", "train"):
+        assert version.tags[f"{step}_run_id"] == trained[step]
+    assert version.tags["download_run_id"] == trained["raw"]
+    metrics = mlflow.get_run(trained["train"]).data.metrics
+    assert float(version.tags["test_ndcg_at_10"]) == pytest.approx(metrics["test_ndcg_at_10"])
+    assert "ndcg_at_10" in version.description
+
+
+def test_models_from_another_split_are_not_compared(trained: dict[str, str]) -> None:
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    prep = ok("preprocess", ["--raw_run_id", trained["raw"], "--split", "user"])
+    other = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"]])
+    fails("register", ["--train_run_id", other, "--model_name", "m"], "are not comparable")
+    assert versions("m") == {"1": ["champion"]}
+    ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
+    assert versions("m") == {"1": [], "2": ["champion"]}
