@@ -80,3 +80,38 @@ def test_models_from_another_split_are_not_compared(trained: dict[str, str]) -> 
     assert versions("m") == {"1": ["champion"]}
     ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
     assert versions("m") == {"1": [], "2": ["champion"]}
+
+
+def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Path) -> None:
+    import pandas as pd
+
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    out = tmp_path / "out" / "recs.parquet"
+    run_id = ok(
+        "recommend", ["--model_uri", "models:/m@champion", "--k", "3", "--output", str(out)]
+    )
+    recs = pd.read_parquet(out)
+    assert recs.user_id.nunique() == 40 and len(recs) == 120  # every known user, 3 items each
+    assert mlflow.get_run(run_id).data.metrics["n_rows"] == 120
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert names == {"recs.parquet"}
+
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\n1\n2\n99999\n")
+    csv = tmp_path / "recs.csv"
+    ok(
+        "recommend",
+        ["--model_uri", "models:/m@champion", "--users", str(users), "--output", str(csv)],
+    )
+    frame = pd.read_csv(csv)
+    assert sorted(frame.user_id.unique()) == [1, 2, 99999] and len(frame) == 30
+
+    users.write_text("uid\n1\n")
+    fails(
+        "recommend",
+        ["--model_uri", "models:/m@champion", "--users", str(users)],
+        "has no 'user_id'",
+    )
+    fails("recommend", ["--model_uri", "models:/nope@champion"], "cannot load model")
+    fails("recommend", ["--model_uri", "models:/m@champion", "--output", "x.txt"], "must end in")
+    assert not (tmp_path / "x.txt").exists()

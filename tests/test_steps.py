@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from recflow import constants as C
-from steps import download, hpo, main, preprocess, register, train_best
+from steps import download, hpo, main, preprocess, recommend, register, train_best
 from tests.conftest import PROJECT, invoke, runs_of
 from tests.synthetic import ml100k_files, write_zip
 
 COMMANDS = {
     "download": download.main, "preprocess": preprocess.main, "hpo": hpo.main,
     "train_best": train_best.main, "register": register.main, "main": main.main,
+    "recommend": recommend.main,
 }  # fmt: skip
 
 
