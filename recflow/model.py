@@ -222,11 +222,11 @@ def fit_isolated(
 
     rankfmc corrupts its process's heap when training diverges (NaN weights; seen as "double
     free or corruption" aborts), so a bad configuration must not train in the caller's process.
-    The child inherits the data through fork (no copy) and sends back the small weight matrices.
+    The child receives the data once and sends back the small weight matrices.
     An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
     propagates here.
     """
-    ctx = multiprocessing.get_context("fork")
+    ctx = _context()
     conn, child_conn = ctx.Pipe()
     args = (child_conn, train, params, seed, user_features, item_features, on_epoch is not None)
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
@@ -257,6 +257,16 @@ def fit_isolated(
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # forkserver, not fork: a child forked from a process that has threads (optuna's n_jobs,
+    # BLAS pools) can deadlock on a lock held at fork time (seen: hpo hung mid-study). The fork
+    # server is a fresh single-threaded interpreter with the heavy imports done once.
+    ctx = multiprocessing.get_context("forkserver")
+    # Children re-import the main module (e.g. steps.hpo); preloading its imports keeps that cheap.
+    ctx.set_forkserver_preload(["__main__", "mlflow", "optuna", "recflow.hpo", "rankfmc"])
+    return ctx
 
 
 class _Stop(Exception):
