@@ -260,8 +260,8 @@ def fit_isolated(
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    # forkserver, not fork: a child forked from a process that has threads (optuna's n_jobs,
-    # BLAS pools) can deadlock on a lock held at fork time (seen: hpo hung mid-study). The fork
+    # forkserver, not fork: forking a process that has threads (optuna's n_jobs, MLflow's
+    # background threads, BLAS pools) may copy a lock mid-use and deadlock the child. The fork
     # server is a fresh single-threaded interpreter with the heavy imports done once.
     ctx = multiprocessing.get_context("forkserver")
     # Children re-import the main module (e.g. steps.hpo); preloading its imports keeps that cheap.
