@@ -1,0 +1,130 @@
+"""The model wrapper: known answers, agreement with rankfmc, seeds, persistence, isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recflow.model import FMParams, Recommender, TrainingDiverged, fit_isolated
+
+SMALL = FMParams(factors=4, loss="bpr", epochs=3, learning_rate=0.05)
+
+
+def test_params_coerce_strings_and_reject_unknowns() -> None:
+    p = FMParams.from_dict({"factors": "8", "alpha": "0.5", "loss": "bpr"})
+    assert (p.factors, p.alpha, p.loss) == (8, 0.5, "bpr")
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        FMParams.from_dict({"factorz": 3})
+    with pytest.raises(ValueError, match="loss"):
+        FMParams(loss="hinge")
+
+
+def test_learns_the_checkerboard(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, held = checkerboard
+    model = Recommender.fit(train, FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05), seed=1)
+    scores = model.scores(model.user_positions(held.user_id.to_numpy()))
+    item_pos = model.item_positions(np.arange(20))
+    # Each user's own-parity items must outscore the other parity ones.
+    right = [
+        scores[r, item_pos[u % 2 :: 2]].mean() > scores[r, item_pos[1 - u % 2 :: 2]].mean()
+        for r, u in enumerate(held.user_id)
+    ]
+    assert all(right)
+
+
+@pytest.mark.parametrize("features", ["none", "both"])
+def test_scores_agree_with_rankfmc_predict(features: str) -> None:
+    from rankfmc import RankFM
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"user_id": rng.integers(1, 30, 400), "item_id": rng.integers(1, 20, 400)})
+    train = train.drop_duplicates().reset_index(drop=True)
+    users = np.sort(train.user_id.unique())
+    items = np.sort(train.item_id.unique())
+    uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float)})
+    itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float)})
+    params = FMParams(factors=5, epochs=2, features=features, learning_rate=0.05)
+    model = Recommender.fit(train, params, seed=3, user_features=uf, item_features=itf)
+
+    np.random.seed(3)  # the wrapper seeds rankfm's global RNG the same way
+    fm = RankFM(
+        factors=5, loss="warp", max_samples=20, alpha=0.01, beta=0.1, sigma=0.1, learning_rate=0.05
+    )
+    use = features == "both"
+    fm.fit(train, user_features=uf if use else None, item_features=itf if use else None, epochs=2)
+    pairs = train[["user_id", "item_id"]]
+    expected = fm.predict(pairs)
+    ours = model.scores(model.user_positions(pairs.user_id.to_numpy()))
+    got = ours[np.arange(len(pairs)), model.item_positions(pairs.item_id.to_numpy())]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_seeds_and_global_rng(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, _ = checkerboard
+    np.random.seed(123)
+    state = np.random.get_state()[1].copy()
+    a = Recommender.fit(train, SMALL, seed=1)
+    b = Recommender.fit(train, SMALL, seed=1)
+    c = Recommender.fit(train, SMALL, seed=2)
+    np.testing.assert_array_equal(a.user_emb, b.user_emb)
+    assert not np.array_equal(a.user_emb, c.user_emb)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # caller's RNG untouched
+
+
+def test_on_epoch_and_save_load(
+    checkerboard: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    train, _ = checkerboard
+    epochs: list[int] = []
+    model = Recommender.fit(train, SMALL, seed=1, on_epoch=lambda e, m: epochs.append(e))
+    assert epochs == [0, 1, 2]
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    pos = np.arange(len(model.user_ids))
+    np.testing.assert_array_equal(loaded.scores(pos), model.scores(pos))
+    assert loaded.params == model.params
+
+
+def test_isolated_fit_matches_in_process_fit(
+    checkerboard: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, _ = checkerboard
+    seen: list[int] = []
+    isolated = fit_isolated(train, SMALL, 1, on_epoch=lambda e, m: seen.append(e))
+    direct = Recommender.fit(train, SMALL, seed=1, on_epoch=lambda e, m: None)
+    np.testing.assert_array_equal(isolated.user_emb, direct.user_emb)
+    assert seen == [0, 1, 2]
+
+
+def test_isolated_fit_stops_when_on_epoch_raises(
+    checkerboard: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, _ = checkerboard
+
+    def stop(epoch: int, model: Recommender) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_isolated(train, SMALL, 1, on_epoch=stop)
+
+
+def test_diverging_training_fails_cleanly() -> None:
+    # Regression: rankfmc corrupts its heap when weights go non-finite ("double free or
+    # corruption" aborts); the isolated fit must raise TrainingDiverged and leave us running.
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {"user_id": rng.integers(0, 200, 5000), "item_id": rng.integers(0, 300, 5000)}
+    )
+    items = np.sort(train.item_id.unique())
+    itf = pd.DataFrame(
+        {"item_id": items, **{f"g{j}": (items % (j + 2) == 0).astype(float) for j in range(5)}}
+    )
+    wild = FMParams(factors=20, epochs=5, learning_rate=5.0, sigma=1.0, features="item", beta=0.001)
+    with pytest.raises(TrainingDiverged):
+        for _ in range(3):
+            fit_isolated(train, wild, 1, item_features=itf, on_epoch=lambda e, m: None)
+    assert fit_isolated(train, SMALL, 1).user_emb.shape[0] > 0
