@@ -126,6 +126,7 @@ def item_features(items: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
     """Genre flags for ``item_ids`` (item_id first column)."""
     base = pd.DataFrame({ITEM_COL: np.sort(item_ids)})
     flags = items[GENRES_COL].str.get_dummies(sep="|").astype(np.float32)
+    flags = flags.drop(columns=[""], errors="ignore")  # items without genres are all-zero rows
     flags.columns = [f"genre_{c}" for c in flags.columns]
     flags.insert(0, ITEM_COL, items[ITEM_COL].to_numpy())
     return base.merge(flags, on=ITEM_COL, how="left").fillna(0.0)
