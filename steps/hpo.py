@@ -36,7 +36,7 @@ from recflow.tracking import load_prepared, setup_logging, step_run
 @click.option("--metric", default="ndcg@10", show_default=True,
               help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
 @click.option("--search_space", default="", help="Search-space YAML (default: the packaged one).")
-@click.option("--pruner", default="hyperband", show_default=True, type=click.Choice(hpo.PRUNERS))
+@click.option("--pruner", default="median", show_default=True, type=click.Choice(hpo.PRUNERS))
 @click.option("--storage", default="",
               help="optuna storage: a database URL or a journal file path "
               "(default: $RECFLOW_DATA_DIR/optuna/studies.journal).")  # fmt: skip
