@@ -74,13 +74,14 @@ def ratings() -> pd.DataFrame:
 def checkerboard() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Known-answer data: even users like even items, odd users odd items.
 
-    Train holds all but one liked item per user; that held-out item is the right answer.
+    Train holds all but one liked item per user; that held-out item is the right answer. Each
+    item is held out for one user only, so every item stays in train.
     """
     users, items = range(20), range(20)
     liked = [(u, i) for u in users for i in items if u % 2 == i % 2]
     df = pd.DataFrame(liked, columns=["user_id", "item_id"])
-    held = df.groupby("user_id").tail(1)
-    return df.drop(held.index).reset_index(drop=True), held.reset_index(drop=True)
+    held = df["item_id"] == (3 * df["user_id"]) % 20  # same parity as the user, one per user
+    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ def test_params_coerce_strings_and_reject_unknowns() -> None:
 
 def test_learns_the_checkerboard(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, held = checkerboard
-    model = Recommender.fit(train, FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05), seed=1)
+    model = Recommender.fit(
+        train, FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05), seed=1
+    )
     scores = model.scores(model.user_positions(held.user_id.to_numpy()))
     item_pos = model.item_positions(np.arange(20))
     # Each user's own-parity items must outscore the other parity ones.
