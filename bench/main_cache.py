@@ -74,6 +74,8 @@ def main() -> None:
         env = os.environ | {
             "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
             "RECFLOW_DATA_DIR": str(tmp / "data"),
+            # --env-manager local runs each step's `python -m ...` from PATH: use this venv's.
+            "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
         }
         cmd = [
             str(mlflow_exe), "run", str(ROOT), "-e", "main", "--env-manager", "local",

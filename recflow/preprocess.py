@@ -29,10 +29,13 @@ class Splits:
 
 
 def to_implicit(ratings: pd.DataFrame, min_rating: float) -> pd.DataFrame:
-    """Keep ratings >= ``min_rating`` (0 keeps all) and one row per (user, item), the latest."""
-    kept = ratings[ratings[RATING_COL] >= min_rating]
-    kept = kept.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
-    return kept.drop_duplicates([USER_COL, ITEM_COL], keep="last").reset_index(drop=True)
+    """One row per (user, item), the latest rating, kept if it is >= ``min_rating`` (0 keeps all).
+
+    De-duplicating first means a later low rating overrides an earlier high one.
+    """
+    latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+    latest = latest.drop_duplicates([USER_COL, ITEM_COL], keep="last")
+    return latest[latest[RATING_COL] >= min_rating].reset_index(drop=True)
 
 
 def k_core(df: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:

@@ -64,7 +64,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         params = params or {}
         k = int(params.get("k", 10))
-        filter_seen = bool(params.get("filter_seen", True))
+        filter_seen = params.get("filter_seen", True)
+        if isinstance(filter_seen, str):  # in-process callers may pass "false"
+            filter_seen = filter_seen.strip().lower() not in ("false", "0", "no")
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
         if USER_COL not in model_input.columns:

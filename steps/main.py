@@ -29,7 +29,7 @@ def entry_point_defaults() -> dict[str, dict[str, str]]:
 
 
 def run_step(
-    step: str, params: dict[str, str], experiment_id: str, parent_id: str, force: bool
+    step: str, params: dict[str, str], experiment_id: str, force: bool
 ) -> tuple[str, bool, float]:
     """Reuse a matching finished run of ``step`` or run it; return (run ID, reused, seconds)."""
     start = time.monotonic()
@@ -45,8 +45,7 @@ def run_step(
         )  # fmt: skip
     except ExecutionException as e:
         raise UserError(f"step {step} failed (its error is printed above): {e}") from e
-    # Steps started from here are children of this run in the MLflow UI.
-    MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", parent_id)
+    # mlflow.run() inside an active run makes the step run its child (mlflow.parentRunId).
     return submitted.run_id, False, time.monotonic() - start
 
 
@@ -70,14 +69,12 @@ def main(
     setup_logging()
     params = {k: v for k, v in locals().items()}
     with step_run("main", params) as run:
-        exp, parent = run.info.experiment_id, run.info.run_id
+        exp = run.info.experiment_id
         rerun = force == "true"
         summary: list[tuple[str, str, bool, float]] = []
 
         def step(name: str, **p: object) -> str:
-            run_id, reused, secs = run_step(
-                name, {k: str(v) for k, v in p.items()}, exp, parent, rerun
-            )
+            run_id, reused, secs = run_step(name, {k: str(v) for k, v in p.items()}, exp, rerun)
             mlflow.set_tag(f"recflow.run.{name}", run_id)
             summary.append((name, run_id, reused, secs))
             return run_id
