@@ -45,20 +45,26 @@ def last_run_id(step: str) -> str:
     return runs[0].info.run_id
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-trials", type=int, default=30)
-    parser.add_argument("--split", default="random")
-    args = parser.parse_args()
+def download_ml100k(prefix: str) -> str:
+    """Point tracking at a fresh temp store, run download on the real ML-100K: its run ID."""
     if not (ML100K / "u.data").is_file():
         raise SystemExit(f"needs the real ML-100K in {ML100K}")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-hpo-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
     files = {n: (ML100K / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
     archive = write_zip(tmp / "ml-100k.zip", files)
     invoke(download.main, ["--dataset", "ml-100k", "--data_url", str(archive)])
-    invoke(preprocess.main, ["--raw_run_id", last_run_id("download"), "--split", args.split])
+    return last_run_id("download")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=30)
+    parser.add_argument("--split", default="random")
+    args = parser.parse_args()
+    raw = download_ml100k("bench-hpo-")
+    invoke(preprocess.main, ["--raw_run_id", raw, "--split", args.split])
     prep = last_run_id("preprocess")
 
     times: dict[str, float] = {}

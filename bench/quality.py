@@ -11,17 +11,14 @@ NDCG@10 0.442. Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.hpo_speed import ML100K, invoke, last_run_id  # noqa: E402
-from steps import download, hpo, preprocess, train_best  # noqa: E402
-from tests.synthetic import write_zip  # noqa: E402
+from bench.hpo_speed import download_ml100k, invoke, last_run_id  # noqa: E402
+from steps import hpo, preprocess, train_best  # noqa: E402
 
 
 def main() -> None:
@@ -30,18 +27,9 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["random", "user"])
     parser.add_argument("--test-size", type=float, default=0.2)
     args = parser.parse_args()
-    if not (ML100K / "u.data").is_file():
-        raise SystemExit(f"needs the real ML-100K in {ML100K}")
     import mlflow
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
-    files = {n: (ML100K / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
-    invoke(
-        download.main, ["--dataset", "ml-100k", "--data_url", str(write_zip(tmp / "a.zip", files))]
-    )
-    raw = last_run_id("download")
+    raw = download_ml100k("bench-quality-")
     for split in args.splits:
         invoke(
             preprocess.main,
