@@ -2,8 +2,7 @@
 
 Both evaluate the same trained rankfm model on the same held-out interactions at k=10, with
 training items filtered out: five metrics (precision, recall, NDCG/DCG, hit rate, MRR). Data:
-the real ML-100K random split, and a synthetic ML-1M-scale set (6,040 users x 3,706 items,
-~1M interactions). Usage:
+the real ML-100K random split, and the synthetic ML-1M-scale set of bench/synthetic_ml1m.py. Usage:
 
     .venv/bin/python bench/eval_speed.py
 """
@@ -20,6 +19,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
 from recflow import preprocess  # noqa: E402
 from recflow.metrics import evaluate  # noqa: E402
 
@@ -29,23 +29,6 @@ ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 def ml100k() -> pd.DataFrame:
     cols = ["user_id", "item_id", "rating", "timestamp"]
     return pd.read_csv(ML100K, sep="\t", names=cols)
-
-
-def ml1m_scale(rng: np.random.Generator) -> pd.DataFrame:
-    # >= 20 interactions per user, Zipf-like item popularity: the shape of ML-1M.
-    n_users, n_items = 6040, 3706
-    sizes = 20 + rng.zipf(1.6, n_users).clip(max=1500)
-    sizes = (sizes * (1_000_000 / sizes.sum())).astype(int).clip(min=20)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    popularity /= popularity.sum()
-    rows = [
-        (u, i) for u, n in enumerate(sizes, 1)
-        for i in rng.choice(n_items, size=min(n, n_items), replace=False, p=popularity) + 1
-    ]  # fmt: skip
-    df = pd.DataFrame(rows, columns=["user_id", "item_id"])
-    df["rating"] = 4.0
-    df["timestamp"] = np.arange(len(df))
-    return df
 
 
 def bench(name: str, ratings: pd.DataFrame) -> None:
@@ -100,7 +83,7 @@ def main() -> None:
         bench("ML-100K", ml100k())
     else:
         print(f"skipping ML-100K: {ML100K} not found")
-    bench("ML-1M scale (synthetic)", ml1m_scale(np.random.default_rng(7)))
+    bench("ML-1M scale (synthetic)", ml1m_ratings(np.random.default_rng(7)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.eval_speed import ml1m_scale  # noqa: E402
+from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
 from recflow import preprocess, serving  # noqa: E402
 from recflow.model import FMParams, Recommender  # noqa: E402
 
@@ -35,7 +35,7 @@ def build_model(folder: Path) -> int:
     import mlflow.pyfunc
     import pandas as pd
 
-    ratings = ml1m_scale(np.random.default_rng(7))
+    ratings = ml1m_ratings(np.random.default_rng(7))
     train = preprocess.split(ratings, "random", 0.2, 0.1, np.random.default_rng(1)).train
     model = Recommender.fit(train, FMParams(factors=40, epochs=3), seed=1)
     items = pd.DataFrame({"item_id": model.item_ids, "title": "t", "genres": "g"})
