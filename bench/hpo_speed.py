@@ -80,7 +80,9 @@ def main() -> None:
              "--study_name", label.replace(" ", ""), *extra],
         )  # fmt: skip
         times[label] = time.perf_counter() - start
-        print(f"{label}: {times[label]:7.1f} s  {out.strip().splitlines()[-1]}")
+        print(
+            f"{label}: {times[label]:7.1f} s  {next(line for line in out.splitlines() if line.startswith('study '))}"
+        )
     print(
         f"pruning speed-up (none / median): "
         f"{times['pruner=none   n_jobs=1'] / times['pruner=median n_jobs=1']:.2f}x"
