@@ -11,6 +11,7 @@ request, and prints p50 / p99 latency and requests per second. Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -41,10 +42,16 @@ def build_model(folder: Path) -> int:
     items = pd.DataFrame({"item_id": model.item_ids, "title": "t", "genres": "g"})
     bundle = folder / "bundle"
     serving.write_bundle(bundle, model, items, train)
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"user_id": [1, 2]})
+    loaded = serving.RecommenderModel()
+    loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
+    params = {"k": 10, "filter_seen": True}
     mlflow.pyfunc.save_model(
         folder / "model", python_model=serving.RecommenderModel(),
-        artifacts={serving.ARTIFACT_KEY: str(bundle)},
-        code_paths=[str(ROOT / "recflow")],
+        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
+        signature=infer_signature(example, loaded.predict(None, example, params), params),
     )  # fmt: skip
     return len(model.user_ids)
 
@@ -82,10 +89,15 @@ def main() -> None:
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     cmd = [mlflow_bin, "models", "serve", "-m", str(tmp / "model"), "--env-manager", "local",
            "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp / "serve.log", "w")  # noqa: SIM115  (open for the server's lifetime)
+    # The server starts uvicorn from PATH: put this venv's bin first.
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/invocations"
     try:
-        for _ in range(120):
+        for _ in range(240):
+            if server.poll() is not None:
+                raise SystemExit((tmp / "serve.log").read_text()[-3000:])
             try:
                 requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).raise_for_status()
                 break
