@@ -85,14 +85,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         if filter_seen and known.any():
             lo = np.searchsorted(self.seen_u, pos[known])
             hi = np.searchsorted(self.seen_u, pos[known], side="right")
-            rows = np.flatnonzero(known)
             counts = hi - lo
-            idx = (
-                np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])
-                if counts.sum()
-                else []
-            )
-            exclude[np.repeat(rows, counts), self.seen_i[np.asarray(idx, dtype=int)]] = True
+            # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
+            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            exclude[np.repeat(np.flatnonzero(known), counts), self.seen_i[idx]] = True
         ranked = top_k(scores, exclude, k)
         kk = ranked.shape[1]
         flat = ranked.ravel()
