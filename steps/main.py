@@ -29,18 +29,18 @@ def entry_point_defaults() -> dict[str, dict[str, str]]:
 
 
 def run_step(
-    step: str, params: dict[str, str], experiment_id: str, force: bool
+    step: str, params: dict[str, str], experiment_id: str, version: str | None
 ) -> tuple[str, bool, float]:
-    """Reuse a matching finished run of ``step`` or run it; return (run ID, reused, seconds)."""
+    """Reuse a finished run of ``step`` with these params (MLproject defaults filled in) and code
+    ``version``, or run it (always when ``version`` is None); return (run ID, reused, seconds)."""
     start = time.monotonic()
-    full = entry_point_defaults()[step] | params
-    if not force:
-        cached = find_reusable_run(experiment_id, step, full, code_version())
+    if version is not None:
+        cached = find_reusable_run(experiment_id, step, params, version)
         if cached is not None:
             return cached.info.run_id, True, time.monotonic() - start
     try:
         submitted = mlflow.run(
-            str(PROJECT_ROOT), entry_point=step, parameters=full, env_manager="local",
+            str(PROJECT_ROOT), entry_point=step, parameters=params, env_manager="local",
             experiment_id=experiment_id, synchronous=True,
         )  # fmt: skip
     except ExecutionException as e:
@@ -70,11 +70,14 @@ def main(
     params = {k: v for k, v in locals().items()}
     with step_run("main", params) as run:
         exp = run.info.experiment_id
-        rerun = force == "true"
+        # Read once: the code and the MLproject defaults do not change during the run.
+        version = None if force == "true" else code_version()
+        defaults = entry_point_defaults()
         summary: list[tuple[str, str, bool, float]] = []
 
         def step(name: str, **p: object) -> str:
-            run_id, reused, secs = run_step(name, {k: str(v) for k, v in p.items()}, exp, rerun)
+            full = defaults[name] | {k: str(v) for k, v in p.items()}
+            run_id, reused, secs = run_step(name, full, exp, version)
             mlflow.set_tag(f"recflow.run.{name}", run_id)
             summary.append((name, run_id, reused, secs))
             return run_id
