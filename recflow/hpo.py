@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -141,9 +142,14 @@ class Objective:
         self.base, self.k = parse_metric(metric)
         self.key = f"{self.base}_at_{self.k}"
         self.parent = MlflowClient().get_run(parent_run_id)
+        self.calls = 0
+        self._lock = threading.Lock()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with self._lock:  # trials may run in threads (n_jobs)
+            self.calls += 1
         trial.set_user_attr(WORKER, worker_id())
+        trial.set_user_attr(WORKER_RUN, self.parent.info.run_id)
         claim_budget(trial, self.n_trials)
         client = MlflowClient()
         params = suggest(trial, self.space)
@@ -197,6 +203,15 @@ def _metric(key: str, value: float) -> Metric:
     return Metric(key, value, int(time.time() * 1000), 0)
 
 
+def heartbeat_seconds() -> int:
+    """How often a trial on a database storage proves its worker alive (RECFLOW_HEARTBEAT_SECONDS,
+    default 30); a RUNNING trial silent for three intervals belongs to a dead worker."""
+    raw = os.environ.get("RECFLOW_HEARTBEAT_SECONDS", "30")
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"RECFLOW_HEARTBEAT_SECONDS must be a whole number of seconds, not {raw!r}")
+    return int(raw)
+
+
 def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage:
     """An optuna storage: "" = a journal file under ``default_dir``, a URL = a database, else a
     journal file at that path. Journal files survive a killed process and allow several local
@@ -204,17 +219,25 @@ def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage
     """
     try:
         if "://" in storage:
+            beat = heartbeat_seconds()
             # Heartbeats let a surviving worker fail trials of a worker that was killed.
             return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=30, grace_period=90,
+                storage, heartbeat_interval=beat, grace_period=3 * beat,
                 engine_kwargs={"pool_pre_ping": True},
             )  # fmt: skip
         path = Path(storage) if storage else default_dir / "optuna" / "studies.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend)
+    except UserError:
+        raise
     except Exception as e:  # sqlalchemy and driver errors have no common base worth naming
         raise UserError(f"cannot open optuna storage {_redact(storage)}: {_first_line(e)}") from e
+
+
+def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (which MLflow would record as a parameter)."""
+    return re.search(r"//[^:/@]+:[^@]*@", url) is not None
 
 
 def _redact(url: str) -> str:
@@ -285,6 +308,7 @@ def claim_budget(trial: optuna.Trial, n_trials: int) -> None:
 
 
 WORKER = "worker"
+WORKER_RUN = "worker_run_id"
 
 
 def worker_id() -> str:
@@ -293,30 +317,38 @@ def worker_id() -> str:
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Mark RUNNING trials whose worker process is gone as FAIL; return their numbers.
+    """Mark RUNNING trials of dead workers as FAIL and end their MLflow runs; return their numbers.
 
-    Database storages do this with heartbeats; a journal file has none, so trials of a killed
-    local worker would stay RUNNING and hold their place in the n_trials budget forever. Only
-    workers on this host can be checked; the trials' MLflow runs are marked KILLED.
+    A trial on a database storage whose heartbeat stopped belongs to a dead worker on any machine.
+    A journal file has no heartbeats: there a trial belongs to a dead worker when its host is this
+    one and its process is gone. Without this, such trials would stay RUNNING and hold their place
+    in the n_trials budget forever. The trial's run and its dead worker's hpo run are marked KILLED,
+    so no run stays RUNNING in the MLflow UI.
     """
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    stale = []
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
+        now = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        stale = [n for n in running if now.get(n) == TrialState.FAIL]
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
-    stale = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in running.values():
         worker_host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        if t.number in stale or worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         if storage.set_trial_state_values(trial_id, TrialState.FAIL):
             stale.append(t.number)
-            run_id = t.user_attrs.get("mlflow_run_id")
-            if run_id and MlflowClient().get_run(run_id).info.status == "RUNNING":
-                MlflowClient().set_terminated(run_id, "KILLED")
+    client = MlflowClient()
+    for number in stale:
+        attrs = running[number].user_attrs
+        for run_id in (attrs.get("mlflow_run_id"), attrs.get(WORKER_RUN)):
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
     if stale:
-        log.warning("marked trials %s of dead workers as failed", stale)
-    return stale
+        log.warning("marked trials %s of dead workers as failed", sorted(stale))
+    return sorted(stale)
 
 
 def _alive(pid: int) -> bool:
@@ -337,6 +369,43 @@ def stop_when_budget_full(n_trials: int):
             study.stop()
 
     return callback
+
+
+def run_worker(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    objective: Objective,
+    n_trials: int,
+    timeout: int = 0,
+    n_jobs: int = 1,
+) -> None:
+    """Run trials until the study has ``n_trials`` complete ones, this worker's or others'.
+
+    Trials other workers are running count towards the budget, so this worker stops starting
+    trials once they would fill it, then waits: should such a worker die, its trial is failed
+    (dead process, or silent heartbeat on a database) and this worker runs a replacement.
+    Stops early at ``timeout`` seconds or after 4 * n_trials + 10 attempts of its own, since
+    pruned and failed trials do not count.
+    """
+    deadline = time.monotonic() + timeout if timeout else None
+    max_attempts = 4 * n_trials + 10
+    poll = min(heartbeat_seconds(), 5)
+    while True:
+        fail_stale_trials(study, storage)
+        complete = count(study, TrialState.COMPLETE)
+        left = None if deadline is None else deadline - time.monotonic()
+        if complete >= n_trials or (left is not None and left <= 0):
+            return
+        if complete + count(study, TrialState.RUNNING) < n_trials:
+            if objective.calls >= max_attempts:
+                log.warning("stopping after %d attempts of this worker", objective.calls)
+                return
+            study.optimize(
+                objective, n_trials=max_attempts - objective.calls, timeout=left, n_jobs=n_jobs,
+                catch=(FloatingPointError,), callbacks=[stop_when_budget_full(n_trials)],
+            )  # fmt: skip
+        else:
+            time.sleep(poll)
 
 
 def save_plots(study: optuna.Study, folder: Path) -> list[Path]:

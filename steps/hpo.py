@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -18,6 +19,8 @@ from recflow.errors import UserError
 from recflow.metrics import parse_metric
 from recflow.model import FMParams
 from recflow.tracking import load_prepared, setup_logging, step_run
+
+log = logging.getLogger(__name__)
 
 
 @click.command(
@@ -52,6 +55,11 @@ def main(
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     params = {k: v for k, v in locals().items()}
     with step_run("hpo", params) as run, tempfile.TemporaryDirectory() as tmp:
+        if hpo.has_password(storage):
+            log.warning(
+                "the storage URL holds a password, and MLflow records it as this run's "
+                "`storage` parameter: leave it out and set PGPASSWORD or ~/.pgpass instead"
+            )
         # Everything that can be wrong is checked before the first trial.
         try:
             base, k = parse_metric(metric)
@@ -69,17 +77,8 @@ def main(
             hpo.make_pruner(pruner, max_epochs),
         )  # fmt: skip
         mlflow.set_tag("optuna.study", name)
-        hpo.fail_stale_trials(study, store)
-        already = hpo.count(study, TrialState.COMPLETE)
-        if already < n_trials:
-            objective = hpo.Objective(data, space, metric, seed, run.info.run_id, n_trials)
-            study.optimize(
-                objective,
-                # A cap on this worker's attempts, since pruned and failed trials don't count.
-                n_trials=4 * (n_trials - already) + 10,
-                timeout=timeout or None, n_jobs=n_jobs, catch=(FloatingPointError,),
-                callbacks=[hpo.stop_when_budget_full(n_trials)],
-            )  # fmt: skip
+        objective = hpo.Objective(data, space, metric, seed, run.info.run_id, n_trials)
+        hpo.run_worker(study, store, objective, n_trials, timeout, n_jobs)
 
         counts = {
             "n_complete": hpo.count(study, TrialState.COMPLETE),

@@ -1,0 +1,153 @@
+"""PostgreSQL and an MLflow tracking server on loopback, for the team tests and benchmarks.
+
+Both are started as a user would start them: Debian's PostgreSQL binaries (installed with apt when
+missing, as on a fresh CI machine) with password authentication, and ``mlflow server`` with that
+database as its backend store and proxied artifact storage. Clients get the password from
+``PGPASSWORD``, never from a URL that MLflow would record as a run parameter.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+USER = "recflow"
+PASSWORD = "recflow-test-password"
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path:
+    """The folder of Debian's PostgreSQL server binaries, installing the package if needed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+            check=True, env=env,
+        )  # fmt: skip
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a free loopback port, password authentication only."""
+
+    def __init__(self) -> None:
+        self.bin = postgres_bin()
+        # PostgreSQL refuses to run as root: run it as Debian's `postgres` user then.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="recflow-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, *args], check=True, capture_output=True, text=True, cwd=self.root
+        )
+
+    def start(self) -> Postgres:
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD)
+        if self.as_user:
+            uid = pwd.getpwnam("postgres").pw_uid
+            for path in (self.root, pwfile):
+                os.chown(path, uid, -1)
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=scram-sha-256",
+            f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync",
+        )  # fmt: skip
+        pwfile.unlink()
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
+            "-l", str(self.root / "server.log"), "-w", "start",
+        )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        """A password-less URL: clients read the password from PGPASSWORD."""
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create ``name``; return its URL."""
+        import psycopg
+
+        # autocommit: CREATE DATABASE cannot run in a transaction.
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=USER, password=PASSWORD, dbname="postgres",
+            autocommit=True,
+        ) as conn:  # fmt: skip
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+class MlflowServer:
+    """``mlflow server`` on a free loopback port: a database backend, proxied artifacts."""
+
+    def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None) -> None:
+        self.backend_uri, self.artifacts = backend_uri, artifacts
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> MlflowServer:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            MLFLOW, "server", "--backend-store-uri", self.backend_uri,
+            "--artifacts-destination", self.artifacts.as_uri(),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+        ]  # fmt: skip
+        env = os.environ | {"PGPASSWORD": PASSWORD}
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        """Stop the server and its workers (they share its process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
