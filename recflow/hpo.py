@@ -322,33 +322,49 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     A trial on a database storage whose heartbeat stopped belongs to a dead worker on any machine.
     A journal file has no heartbeats: there a trial belongs to a dead worker when its host is this
     one and its process is gone. Without this, such trials would stay RUNNING and hold their place
-    in the n_trials budget forever. The trial's run and its dead worker's hpo run are marked KILLED,
-    so no run stays RUNNING in the MLflow UI.
+    in the n_trials budget forever.
     """
-    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    stale = []
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
-        now = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-        stale = [n for n in running if now.get(n) == TrialState.FAIL]
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
-    for t in running.values():
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
-        if t.number in stale or worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            stale.append(t.number)
-    client = MlflowClient()
-    for number in stale:
-        attrs = running[number].user_attrs
-        for run_id in (attrs.get("mlflow_run_id"), attrs.get(WORKER_RUN)):
-            if run_id and client.get_run(run_id).info.status == "RUNNING":
-                client.set_terminated(run_id, "KILLED")
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    stale = end_orphan_runs(study)
     if stale:
-        log.warning("marked trials %s of dead workers as failed", sorted(stale))
-    return sorted(stale)
+        log.warning("trials %s of dead workers failed; their runs are marked KILLED", stale)
+    return stale
+
+
+_CHECKED: set[tuple[str, int]] = set()  # failed trials this process has already looked at
+
+
+def end_orphan_runs(study: optuna.Study) -> list[int]:
+    """Mark KILLED the MLflow runs of failed trials whose worker died; return those trials.
+
+    A worker ends its trial's run itself, even when the trial fails, so a failed trial whose run
+    is still RUNNING lost its worker: that run and the dead worker's hpo run are ended here (optuna
+    may have failed the trial by heartbeat on its own, inside ``optimize``).
+    """
+    client = MlflowClient()
+    orphans = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if (study.study_name, t.number) in _CHECKED:
+            continue
+        _CHECKED.add((study.study_name, t.number))
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id or client.get_run(run_id).info.status != "RUNNING":
+            continue
+        orphans.append(t.number)
+        client.set_terminated(run_id, "KILLED")
+        worker_run = t.user_attrs.get(WORKER_RUN)
+        if worker_run and client.get_run(worker_run).info.status == "RUNNING":
+            client.set_terminated(worker_run, "KILLED")
+    return orphans
 
 
 def _alive(pid: int) -> bool:

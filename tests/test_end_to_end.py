@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -121,42 +119,3 @@ def test_pipeline_on_real_ml100k_beats_popularity(tmp_path: Path, shared_ml100k:
     metrics = mlflow.get_run(steps["train_best"][1]).data.metrics
     print(out[-600:])
     assert metrics["test_ndcg_at_10"] > metrics["popularity_ndcg_at_10"]
-
-
-@pytest.mark.slow
-def test_run_from_a_git_url_builds_its_own_environment(tmp_path: Path, tiny_zip: Path) -> None:
-    """`mlflow run git://...` from an empty folder with `--env-manager uv`: the environment is
-    built from conda.yaml alone, and rankfmc in it is the source build (a local wheel tag)."""
-    bare = tmp_path / "srv" / "recflow.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(PROJECT), str(bare)], check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={bare.parent}",
-         "--listen=127.0.0.1", f"--port={port}", str(bare.parent)],
-    )  # fmt: skip
-    try:
-        time.sleep(1)
-        env = user_env(tmp_path) | {"MLFLOW_ENV_ROOT": str(tmp_path / "envs")}
-        empty = tmp_path / "empty"
-        empty.mkdir()
-        args = [
-            MLFLOW, "run", f"git://127.0.0.1:{port}/recflow.git", "-e", "download",
-            "--env-manager", "uv", "-P", "dataset=ml-100k", "-P", f"data_url={tiny_zip}",
-        ]  # fmt: skip
-        proc = subprocess.run(
-            args, cwd=empty, env=env, capture_output=True, text=True, timeout=1200
-        )
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        assert "ml-100k: 480 ratings" in proc.stdout
-    finally:
-        daemon.terminate()
-        daemon.wait()
-    (python,) = (tmp_path / "envs").glob("mlflow-*/bin/python")
-    tag = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m, rankfmc._rankfm;"
-         "print(m.distribution('rankfmc').read_text('WHEEL'))"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert "linux_x86_64" in tag and "manylinux" not in tag

@@ -1,0 +1,139 @@
+"""Wall time of a fully cached `mlflow run -e main` on ML-100K: tracking server vs local SQLite.
+
+Two tracking stores: an `mlflow server` with a throwaway PostgreSQL backend and proxied
+artifacts (tests/services.py), and a local sqlite:///<tmp>/mlflow.db. For each, builds a zip in
+the official ml-100k layout from ../shared/data/ml-100k and runs `mlflow run <project> -e main
+--env-manager local -P dataset=ml-100k -P data_url=<zip> -P checksum=... -P n_trials=3` once
+cold (timed apart), then --repeats more times, alternating the stores, each with its own
+RECFLOW_DATA_DIR and working directory. Every cached run must reuse all five steps (checked from
+the summary lines main prints); the script fails with a message otherwise. Prints the median
+cached wall time of each store and the ratio server / sqlite. Usage:
+
+    .venv/bin/python bench/server_overhead.py [--repeats 3] [--n-trials 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.main_cache import FILES, ML100K, step_states  # noqa: E402
+from recflow.constants import STEPS  # noqa: E402
+from tests.services import MlflowServer, Postgres  # noqa: E402
+from tests.synthetic import write_zip  # noqa: E402
+
+
+def run_main(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, str]:
+    """Run ``cmd`` in ``cwd``; return its wall time and stdout. Exits with the log's tail on
+    failure."""
+    start = time.perf_counter()
+    with log.open("w") as err:
+        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise SystemExit(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout}\n{tail}"
+        )
+    return seconds, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="cached runs per store (default 3)")
+    parser.add_argument("--n-trials", type=int, default=3, help="main's n_trials (default 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (stores, logs)")
+    args = parser.parse_args()
+    missing = [n for n in FILES if not (ML100K / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"needs the real ML-100K ({', '.join(missing)}) in {ML100K}; "
+            "see ../shared/data/README.md"
+        )
+    mlflow_exe = Path(sys.executable).parent / "mlflow"
+    if not mlflow_exe.is_file():
+        raise SystemExit(f"no mlflow executable next to {sys.executable}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-server-"))
+    pg: Postgres | None = None
+    server: MlflowServer | None = None
+    try:
+        archive = write_zip(tmp / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
+        sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+        pg = Postgres().start()
+        server = MlflowServer(pg.create_database("mlflow"), tmp / "server" / "artifacts").start()
+        stores = {"sqlite": f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", "server": server.url}
+        envs: dict[str, dict[str, str]] = {}
+        for label, uri in stores.items():
+            (tmp / label).mkdir(exist_ok=True)
+            envs[label] = os.environ | {
+                "MLFLOW_TRACKING_URI": uri,
+                "RECFLOW_DATA_DIR": str(tmp / label / "data"),
+                # --env-manager local runs each step's `python -m ...` from PATH: this venv's.
+                "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
+            }
+        cmd = [
+            str(mlflow_exe), "run", str(ROOT), "-e", "main", "--env-manager", "local",
+            "-P", "dataset=ml-100k", "-P", f"data_url={archive}",
+            "-P", f"checksum=sha256:{sha256}", "-P", f"n_trials={args.n_trials}",
+        ]  # fmt: skip
+        print(
+            f"mlflow run -e main on ML-100K, n_trials={args.n_trials}: sqlite store vs "
+            f"mlflow server (PostgreSQL, proxied artifacts); temp dir {tmp}"
+        )
+
+        for label in stores:
+            seconds, _ = run_main(cmd, envs[label], tmp / label, tmp / label / "cold.log")
+            print(f"{label:<6} cold      {seconds:7.1f} s")
+        cached: dict[str, list[float]] = {label: [] for label in stores}
+        # Alternate the stores so that a drift of the machine's speed hits both alike.
+        for i in range(args.repeats):
+            for label in stores:
+                seconds, stdout = run_main(
+                    cmd, envs[label], tmp / label, tmp / label / f"cached-{i}.log"
+                )
+                states = step_states(stdout)
+                not_reused = [s for s in STEPS if states.get(s) != "reused"]
+                if not_reused:
+                    raise SystemExit(
+                        f"FAIL: cached run {i + 1} on {label} did not reuse "
+                        f"{', '.join(not_reused)} (summary parsed: "
+                        f"{states or 'no summary lines found'}); its output:\n{stdout}"
+                    )
+                cached[label].append(seconds)
+                print(f"{label:<6} cached {i + 1}  {seconds:7.1f} s  (all {len(STEPS)} reused)")
+
+        median = {label: statistics.median(times) for label, times in cached.items()}
+        for label, times in cached.items():
+            print(
+                f"{label:<6} median cached {median[label]:6.2f} s "
+                f"(min {min(times):.2f}, max {max(times):.2f}, n={len(times)})"
+            )
+        print(
+            f"server / sqlite cached wall time: {median['server'] / median['sqlite']:.3f} "
+            f"({median['server'] - median['sqlite']:+.2f} s per cached main)"
+        )
+    finally:
+        if server is not None:
+            server.stop()
+        if pg is not None:
+            pg.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

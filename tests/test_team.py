@@ -1,0 +1,487 @@
+"""Team scale on loopback: an MLflow server on PostgreSQL, distributed HPO, runs from a git URL.
+
+Everything runs as separate processes, the way a team runs it: PostgreSQL and ``mlflow server``
+(proxied artifacts) started by the fixtures, ``mlflow run`` clients that know only the server's
+URL and ``PGPASSWORD``, and a ``git daemon`` serving the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from recflow import hpo
+from tests.conftest import PROJECT
+from tests.services import PASSWORD, MlflowServer, Postgres, free_port
+from tests.synthetic import ml100k_files, write_zip
+
+pytestmark = pytest.mark.slow
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+STEP_LINE = re.compile(r"^(\w+)\s+(ran|reused)\s+(\w{32})", re.M)
+RUN_ID = re.compile(r"=== Run \(ID '(\w{32})'\) succeeded ===")
+# Slow trials on tiny data, so a worker can be killed in the middle of one.
+SLOW_SPACE = """\
+factors: {type: int, low: 4, high: 8}
+epochs: {type: int, low: 150, high: 160}
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="module")
+def server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    root = tmp_path_factory.mktemp("server")
+    srv = MlflowServer(postgres.create_database("mlflow"), root / "artifacts").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def client_of(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test process reads results through the server, like any team member."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    mlflow.set_tracking_uri(server.url)
+
+
+def team_env(server: MlflowServer, tmp_path: Path, experiment: str) -> dict[str, str]:
+    """A team member's shell: the server URL, the database password, their own data folder."""
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "PGPASSWORD": PASSWORD,
+        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def mlflow_run(
+    env: dict[str, str], entry: str, *params: str, uri: str = str(PROJECT), cwd: Path = PROJECT,
+    extra: tuple[str, ...] = ("--env-manager", "local"), ok: bool = True,
+) -> subprocess.CompletedProcess:  # fmt: skip
+    args = [MLFLOW, "run", uri, "-e", entry, *extra]
+    for p in params:
+        args += ["-P", p]
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    if ok:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def last_run_id(proc: subprocess.CompletedProcess) -> str:
+    return RUN_ID.findall(proc.stderr)[-1]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_zip(tmp_path_factory.mktemp("www") / "ml-100k.zip", ml100k_files())
+
+
+@pytest.fixture(scope="module")
+def prepared(server: MlflowServer, archive: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A preprocess run on the server, made by one team member; returns its run ID."""
+    env = team_env(server, tmp_path_factory.mktemp("member"), "team-data")
+    raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}"))
+    return last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
+
+
+def test_main_through_the_server_caches_registers_and_serves(
+    server: MlflowServer, archive: Path, tmp_path: Path
+) -> None:
+    env = team_env(server, tmp_path, "team-main")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=team-model")
+    first = dict((m[0], m[1:]) for m in STEP_LINE.findall(mlflow_run(env, "main", *params).stdout))
+    assert [s for s, _ in first.values()] == ["ran"] * 5
+
+    # A colleague with an empty data folder reuses every step: the cache lives on the server.
+    colleague = team_env(server, tmp_path / "colleague", "team-main")
+    again = mlflow_run(colleague, "main", *params).stdout
+    second = dict((m[0], m[1:]) for m in STEP_LINE.findall(again))
+    assert second == {step: ("reused", run_id) for step, (_, run_id) in first.items()}
+
+    # Artifacts went through the server's proxy, not to a path the client had to reach.
+    client = MlflowClient()
+    train = client.get_run(first["train_best"][1])
+    assert train.info.artifact_uri.startswith("mlflow-artifacts:/")
+    champion = client.get_model_version_by_alias("team-model", "champion")
+    assert champion.run_id == first["train_best"][1]
+
+    # Serve the champion from the registry, as an on-call engineer would.
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [MLFLOW, "models", "serve", "-m", "models:/team-model@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "-p", str(port)],
+        env=colleague, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        answer = None
+        deadline = time.monotonic() + 180
+        while answer is None and time.monotonic() < deadline:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                answer = requests.post(
+                    f"http://127.0.0.1:{port}/invocations",
+                    json={"dataframe_records": [{"user_id": 1}], "params": {"k": 3}},
+                    timeout=30,
+                )
+            except requests.ConnectionError:
+                time.sleep(1)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        rows = answer.json()["predictions"]
+        assert len(rows) == 3 and {r["user_id"] for r in rows} == {1}
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+        log.close()
+
+
+def hpo_worker(
+    env: dict[str, str], prep: str, storage: str, n_trials: int, space: Path, host: str = ""
+) -> subprocess.Popen:
+    """An `mlflow run -e hpo` worker in its own process group. With ``host``, the worker runs
+    under that host name (a UTS namespace), so only heartbeats can tell when it died."""
+    args = [
+        MLFLOW, "run", str(PROJECT), "-e", "hpo", "--env-manager", "local",
+        "-P", f"preprocess_run_id={prep}", "-P", f"storage={storage}", "-P", "study_name=shared",
+        "-P", f"n_trials={n_trials}", "-P", "pruner=none", "-P", f"search_space={space}",
+    ]  # fmt: skip
+    if host:
+        args = ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {shlex.join(args)}"]
+    return subprocess.Popen(
+        args, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def can_fake_hosts() -> bool:
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
+
+
+def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
+    server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path
+) -> None:
+    storage = postgres.create_database("optuna_workers")
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW_SPACE)
+    # Short heartbeats: a dead worker's trial is failed after 3 silent seconds, not 90.
+    env = team_env(server, tmp_path, "team-hpo") | {"RECFLOW_HEARTBEAT_SECONDS": "1"}
+    n_trials = 8
+    os.environ["PGPASSWORD"] = PASSWORD  # for optuna in this process (restored by client_of)
+    store = optuna.storages.RDBStorage(storage)
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name="shared", storage=store).get_trials()
+        except KeyError:
+            return []
+
+    # The doomed worker claims to be another machine, so its trials are only failed through
+    # their stopped heartbeats, as for a machine that died.
+    doomed_host = "doomed-host" if can_fake_hosts() else ""
+    doomed = hpo_worker(env, prepared, storage, n_trials, space, host=doomed_host)
+    survivor = hpo_worker(env, prepared, storage, n_trials, space)
+    workers = [doomed, survivor]
+    try:
+        deadline = time.monotonic() + 300
+        killed_trial = None
+        while killed_trial is None and time.monotonic() < deadline:
+            mine = [
+                t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, doomed)
+            ]
+            if mine:
+                killed_trial = mine[0]
+            else:
+                time.sleep(0.2)
+        assert killed_trial is not None, "the doomed worker never started a trial"
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        # A new worker joins after the kill and helps finish the study.
+        latecomer = hpo_worker(env, prepared, storage, n_trials, space)
+        workers.append(latecomer)
+        outputs = [w.communicate(timeout=900)[0] for w in (survivor, latecomer)]
+        for w, out in zip((survivor, latecomer), outputs, strict=True):
+            assert w.returncode == 0, out[-4000:]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+
+    study = optuna.load_study(study_name="shared", storage=store)
+    assert hpo.count(study, TrialState.COMPLETE) == n_trials
+    killed = study.trials[killed_trial.number]
+    assert killed.state == TrialState.FAIL
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("team-hpo")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    running = [(r.info.run_name, r.data.tags.get("recflow.step")) for r in runs
+               if r.info.status == "RUNNING"]  # fmt: skip
+    assert not running, f"orphan runs (killed trial {killed.number})"
+    hpo_runs = {r.info.run_id: r for r in runs if r.data.tags.get("recflow.step") == "hpo"}
+    assert len(hpo_runs) == 3
+    assert hpo_runs[killed.user_attrs[hpo.WORKER_RUN]].info.status == "KILLED"
+    assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+    # Every trial ran once, as a child of the hpo run of the worker that ran it.
+    trial_runs = [r for r in runs if "trial_number" in r.data.params]
+    numbers = Counter(r.data.params["trial_number"] for r in trial_runs)
+    assert max(numbers.values()) == 1
+    by_number = {int(r.data.params["trial_number"]): r for r in trial_runs}
+    for t in study.trials:
+        if hpo.BUDGET_SKIP in t.user_attrs:
+            continue
+        run = by_number[t.number]
+        assert run.data.tags["mlflow.parentRunId"] == t.user_attrs[hpo.WORKER_RUN]
+        if t.number != killed.number:
+            expected = "FAILED" if t.state == TrialState.FAIL else t.state.name
+            assert run.data.tags["trial_state"] == expected
+    complete_by_worker = Counter(
+        r.data.tags["mlflow.parentRunId"] for r in trial_runs
+        if r.data.tags.get("trial_state") == "COMPLETE"
+    )  # fmt: skip
+    assert sum(complete_by_worker.values()) == n_trials
+    assert len(complete_by_worker) >= 2, "the work was shared"
+
+    # Both surviving workers report the study's best, whoever found it.
+    for run in hpo_runs.values():
+        if run.info.status != "FINISHED":
+            continue
+        assert run.data.metrics["best_ndcg_at_10"] == pytest.approx(study.best_value)
+        assert {
+            k.removeprefix("best."): v for k, v in run.data.params.items() if k.startswith("best.")
+        } == {k: str(v) for k, v in study.best_params.items()}
+
+
+def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> bool:
+    """Whether ``trial`` runs in ``proc``'s process tree (same host: its recorded pid)."""
+    pid = str(trial.user_attrs.get(hpo.WORKER, "")).rpartition(":")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        return os.getpgid(int(pid)) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """``git daemon`` on loopback serving recflow.git (the project plus a later commit) and
+    mono.git (the project in pipelines/recflow/); yields the base URL and recflow's commits."""
+    root = tmp_path_factory.mktemp("git")
+
+    def git(*args: str, cwd: Path = root) -> str:
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+        return subprocess.run(
+            ["git", *ident, *args], cwd=cwd, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    work = root / "work"
+    git("clone", "-q", str(PROJECT), str(work))
+    (work / "CHANGES").write_text("a later commit\n")
+    git("add", "CHANGES", cwd=work)
+    git("commit", "-qm", "a later commit", cwd=work)
+    commits = git("rev-parse", "HEAD~1", "HEAD", cwd=work).split()
+    served = root / "served"
+    git("clone", "-q", "--bare", str(work), str(served / "recflow.git"))
+
+    mono = root / "mono"
+    (mono / "pipelines").mkdir(parents=True)
+    git("clone", "-q", str(PROJECT), str(mono / "pipelines" / "recflow"))
+    shutil.rmtree(mono / "pipelines" / "recflow" / ".git")
+    git("init", "-q", str(mono))
+    git("add", ".", cwd=mono)
+    git("commit", "-qm", "monorepo", cwd=mono)
+    git("clone", "-q", "--bare", str(mono), str(served / "mono.git"))
+
+    port = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}",
+         "--listen=127.0.0.1", f"--port={port}", str(served)],
+    )  # fmt: skip
+    time.sleep(1)
+    yield f"git://127.0.0.1:{port}", commits
+    daemon.terminate()
+    daemon.wait()
+
+
+@pytest.fixture(scope="module")
+def env_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where `--env-manager uv` builds environments; shared, so later runs reuse the first's."""
+    return tmp_path_factory.mktemp("envs")
+
+
+def git_env(server: MlflowServer, tmp_path: Path, env_root: Path) -> dict[str, str]:
+    return team_env(server, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
+
+
+def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
+    server: MlflowServer, git_daemon: tuple[str, list[str]], env_root: Path, archive: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    base, commits = git_daemon
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = mlflow_run(
+        git_env(server, tmp_path, env_root), "main",
+        "dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=git-model",
+        uri=f"{base}/recflow.git", cwd=empty, extra=("--env-manager", "uv"),
+    )  # fmt: skip
+    steps = {m[0]: m[1] for m in STEP_LINE.findall(proc.stdout)}
+    assert list(steps) == ["download", "preprocess", "hpo", "train_best", "register"]
+    main_run = mlflow.get_run(last_run_id(proc))
+    assert main_run.data.tags["mlflow.source.git.commit"] == commits[-1]
+    assert MlflowClient().get_model_version_by_alias("git-model", "champion")
+    assert list(empty.iterdir()) == [], "nothing is written to the user's folder"
+
+    # The environment is the one conda.yaml describes, with rankfmc built from source.
+    (python,) = env_root.glob("mlflow-*/bin/python")
+    wheel = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m, rankfmc._rankfm;"
+         "print(m.distribution('rankfmc').read_text('WHEEL'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "linux_x86_64" in wheel and "manylinux" not in wheel
+
+
+def test_version_and_subdirectory_forms_of_a_git_url(
+    server: MlflowServer, git_daemon: tuple[str, list[str]], env_root: Path, archive: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    base, commits = git_daemon
+    env = git_env(server, tmp_path, env_root)
+    common = ("dataset=ml-100k", f"data_url={archive}")
+    uv = ("--env-manager", "uv")
+
+    # -v <commit> checks out that commit, not the branch head.
+    old = mlflow_run(env, "download", *common, uri=f"{base}/recflow.git", cwd=tmp_path,
+                     extra=(*uv, "-v", commits[0]))  # fmt: skip
+    assert mlflow.get_run(last_run_id(old)).data.tags["mlflow.source.git.commit"] == commits[0]
+
+    # <repo>#<subdirectory> runs the project found in that folder of the repository.
+    sub = mlflow_run(env, "download", *common, uri=f"{base}/mono.git#pipelines/recflow",
+                     cwd=tmp_path, extra=uv)  # fmt: skip
+    run = mlflow.get_run(last_run_id(sub))
+    assert run.info.status == "FINISHED" and run.data.tags["recflow.step"] == "download"
+
+    missing = mlflow_run(env, "download", *common, uri=f"{base}/mono.git#no/such/folder",
+                         cwd=tmp_path, extra=uv, ok=False)  # fmt: skip
+    assert missing.returncode != 0
+    assert "no/such/folder" in missing.stderr
+
+
+def test_an_unreachable_server_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = team_env_for(url, tmp_path) | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}", ok=False)
+    assert proc.returncode != 0
+    assert url in proc.stderr and "Connection refused" in proc.stderr, proc.stderr[-3000:]
+
+
+def team_env_for(url: str, tmp_path: Path) -> dict[str, str]:
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": url,
+        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def test_a_server_restart_during_a_step_is_ridden_out(
+    server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path
+) -> None:
+    # A second server on the same database and artifact store, restarted mid-step.
+    srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
+    journal = tmp_path / "study.journal"
+    space = tmp_path / "slow.yaml"
+    space.write_text(SLOW_SPACE)
+    env = team_env(srv, tmp_path, "team-restart")
+    args = [
+        MLFLOW, "run", str(PROJECT), "-e", "hpo", "--env-manager", "local",
+        "-P", f"preprocess_run_id={prepared}", "-P", f"storage={journal}", "-P", "n_trials=3",
+        "-P", "pruner=none", "-P", f"search_space={space}", "-P", "study_name=restart",
+    ]  # fmt: skip
+    worker = subprocess.Popen(
+        args, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stdout.read()[-4000:]
+            if journal.exists():
+                storage = hpo.open_storage(str(journal), tmp_path)
+                try:
+                    study = optuna.load_study(study_name="restart", storage=storage)
+                    if study.get_trials(states=(TrialState.RUNNING,)):
+                        break
+                except KeyError:
+                    pass
+            time.sleep(0.2)
+        srv.stop()
+        time.sleep(3)
+        srv.start()
+        out = worker.communicate(timeout=900)[0]
+        assert worker.returncode == 0, out[-4000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        srv.stop()
+    run = mlflow.get_run(RUN_ID.findall(out)[-1])
+    assert run.info.status == "FINISHED" and run.data.metrics["n_complete"] == 3
+
+
+@pytest.mark.parametrize(
+    ("url_of", "password", "message"),
+    [
+        (lambda pg: f"postgresql://recflow@127.0.0.1:{free_port()}/optuna", PASSWORD,
+         "Connection refused"),
+        (lambda pg: pg.url("postgres"), "wrong", 'password authentication failed for user'),
+        (lambda pg: pg.url("postgres").replace("recflow@", "recflow:wrong@"), "",
+         "recflow:***@"),
+    ],
+    ids=["unreachable", "wrong-password", "password-in-url"],
+)  # fmt: skip
+def test_a_bad_optuna_database_is_a_clear_error(
+    server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path,
+    url_of, password: str, message: str,
+) -> None:  # fmt: skip
+    env = team_env(server, tmp_path, "team-bad-db") | {"PGPASSWORD": password}
+    url = url_of(postgres)
+    proc = mlflow_run(
+        env, "hpo", f"preprocess_run_id={prepared}", f"storage={url}", "n_trials=1", ok=False
+    )
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert error and "cannot open optuna storage" in error[0] and message in error[0], error
+    assert "wrong@" not in proc.stderr.replace(url, ""), "the password is not echoed"
+    (run,) = mlflow.search_runs(
+        experiment_names=["team-bad-db"], output_format="list",
+        filter_string=f"params.storage = '{url}'",
+    )  # fmt: skip
+    assert run.info.status == "FAILED"
