@@ -5,9 +5,11 @@ artifacts (tests/services.py), and a local sqlite:///<tmp>/mlflow.db. For each, 
 the official ml-100k layout from ../shared/data/ml-100k and runs `mlflow run <project> -e main
 --env-manager local -P dataset=ml-100k -P data_url=<zip> -P checksum=... -P n_trials=3` once
 cold (timed apart), then --repeats more times, alternating the stores, each with its own
-RECFLOW_DATA_DIR and working directory. Every cached run must reuse all five steps (checked from
-the summary lines main prints); the script fails with a message otherwise. Prints the median
-cached wall time of each store and the ratio server / sqlite. Usage:
+RECFLOW_DATA_DIR and working directory. It runs a copy of the project's code taken at the start,
+since the step cache keys on a hash of the code: an edit saved meanwhile would make every step
+run again. Every cached run must reuse all five steps (checked from the summary lines main
+prints); the script fails with a message otherwise. Prints the median cached wall time of each
+store and the ratio server / sqlite. Usage:
 
     .venv/bin/python bench/server_overhead.py [--repeats 3] [--n-trials 3] [--keep]
 """
@@ -32,6 +34,21 @@ from bench.main_cache import FILES, ML100K, step_states  # noqa: E402
 from recflow.constants import STEPS  # noqa: E402
 from tests.services import MlflowServer, Postgres  # noqa: E402
 from tests.synthetic import write_zip  # noqa: E402
+
+
+def snapshot(dst: Path) -> Path:
+    """Copy the project's code and configuration (no venv, stores, caches or git) to ``dst``."""
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "mlruns", "mlartifacts", "mlflow.db", "__pycache__", "*.egg-info",
+        ".*_cache",
+    )  # fmt: skip
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = {"data"} if Path(folder) == ROOT else set()  # downloaded archives
+        return set(skip(folder, names)) | (top & set(names))
+
+    shutil.copytree(ROOT, dst, ignore=ignore)
+    return dst
 
 
 def run_main(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, str]:
@@ -71,6 +88,7 @@ def main() -> None:
     try:
         archive = write_zip(tmp / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
         sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+        project = snapshot(tmp / "project")
         pg = Postgres().start()
         server = MlflowServer(pg.create_database("mlflow"), tmp / "server" / "artifacts").start()
         stores = {"sqlite": f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", "server": server.url}
@@ -84,7 +102,7 @@ def main() -> None:
                 "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
             }
         cmd = [
-            str(mlflow_exe), "run", str(ROOT), "-e", "main", "--env-manager", "local",
+            str(mlflow_exe), "run", str(project), "-e", "main", "--env-manager", "local",
             "-P", "dataset=ml-100k", "-P", f"data_url={archive}",
             "-P", f"checksum=sha256:{sha256}", "-P", f"n_trials={args.n_trials}",
         ]  # fmt: skip

@@ -35,6 +35,8 @@ from recflow.constants import (
 from recflow.errors import UserError
 
 log = logging.getLogger(__name__)
+# What the tracking store answers for a run ID that does not exist or is malformed.
+MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What a step's result depends on: the code and the environment spec (not docs or tests).
@@ -81,6 +83,8 @@ def get_step_run(run_id: str, step: str, param: str) -> Run:
     try:
         run = MlflowClient().get_run(run_id)
     except MlflowException as e:
+        if e.error_code not in MISSING:
+            raise  # e.g. the tracking server is down: not the user's run ID at fault
         raise UserError(
             f"{param}={run_id!r}: no such run in the tracking store {mlflow.get_tracking_uri()}"
         ) from e
@@ -100,11 +104,16 @@ def get_step_run(run_id: str, step: str, param: str) -> Run:
 
 def download(run_id: str, artifact_path: str, dst: Path) -> Path:
     """Download one artifact (file or folder) of a run into ``dst``."""
-    return Path(
-        mlflow.artifacts.download_artifacts(
+    try:
+        path = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
         )
-    )
+    except MlflowException as e:
+        raise UserError(
+            f"cannot download {artifact_path!r} of run {run_id} from "
+            f"{MlflowClient().get_run(run_id).info.artifact_uri}: {str(e).splitlines()[0]}"
+        ) from e
+    return Path(path)
 
 
 def find_reusable_run(

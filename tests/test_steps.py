@@ -9,8 +9,11 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
+from recflow.tracking import get_step_run
 from steps import download, hpo, main, preprocess, recommend, register, train_best
 from tests.conftest import PROJECT, invoke, runs_of
 from tests.synthetic import ml100k_files, write_zip
@@ -151,6 +154,23 @@ def test_preprocess_writes_splits_and_counts(prep_id: str) -> None:
 def test_preprocess_rejects_wrong_runs(raw_id: str, prep_id: str) -> None:
     fails("preprocess", ["--raw_run_id", "0" * 32], "no such run")
     fails("preprocess", ["--raw_run_id", prep_id], "is a preprocess run, not a download run")
+
+
+def test_a_run_without_its_artifacts_is_a_clear_error(raw_id: str) -> None:
+    with mlflow.start_run() as hollow:  # tagged preprocess, but its artifacts never got logged
+        mlflow.set_tag(C.TAG_STEP, "preprocess")
+    fails("hpo", ["--preprocess_run_id", hollow.info.run_id], "cannot download 'data' of run")
+
+
+def test_an_unreachable_tracking_store_is_not_blamed_on_the_run_id(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(self: object, run_id: str) -> None:
+        raise MlflowException("API request to http://server failed: Connection refused")
+
+    monkeypatch.setattr(MlflowClient, "get_run", down)
+    with pytest.raises(MlflowException, match="Connection refused"):
+        get_step_run("0" * 32, "download", "raw_run_id")
 
 
 def test_preprocess_split_leaving_a_set_empty(raw_id: str) -> None:
