@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -219,12 +220,7 @@ def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage
     """
     try:
         if "://" in storage:
-            beat = heartbeat_seconds()
-            # Heartbeats let a surviving worker fail trials of a worker that was killed.
-            return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=beat, grace_period=3 * beat,
-                engine_kwargs={"pool_pre_ping": True},
-            )  # fmt: skip
+            return _open_database(storage)
         path = Path(storage) if storage else default_dir / "optuna" / "studies.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
@@ -233,6 +229,28 @@ def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage
         raise
     except Exception as e:  # sqlalchemy and driver errors have no common base worth naming
         raise UserError(f"cannot open optuna storage {_redact(storage)}: {_first_line(e)}") from e
+
+
+def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An optuna database storage with heartbeats, which let a surviving worker fail the trials
+    of a worker that was killed.
+
+    Workers started together on an empty database race to create optuna's tables; the loser's
+    CREATE fails (PostgreSQL: a duplicate key in pg_type) although the tables now exist, so
+    creation is retried.
+    """
+    beat = heartbeat_seconds()
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=beat, grace_period=3 * beat,
+                engine_kwargs={"pool_pre_ping": True},
+            )  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def has_password(url: str) -> bool:

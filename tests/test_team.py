@@ -14,9 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -485,3 +487,21 @@ def test_a_bad_optuna_database_is_a_clear_error(
         filter_string=f"params.storage = '{url}'",
     )  # fmt: skip
     assert run.info.status == "FAILED"
+
+
+def test_workers_opening_an_empty_database_together_all_get_the_study(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers started at once race to create optuna's tables; none may fail for it."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    for round_ in range(3):
+        url = postgres.create_database(f"optuna_race_{round_}")
+        barrier = threading.Barrier(6)
+        with ThreadPoolExecutor(6) as pool:
+            storages = list(pool.map(_open_after, [barrier] * 6, [url] * 6))
+        assert len(storages) == 6
+
+
+def _open_after(barrier: threading.Barrier, url: str) -> optuna.storages.BaseStorage:
+    barrier.wait()
+    return hpo.open_storage(url, Path("unused"))
