@@ -108,6 +108,26 @@ def study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> s
     return f"{preprocess_run_id}-{metric}-{space_digest(space)}"
 
 
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """Multivariate TPE whose random draws for a trial depend on the seed and the trial number.
+
+    A plain seeded sampler gives every worker the same random stream, so workers sharing a study
+    would try the same configurations in lockstep. Reseeding per trial number keeps a serial run
+    repeatable (same seed, same data, same trials) while workers, holding different trial
+    numbers, draw different configurations.
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed, multivariate=True, group=True)
+        self.seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial_seed = (self.seed * 1_000_003 + trial.number) % 2**32
+        self._rng.rng.seed(trial_seed)
+        self._random_sampler._rng.rng.seed(trial_seed)
+        super().before_trial(study, trial)
+
+
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """The epoch-wise pruner. ``median`` (default) stops a trial whose objective is below the
     median of earlier trials at the same epoch, after 5 trials and 5 epochs of warm-up: mild

@@ -72,8 +72,8 @@ def main(
         store = hpo.open_storage(storage, Path(os.environ.get("RECFLOW_DATA_DIR", "data")))
         study = hpo.open_study(
             store, name, metric, space,
-            # Seeded TPE: the same seed on the same data gives the same trials when run serially.
-            optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+            # The same seed on the same data gives the same trials when run serially.
+            hpo.TrialSeededTPE(seed),
             hpo.make_pruner(pruner, max_epochs),
         )  # fmt: skip
         mlflow.set_tag("optuna.study", name)

@@ -58,13 +58,31 @@ def test_same_seed_gives_same_trials() -> None:
     space = hpo.load_space(hpo.DEFAULT_SPACE)
 
     def sample(seed: int) -> list[dict]:
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study = optuna.create_study(sampler=hpo.TrialSeededTPE(seed), direction="maximize")
         study.optimize(lambda t: hpo.suggest(t, space).factors / 100, n_trials=15)
         return [t.params for t in study.trials]
 
     assert sample(3) == sample(3)
     assert sample(3) != sample(4)
+
+
+def test_workers_with_the_same_seed_draw_different_configurations() -> None:
+    """Two workers on one study, each with its own sampler seeded alike, taking turns."""
+    space = hpo.load_space(hpo.DEFAULT_SPACE)
+    storage = optuna.storages.InMemoryStorage()
+    workers = [
+        optuna.create_study(
+            study_name="shared", storage=storage, sampler=hpo.TrialSeededTPE(5),
+            direction="maximize", load_if_exists=True,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    for i in range(24):
+        study = workers[i % 2]
+        trial = study.ask()
+        study.tell(trial, hpo.suggest(trial, space).factors / 100)
+    configs = [tuple(sorted(t.params.items())) for t in workers[0].trials]
+    assert len(configs) == 24 and len(set(configs)) == 24
 
 
 @pytest.fixture

@@ -250,6 +250,10 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     assert hpo_runs[killed.user_attrs[hpo.WORKER_RUN]].info.status == "KILLED"
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
 
+    # No configuration was tried twice, though every worker seeds its sampler alike.
+    configs = [tuple(sorted(t.params.items())) for t in study.trials if t.params]
+    assert len(set(configs)) == len(configs)
+
     # Every trial ran once, as a child of the hpo run of the worker that ran it.
     trial_runs = [r for r in runs if "trial_number" in r.data.params]
     numbers = Counter(r.data.params["trial_number"] for r in trial_runs)
