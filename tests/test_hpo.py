@@ -158,6 +158,15 @@ def test_unreachable_storage_is_refused(prep_id: str) -> None:
     fails("hpo", ["--preprocess_run_id", prep_id, "--storage", url], "cannot open optuna storage")
 
 
+@pytest.mark.parametrize("value", ["0", "soon", "-5"])
+def test_bad_heartbeat_setting_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("RECFLOW_HEARTBEAT_SECONDS", value)
+    with pytest.raises(UserError, match="RECFLOW_HEARTBEAT_SECONDS must be a whole number"):
+        hpo.open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path)
+
+
 def test_rerun_continues_study_to_n_trials(prep_id: str, tmp_path: Path) -> None:
     common = [
         "--preprocess_run_id",

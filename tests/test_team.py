@@ -486,6 +486,7 @@ def test_a_bad_optuna_database_is_a_clear_error(
     error = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert error and "cannot open optuna storage" in error[0] and message in error[0], error
     assert "wrong@" not in proc.stderr.replace(url, ""), "the password is not echoed"
+    assert ("holds a password" in proc.stderr) == ("wrong@" in url)
     (run,) = mlflow.search_runs(
         experiment_names=["team-bad-db"], output_format="list",
         filter_string=f"params.storage = '{url}'",
