@@ -6,6 +6,7 @@ study whose trials are nested MLflow runs (params, per-epoch objective, all @k m
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import os
@@ -347,6 +348,7 @@ def claim_budget(trial: optuna.Trial, n_trials: int) -> None:
 
 WORKER = "worker"
 WORKER_RUN = "worker_run_id"
+ORPHAN_AFTER = datetime.timedelta(seconds=60)
 
 
 def worker_id() -> str:
@@ -368,7 +370,13 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = str(t.user_attrs.get(WORKER, "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        if WORKER not in t.user_attrs:
+            # Killed between creating the trial and recording its worker: no owner left, once
+            # a live worker would long have recorded itself.
+            start = t.datetime_start
+            if start is None or datetime.datetime.now(start.tzinfo) - start < ORPHAN_AFTER:
+                continue
+        elif worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)

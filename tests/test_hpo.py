@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -165,6 +166,19 @@ def test_bad_heartbeat_setting_is_refused(
     monkeypatch.setenv("RECFLOW_HEARTBEAT_SECONDS", value)
     with pytest.raises(UserError, match="RECFLOW_HEARTBEAT_SECONDS must be a whole number"):
         hpo.open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path)
+
+
+def test_a_trial_killed_before_naming_its_worker_is_failed_once_old(tmp_path: Path) -> None:
+    storage = hpo.open_storage(str(tmp_path / "j.log"), tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study_id = storage.get_study_id_from_name("s")
+    now = datetime.datetime.now(datetime.UTC)
+    for started in (now - datetime.timedelta(minutes=5), now):
+        template = optuna.trial.create_trial(state=TrialState.RUNNING)
+        template.datetime_start = started
+        storage.create_new_trial(study_id, template_trial=template)
+    hpo.fail_stale_trials(study, storage)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
 
 
 def test_rerun_continues_study_to_n_trials(prep_id: str, tmp_path: Path) -> None:
