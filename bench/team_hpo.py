@@ -6,14 +6,15 @@ and proxied artifacts (tests/services.py), tracking through the server as a team
 Timed: `mlflow run <project> -e hpo --env-manager local -P storage=<postgresql URL> -P
 n_trials=20 -P pruner=none` (no pruning, so every trial trains all its epochs) as one process on
 study `one`, then as two processes started at once on study `two`, waiting for both. Each study
-gets its own fresh database; its schema is created during setup, because two workers creating it
-at once on an empty database can fail. After each configuration the study must have exactly
-n_trials COMPLETE trials (read back with optuna); the script fails with a message otherwise.
+gets its own fresh database, whose schema is created during setup so that neither configuration
+times the table creation. After each configuration the study must have exactly n_trials COMPLETE
+trials (read back with optuna); the script fails with a message otherwise.
 
-Prints both wall times and their ratio. TPE picks other configurations in each study (the two
-workers also start from the same seed), so the studies can train very different amounts; the
-script also prints the seconds spent in trials per wall second of each configuration, and
-`--space equal-cost` searches only parameters that barely change a trial's cost. Usage:
+Prints both wall times and their ratio. TPE picks other configurations in each study, and a
+trial's cost depends on its factors, epochs, loss and side features, so the two studies can train
+quite different amounts: the script also prints the seconds spent in trials per wall second of
+each configuration, and `--space equal-cost` searches only parameters that barely change a
+trial's cost. Usage:
 
     .venv/bin/python bench/team_hpo.py [--n-trials 20] [--space packaged|equal-cost] [--keep]
 """
