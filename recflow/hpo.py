@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -109,24 +110,64 @@ def study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> s
     return f"{preprocess_run_id}-{metric}-{space_digest(space)}"
 
 
-class TrialSeededTPE(optuna.samplers.TPESampler):
+class TrialSeededTPE(optuna.samplers.BaseSampler):
     """Multivariate TPE whose random draws for a trial depend on the seed and the trial number.
 
     A plain seeded sampler gives every worker the same random stream, so workers sharing a study
-    would try the same configurations in lockstep. Reseeding per trial number keeps a serial run
-    repeatable (same seed, same data, same trials) while workers, holding different trial
-    numbers, draw different configurations.
+    would try the same configurations in lockstep. Each trial here gets its own TPE sampler,
+    seeded from the seed and the trial number: a serial run stays repeatable (same seed, same
+    data, same trials) while workers, holding different trial numbers, draw different
+    configurations. TPE keeps no state between trials but its random stream (it reads the history
+    from the study), so a fresh sampler per trial loses nothing.
     """
 
     def __init__(self, seed: int) -> None:
-        super().__init__(seed=seed, multivariate=True, group=True)
         self.seed = seed
+        self._per_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _tpe(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.TPESampler:
+        sampler = self._per_trial.get(trial.number)
+        if sampler is None:
+            trial_seed = (self.seed * 1_000_003 + trial.number) % 2**32
+            sampler = optuna.samplers.TPESampler(seed=trial_seed, multivariate=True, group=True)
+            self._per_trial[trial.number] = sampler
+        return sampler
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, Any]:
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trial_seed = (self.seed * 1_000_003 + trial.number) % 2**32
-        self._rng.rng.seed(trial_seed)
-        self._random_sampler._rng.rng.seed(trial_seed)
-        super().before_trial(study, trial)
+        self._tpe(trial).before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        sampler = self._per_trial.pop(trial.number, None)
+        if sampler is not None:
+            sampler.after_trial(study, trial, state, values)
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
