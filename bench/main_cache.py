@@ -33,11 +33,28 @@ FILES = ("u.data", "u.item", "u.user")
 SUMMARY = re.compile(rf"^({'|'.join(STEPS)})\s+(ran|reused)\s+([0-9a-f]{{32}})\b", re.M)
 
 
-def run_main(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, str]:
-    """Run ``cmd``; return its wall time and stdout. Exits with the log's tail on failure."""
+def preflight() -> Path:
+    """Exit unless the real ML-100K files and the venv's mlflow are here; return mlflow's path."""
+    missing = [n for n in FILES if not (ML100K / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"needs the real ML-100K ({', '.join(missing)}) in {ML100K}; "
+            "see ../shared/data/README.md"
+        )
+    mlflow_exe = Path(sys.executable).parent / "mlflow"
+    if not mlflow_exe.is_file():
+        raise SystemExit(f"no mlflow executable next to {sys.executable}")
+    return mlflow_exe
+
+
+def run_main(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> tuple[float, str]:
+    """Run ``cmd`` (in ``cwd``); return its wall time and stdout. Exits with the log's tail on
+    failure."""
     start = time.perf_counter()
     with log.open("w") as err:
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode:
         tail = "\n".join(log.read_text().splitlines()[-30:])
@@ -57,15 +74,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=5, help="main's n_trials (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (store, logs)")
     args = parser.parse_args()
-    missing = [n for n in FILES if not (ML100K / n).is_file()]
-    if missing:
-        raise SystemExit(
-            f"needs the real ML-100K ({', '.join(missing)}) in {ML100K}; "
-            "see ../shared/data/README.md"
-        )
-    mlflow_exe = Path(sys.executable).parent / "mlflow"
-    if not mlflow_exe.is_file():
-        raise SystemExit(f"no mlflow executable next to {sys.executable}")
+    mlflow_exe = preflight()
 
     tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-main-"))
     try:

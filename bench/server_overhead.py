@@ -21,16 +21,14 @@ import hashlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.main_cache import FILES, ML100K, step_states  # noqa: E402
+from bench.main_cache import FILES, ML100K, preflight, run_main, step_states  # noqa: E402
 from recflow.constants import STEPS  # noqa: E402
 from tests.services import MlflowServer, Postgres  # noqa: E402
 from tests.synthetic import write_zip  # noqa: E402
@@ -51,36 +49,13 @@ def snapshot(dst: Path) -> Path:
     return dst
 
 
-def run_main(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, str]:
-    """Run ``cmd`` in ``cwd``; return its wall time and stdout. Exits with the log's tail on
-    failure."""
-    start = time.perf_counter()
-    with log.open("w") as err:
-        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise SystemExit(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout}\n{tail}"
-        )
-    return seconds, proc.stdout
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="cached runs per store (default 3)")
     parser.add_argument("--n-trials", type=int, default=3, help="main's n_trials (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (stores, logs)")
     args = parser.parse_args()
-    missing = [n for n in FILES if not (ML100K / n).is_file()]
-    if missing:
-        raise SystemExit(
-            f"needs the real ML-100K ({', '.join(missing)}) in {ML100K}; "
-            "see ../shared/data/README.md"
-        )
-    mlflow_exe = Path(sys.executable).parent / "mlflow"
-    if not mlflow_exe.is_file():
-        raise SystemExit(f"no mlflow executable next to {sys.executable}")
+    mlflow_exe = preflight()
 
     tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-server-"))
     pg: Postgres | None = None
@@ -112,14 +87,14 @@ def main() -> None:
         )
 
         for label in stores:
-            seconds, _ = run_main(cmd, envs[label], tmp / label, tmp / label / "cold.log")
+            seconds, _ = run_main(cmd, envs[label], tmp / label / "cold.log", cwd=tmp / label)
             print(f"{label:<6} cold      {seconds:7.1f} s")
         cached: dict[str, list[float]] = {label: [] for label in stores}
         # Alternate the stores so that a drift of the machine's speed hits both alike.
         for i in range(args.repeats):
             for label in stores:
                 seconds, stdout = run_main(
-                    cmd, envs[label], tmp / label, tmp / label / f"cached-{i}.log"
+                    cmd, envs[label], tmp / label / f"cached-{i}.log", cwd=tmp / label
                 )
                 states = step_states(stdout)
                 not_reused = [s for s in STEPS if states.get(s) != "reused"]

@@ -36,12 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.main_cache import FILES, ML100K, preflight  # noqa: E402
 from recflow.hpo import BUDGET_SKIP, WORKER  # noqa: E402
 from tests.services import PASSWORD, MlflowServer, Postgres  # noqa: E402
 from tests.synthetic import write_zip  # noqa: E402
 
-ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
-FILES = ("u.data", "u.item", "u.user")
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]{32})'\) succeeded")
 # --space equal-cost: only parameters that barely change a trial's cost are searched (BPR samples
 # one negative per positive; factors, epochs and features keep their defaults), so both studies
@@ -131,15 +130,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, artifacts)")
     args = parser.parse_args()
-    missing = [n for n in FILES if not (ML100K / n).is_file()]
-    if missing:
-        raise SystemExit(
-            f"needs the real ML-100K ({', '.join(missing)}) in {ML100K}; "
-            "see ../shared/data/README.md"
-        )
-    mlflow_exe = Path(sys.executable).parent / "mlflow"
-    if not mlflow_exe.is_file():
-        raise SystemExit(f"no mlflow executable next to {sys.executable}")
+    mlflow_exe = preflight()
 
     tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-team-"))
     pg: Postgres | None = None

@@ -68,10 +68,10 @@ def client_of(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow.set_tracking_uri(server.url)
 
 
-def team_env(server: MlflowServer, tmp_path: Path, experiment: str) -> dict[str, str]:
+def team_env(url: str, tmp_path: Path, experiment: str = "Default") -> dict[str, str]:
     """A team member's shell: the server URL, the database password, their own data folder."""
     env = os.environ | {
-        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_TRACKING_URI": url,
         "MLFLOW_EXPERIMENT_NAME": experiment,
         "PGPASSWORD": PASSWORD,
         "RECFLOW_DATA_DIR": str(tmp_path / "data"),
@@ -106,7 +106,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(server: MlflowServer, archive: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A preprocess run on the server, made by one team member; returns its run ID."""
-    env = team_env(server, tmp_path_factory.mktemp("member"), "team-data")
+    env = team_env(server.url, tmp_path_factory.mktemp("member"), "team-data")
     raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}"))
     return last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
 
@@ -114,13 +114,13 @@ def prepared(server: MlflowServer, archive: Path, tmp_path_factory: pytest.TempP
 def test_main_through_the_server_caches_registers_and_serves(
     server: MlflowServer, archive: Path, tmp_path: Path
 ) -> None:
-    env = team_env(server, tmp_path, "team-main")
+    env = team_env(server.url, tmp_path, "team-main")
     params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=team-model")
     first = dict((m[0], m[1:]) for m in STEP_LINE.findall(mlflow_run(env, "main", *params).stdout))
     assert [s for s, _ in first.values()] == ["ran"] * 5
 
     # A colleague with an empty data folder reuses every step: the cache lives on the server.
-    colleague = team_env(server, tmp_path / "colleague", "team-main")
+    colleague = team_env(server.url, tmp_path / "colleague", "team-main")
     again = mlflow_run(colleague, "main", *params).stdout
     second = dict((m[0], m[1:]) for m in STEP_LINE.findall(again))
     assert second == {step: ("reused", run_id) for step, (_, run_id) in first.items()}
@@ -191,7 +191,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
     # Short heartbeats: a dead worker's trial is failed after 6 silent seconds, not 90.
-    env = team_env(server, tmp_path, "team-hpo") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
+    env = team_env(server.url, tmp_path, "team-hpo") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
     n_trials = 8
     os.environ["PGPASSWORD"] = PASSWORD  # for optuna in this process (restored by client_of)
     store = optuna.storages.RDBStorage(storage)
@@ -343,7 +343,7 @@ def env_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def git_env(server: MlflowServer, tmp_path: Path, env_root: Path) -> dict[str, str]:
-    return team_env(server, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
+    return team_env(server.url, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
 
 
 def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
@@ -403,20 +403,10 @@ def test_version_and_subdirectory_forms_of_a_git_url(
 
 def test_an_unreachable_server_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    env = team_env_for(url, tmp_path) | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    env = team_env(url, tmp_path) | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     proc = mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}", ok=False)
     assert proc.returncode != 0
     assert url in proc.stderr and "Connection refused" in proc.stderr, proc.stderr[-3000:]
-
-
-def team_env_for(url: str, tmp_path: Path) -> dict[str, str]:
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": url,
-        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("MLFLOW_RUN_ID", None)
-    return env
 
 
 def test_a_server_restart_during_a_step_is_ridden_out(
@@ -427,7 +417,7 @@ def test_a_server_restart_during_a_step_is_ridden_out(
     journal = tmp_path / "study.journal"
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
-    env = team_env(srv, tmp_path, "team-restart")
+    env = team_env(srv.url, tmp_path, "team-restart")
     args = [
         MLFLOW, "run", str(PROJECT), "-e", "hpo", "--env-manager", "local",
         "-P", f"preprocess_run_id={prepared}", "-P", f"storage={journal}", "-P", "n_trials=3",
@@ -477,7 +467,7 @@ def test_a_bad_optuna_database_is_a_clear_error(
     server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path,
     url_of, password: str, message: str,
 ) -> None:  # fmt: skip
-    env = team_env(server, tmp_path, "team-bad-db") | {"PGPASSWORD": password}
+    env = team_env(server.url, tmp_path, "team-bad-db") | {"PGPASSWORD": password}
     url = url_of(postgres)
     proc = mlflow_run(
         env, "hpo", f"preprocess_run_id={prepared}", f"storage={url}", "n_trials=1", ok=False
