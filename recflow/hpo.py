@@ -211,8 +211,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         with self._lock:  # trials may run in threads (n_jobs)
             self.calls += 1
-        trial.set_user_attr(WORKER, worker_id())
+        # The run first: a trial with a worker always names that worker's run.
         trial.set_user_attr(WORKER_RUN, self.parent.info.run_id)
+        trial.set_user_attr(WORKER, worker_id())
         claim_budget(trial, self.n_trials)
         client = MlflowClient()
         params = suggest(trial, self.space)
@@ -222,6 +223,7 @@ class Objective:
             tags={
                 "mlflow.parentRunId": self.parent.info.run_id,
                 "optuna.study": trial.study.study_name,
+                TRIAL_NUMBER_TAG: str(trial.number),
             },
         )
         run_id = run.info.run_id
@@ -306,6 +308,7 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
         try:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=beat, grace_period=3 * beat,
+                failed_trial_callback=end_dead_trial_runs,
                 engine_kwargs={"pool_pre_ping": True},
             )  # fmt: skip
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
@@ -390,6 +393,7 @@ def claim_budget(trial: optuna.Trial, n_trials: int) -> None:
 WORKER = "worker"
 WORKER_RUN = "worker_run_id"
 ORPHAN_AFTER = datetime.timedelta(seconds=60)
+TRIAL_NUMBER_TAG = "optuna.trial_number"
 
 
 def worker_id() -> str:
@@ -397,11 +401,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Mark RUNNING trials of dead workers as FAIL and end their MLflow runs; return their numbers.
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Mark RUNNING trials of dead workers as FAIL and end their MLflow runs.
 
-    A trial on a database storage whose heartbeat stopped belongs to a dead worker on any machine.
-    A journal file has no heartbeats: there a trial belongs to a dead worker when its host is this
+    A trial on a database storage whose heartbeat stopped belongs to a dead worker on any machine
+    (optuna also checks this itself as each trial starts; both call ``end_dead_trial_runs``). A
+    journal file has no heartbeats: there a trial belongs to a dead worker when its host is this
     one and its process is gone. Without this, such trials would stay RUNNING and hold their place
     in the n_trials budget forever.
     """
@@ -420,38 +425,34 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
         elif worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    stale = end_orphan_runs(study)
-    if stale:
-        log.warning("trials %s of dead workers failed; their runs are marked KILLED", stale)
-    return stale
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            end_dead_trial_runs(study, t)
 
 
-_CHECKED: set[tuple[str, int]] = set()  # failed trials this process has already looked at
+def end_dead_trial_runs(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Mark KILLED the MLflow run of a trial whose worker died, and that worker's hpo run.
 
-
-def end_orphan_runs(study: optuna.Study) -> list[int]:
-    """Mark KILLED the MLflow runs of failed trials whose worker died; return those trials.
-
-    A worker ends its trial's run itself, even when the trial fails, so a failed trial whose run
-    is still RUNNING lost its worker: that run and the dead worker's hpo run are ended here (optuna
-    may have failed the trial by heartbeat on its own, inside ``optimize``).
+    The trial's run is found by its trial-number tag when the worker died before recording the
+    run's ID on the trial. An error here is logged, not raised: it must not stop the live worker.
     """
-    client = MlflowClient()
-    orphans = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if (study.study_name, t.number) in _CHECKED:
-            continue
-        _CHECKED.add((study.study_name, t.number))
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if not run_id or client.get_run(run_id).info.status != "RUNNING":
-            continue
-        orphans.append(t.number)
-        client.set_terminated(run_id, "KILLED")
-        worker_run = t.user_attrs.get(WORKER_RUN)
-        if worker_run and client.get_run(worker_run).info.status == "RUNNING":
-            client.set_terminated(worker_run, "KILLED")
-    return orphans
+    log.warning("trial %d of a dead worker failed; ending its runs", trial.number)
+    try:
+        client = MlflowClient()
+        worker_run = trial.user_attrs.get(WORKER_RUN)
+        run_ids = [trial.user_attrs.get("mlflow_run_id"), worker_run]
+        if run_ids[0] is None and worker_run:
+            experiment = client.get_run(worker_run).info.experiment_id
+            found = client.search_runs(
+                [experiment],
+                f"tags.mlflow.parentRunId = '{worker_run}' "
+                f"and tags.`{TRIAL_NUMBER_TAG}` = '{trial.number}'",
+            )  # fmt: skip
+            run_ids[0] = found[0].info.run_id if found else None
+        for run_id in run_ids:
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
+    except Exception as e:  # the tracking server may be down too; the study comes first
+        log.warning("could not end the runs of trial %d: %s", trial.number, _first_line(e))
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from recflow import hpo
@@ -179,6 +180,23 @@ def test_a_trial_killed_before_naming_its_worker_is_failed_once_old(tmp_path: Pa
         storage.create_new_trial(study_id, template_trial=template)
     hpo.fail_stale_trials(study, storage)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
+
+
+def test_a_dead_trials_runs_are_ended_even_before_it_named_its_run(tracking: str) -> None:
+    client = MlflowClient()
+    worker = client.create_run("0")
+    trial_run = client.create_run(
+        "0",
+        tags={"mlflow.parentRunId": worker.info.run_id, hpo.TRIAL_NUMBER_TAG: "3"},
+    )
+    other = client.create_run("0", tags={"mlflow.parentRunId": worker.info.run_id})
+    dead = optuna.trial.create_trial(
+        state=TrialState.FAIL, user_attrs={hpo.WORKER_RUN: worker.info.run_id}
+    )
+    dead.number = 3
+    hpo.end_dead_trial_runs(optuna.create_study(), dead)
+    status = [client.get_run(r.info.run_id).info.status for r in (worker, trial_run, other)]
+    assert status == ["KILLED", "KILLED", "RUNNING"]
 
 
 def test_rerun_continues_study_to_n_trials(prep_id: str, tmp_path: Path) -> None:
