@@ -38,10 +38,12 @@ pytestmark = pytest.mark.slow
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 STEP_LINE = re.compile(r"^(\w+)\s+(ran|reused)\s+(\w{32})", re.M)
 RUN_ID = re.compile(r"=== Run \(ID '(\w{32})'\) succeeded ===")
-# Slow trials on tiny data, so a worker can be killed in the middle of one.
+# Slow trials on tiny data, so a worker can be killed in the middle of one; alpha is continuous,
+# so two draws of the same configuration can only come from workers drawing in lockstep.
 SLOW_SPACE = """\
 factors: {type: int, low: 4, high: 8}
 epochs: {type: int, low: 150, high: 160}
+alpha: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
 """
 
 
