@@ -195,7 +195,6 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     # Short heartbeats: a dead worker's trial is failed after 6 silent seconds, not 90.
     env = team_env(server.url, tmp_path, "team-hpo") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
     n_trials = 8
-    os.environ["PGPASSWORD"] = PASSWORD  # for optuna in this process (restored by client_of)
     store = optuna.storages.RDBStorage(storage)
 
     def trials() -> list[optuna.trial.FrozenTrial]:
