@@ -206,21 +206,31 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     # The doomed worker claims to be another machine, so its trials are only failed through
     # their stopped heartbeats, as for a machine that died.
     doomed_host = "doomed-host" if can_fake_hosts() else ""
-    doomed = hpo_worker(env, prepared, storage, n_trials, space, host=doomed_host)
-    survivor = hpo_worker(env, prepared, storage, n_trials, space)
-    workers = [doomed, survivor]
-    try:
+    workers: list[subprocess.Popen] = []
+
+    def running_trial_of(worker: subprocess.Popen) -> optuna.trial.FrozenTrial:
+        """Wait until ``worker`` is in the middle of a trial; return that trial."""
         deadline = time.monotonic() + 300
-        killed_trial = None
-        while killed_trial is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, worker.communicate()[0][-4000:]
             mine = [
-                t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, doomed)
+                t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, worker)
             ]
             if mine:
-                killed_trial = mine[0]
-            else:
-                time.sleep(0.2)
-        assert killed_trial is not None, "the doomed worker never started a trial"
+                return mine[0]
+            time.sleep(0.2)
+        pytest.fail("the worker never started a trial")
+
+    try:
+        # Three workers overlap: the doomed one dies mid-trial while the survivor is mid-trial,
+        # and a latecomer joins after the kill.
+        doomed = hpo_worker(env, prepared, storage, n_trials, space, host=doomed_host)
+        workers.append(doomed)
+        running_trial_of(doomed)
+        survivor = hpo_worker(env, prepared, storage, n_trials, space)
+        workers.append(survivor)
+        running_trial_of(survivor)
+        killed_trial = running_trial_of(doomed)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         # A new worker joins after the kill and helps finish the study.
