@@ -12,6 +12,7 @@ prints); the script fails with a message otherwise. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,34 @@ def preflight() -> Path:
     if not mlflow_exe.is_file():
         raise SystemExit(f"no mlflow executable next to {sys.executable}")
     return mlflow_exe
+
+
+@contextlib.contextmanager
+def scratch(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temp dir, removed on exit unless ``keep``."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ml100k_zip(folder: Path) -> Path:
+    """A zip in the official ml-100k layout, built from the real files in ../shared/data."""
+    return write_zip(folder / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
+
+
+def client_env(mlflow_exe: Path, tracking_uri: str, data_dir: Path) -> dict[str, str]:
+    """The environment of an `mlflow run` client of ``tracking_uri``."""
+    return os.environ | {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "RECFLOW_DATA_DIR": str(data_dir),
+        # --env-manager local runs each step's `python -m ...` from PATH: use this venv's.
+        "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
+    }
 
 
 def run_main(
@@ -76,16 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     mlflow_exe = preflight()
 
-    tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-main-"))
-    try:
-        archive = write_zip(tmp / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
+    with scratch("recflow-bench-main-", args.keep) as tmp:
+        archive = ml100k_zip(tmp)
         sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
-        env = os.environ | {
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-            "RECFLOW_DATA_DIR": str(tmp / "data"),
-            # --env-manager local runs each step's `python -m ...` from PATH: use this venv's.
-            "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
-        }
+        env = client_env(mlflow_exe, f"sqlite:///{tmp / 'mlflow.db'}", tmp / "data")
         cmd = [
             str(mlflow_exe), "run", str(ROOT), "-e", "main", "--env-manager", "local",
             "-P", "dataset=ml-100k", "-P", f"data_url={archive}",
@@ -117,11 +141,6 @@ def main() -> None:
                 f"its output:\n{results[1][2]}"
             )
         print(f"OK: the cached run reused all {len(STEPS)} steps")
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

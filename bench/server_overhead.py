@@ -18,20 +18,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.main_cache import FILES, ML100K, preflight, run_main, step_states  # noqa: E402
+from bench.main_cache import (  # noqa: E402
+    client_env,
+    ml100k_zip,
+    preflight,
+    run_main,
+    scratch,
+    step_states,
+)
 from recflow.constants import STEPS  # noqa: E402
-from tests.services import MlflowServer, Postgres  # noqa: E402
-from tests.synthetic import write_zip  # noqa: E402
+from tests.services import team_services  # noqa: E402
 
 
 def snapshot(dst: Path) -> Path:
@@ -57,25 +61,18 @@ def main() -> None:
     args = parser.parse_args()
     mlflow_exe = preflight()
 
-    tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-server-"))
-    pg: Postgres | None = None
-    server: MlflowServer | None = None
-    try:
-        archive = write_zip(tmp / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
+    with (
+        scratch("recflow-bench-server-", args.keep) as tmp,
+        team_services(tmp / "server" / "artifacts") as (_, server),
+    ):
+        archive = ml100k_zip(tmp)
         sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
         project = snapshot(tmp / "project")
-        pg = Postgres().start()
-        server = MlflowServer(pg.create_database("mlflow"), tmp / "server" / "artifacts").start()
         stores = {"sqlite": f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", "server": server.url}
         envs: dict[str, dict[str, str]] = {}
         for label, uri in stores.items():
             (tmp / label).mkdir(exist_ok=True)
-            envs[label] = os.environ | {
-                "MLFLOW_TRACKING_URI": uri,
-                "RECFLOW_DATA_DIR": str(tmp / label / "data"),
-                # --env-manager local runs each step's `python -m ...` from PATH: this venv's.
-                "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
-            }
+            envs[label] = client_env(mlflow_exe, uri, tmp / label / "data")
         cmd = [
             str(mlflow_exe), "run", str(project), "-e", "main", "--env-manager", "local",
             "-P", "dataset=ml-100k", "-P", f"data_url={archive}",
@@ -117,15 +114,6 @@ def main() -> None:
             f"server / sqlite cached wall time: {median['server'] / median['sqlite']:.3f} "
             f"({median['server'] - median['sqlite']:+.2f} s per cached main)"
         )
-    finally:
-        if server is not None:
-            server.stop()
-        if pg is not None:
-            pg.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,22 +24,21 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+import optuna
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.main_cache import FILES, ML100K, preflight  # noqa: E402
+from bench.main_cache import client_env, ml100k_zip, preflight, scratch  # noqa: E402
 from recflow.hpo import BUDGET_SKIP, WORKER  # noqa: E402
-from tests.services import PASSWORD, MlflowServer, Postgres  # noqa: E402
-from tests.synthetic import write_zip  # noqa: E402
+from tests.services import PASSWORD, team_services  # noqa: E402
 
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]{32})'\) succeeded")
 # --space equal-cost: only parameters that barely change a trial's cost are searched (BPR samples
@@ -131,87 +130,74 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, artifacts)")
     args = parser.parse_args()
     mlflow_exe = preflight()
-
-    tmp = Path(tempfile.mkdtemp(prefix="recflow-bench-team-"))
-    pg: Postgres | None = None
-    server: MlflowServer | None = None
     workers: list[subprocess.Popen] = []
-    try:
-        import optuna
-
-        pg = Postgres().start()
-        server = MlflowServer(pg.create_database("mlflow"), tmp / "artifacts").start()
-        # Clients get the password from PGPASSWORD, never from a URL MLflow would record.
-        os.environ["PGPASSWORD"] = PASSWORD
-        env = os.environ | {
-            "MLFLOW_TRACKING_URI": server.url,
-            "RECFLOW_DATA_DIR": str(tmp / "data"),
-            # --env-manager local runs each step's `python -m ...` from PATH: use this venv's.
-            "PATH": os.pathsep.join([str(mlflow_exe.parent), os.environ.get("PATH", "")]),
-        }
-        archive = write_zip(tmp / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
-        raw = run_step(
-            mlflow_run(mlflow_exe, "download", {"dataset": "ml-100k", "data_url": archive}),
-            env, tmp / "download.log",
-        )  # fmt: skip
-        prep = run_step(
-            mlflow_run(mlflow_exe, "preprocess", {"raw_run_id": raw}), env, tmp / "preprocess.log"
-        )
-        hpo_params = {"preprocess_run_id": prep, "n_trials": args.n_trials, "pruner": "none"}
-        if args.space == "equal-cost":
-            space = tmp / "equal_cost_space.yaml"
-            space.write_text(EQUAL_COST_SPACE)
-            hpo_params["search_space"] = space
-        print(
-            f"hpo on ML-100K preprocess run {prep}, n_trials={args.n_trials}, pruner=none, "
-            f"{args.space} search space; tracking {server.url}, optuna in PostgreSQL; "
-            f"logs in {tmp}"
-        )
-
-        times: dict[int, float] = {}
-        busy: dict[int, float] = {}
-        for n_workers, name in ((1, "one"), (2, "two")):
-            storage = pg.create_database(f"optuna_{name}")
-            optuna.storages.RDBStorage(storage).engine.dispose()  # the schema, untimed
-            cmd = mlflow_run(
-                mlflow_exe, "hpo", hpo_params | {"storage": storage, "study_name": name}
+    with (
+        scratch("recflow-bench-team-", args.keep) as tmp,
+        team_services(tmp / "artifacts") as (pg, server),
+    ):
+        try:
+            # Clients get the password from PGPASSWORD, never from a URL MLflow would record.
+            os.environ["PGPASSWORD"] = PASSWORD
+            env = client_env(mlflow_exe, server.url, tmp / "data")
+            archive = ml100k_zip(tmp)
+            raw = run_step(
+                mlflow_run(mlflow_exe, "download", {"dataset": "ml-100k", "data_url": archive}),
+                env, tmp / "download.log",
+            )  # fmt: skip
+            prep = run_step(
+                mlflow_run(mlflow_exe, "preprocess", {"raw_run_id": raw}),
+                env,
+                tmp / "preprocess.log",
             )
-            logs = [tmp / f"hpo-{name}-{i}.log" for i in range(n_workers)]
-            begin = time.perf_counter()
-            workers = [start(cmd, env, log) for log in logs]
-            outputs = [check(w, cmd, log) for w, log in zip(workers, logs, strict=True)]
-            times[n_workers] = time.perf_counter() - begin
-            print(f"{n_workers} worker{'s' if n_workers > 1 else ' '}: {times[n_workers]:7.1f} s")
-            for out in outputs:
-                study_lines = [line for line in out.splitlines() if line.startswith("study ")]
-                print(f"  {study_lines[-1] if study_lines else '(no study summary line)'}")
-            described, busy[n_workers] = verify(storage, name, args.n_trials)
-            print(f"  study {name}: {described}")
+            hpo_params = {"preprocess_run_id": prep, "n_trials": args.n_trials, "pruner": "none"}
+            if args.space == "equal-cost":
+                space = tmp / "equal_cost_space.yaml"
+                space.write_text(EQUAL_COST_SPACE)
+                hpo_params["search_space"] = space
+            print(
+                f"hpo on ML-100K preprocess run {prep}, n_trials={args.n_trials}, pruner=none, "
+                f"{args.space} search space; tracking {server.url}, optuna in PostgreSQL; "
+                f"logs in {tmp}"
+            )
 
-        ratio = times[2] / times[1]
-        print(f"two / one worker wall time: {ratio:.3f} ({1 / ratio:.2f}x speedup)")
-        # TPE picks other configurations in each study, so the studies may train very different
-        # amounts: trial seconds per wall second is the throughput, whatever was trained.
-        rate = {n: busy[n] / times[n] for n in times}
-        print(
-            f"trial seconds per wall second: one {rate[1]:.2f}, two {rate[2]:.2f} "
-            f"(two / one {rate[2] / rate[1]:.2f}); trial seconds two / one "
-            f"{busy[2] / busy[1]:.2f}"
-        )
-        print(f"OK: both studies have exactly {args.n_trials} complete trials")
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                os.killpg(w.pid, signal.SIGTERM)
-                w.wait()
-        if server is not None:
-            server.stop()
-        if pg is not None:
-            pg.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            times: dict[int, float] = {}
+            busy: dict[int, float] = {}
+            for n_workers, name in ((1, "one"), (2, "two")):
+                storage = pg.create_database(f"optuna_{name}")
+                optuna.storages.RDBStorage(storage).engine.dispose()  # the schema, untimed
+                cmd = mlflow_run(
+                    mlflow_exe, "hpo", hpo_params | {"storage": storage, "study_name": name}
+                )
+                logs = [tmp / f"hpo-{name}-{i}.log" for i in range(n_workers)]
+                begin = time.perf_counter()
+                workers = [start(cmd, env, log) for log in logs]
+                outputs = [check(w, cmd, log) for w, log in zip(workers, logs, strict=True)]
+                times[n_workers] = time.perf_counter() - begin
+                print(
+                    f"{n_workers} worker{'s' if n_workers > 1 else ' '}: {times[n_workers]:7.1f} s"
+                )
+                for out in outputs:
+                    study_lines = [line for line in out.splitlines() if line.startswith("study ")]
+                    print(f"  {study_lines[-1] if study_lines else '(no study summary line)'}")
+                described, busy[n_workers] = verify(storage, name, args.n_trials)
+                print(f"  study {name}: {described}")
+
+            ratio = times[2] / times[1]
+            print(f"two / one worker wall time: {ratio:.3f} ({1 / ratio:.2f}x speedup)")
+            # TPE picks other configurations in each study, so the studies may train very different
+            # amounts: trial seconds per wall second is the throughput, whatever was trained.
+            rate = {n: busy[n] / times[n] for n in times}
+            print(
+                f"trial seconds per wall second: one {rate[1]:.2f}, two {rate[2]:.2f} "
+                f"(two / one {rate[2] / rate[1]:.2f}); trial seconds two / one "
+                f"{busy[2] / busy[1]:.2f}"
+            )
+            print(f"OK: both studies have exactly {args.n_trials} complete trials")
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    os.killpg(w.pid, signal.SIGTERM)
+                    w.wait()
 
 
 if __name__ == "__main__":

@@ -318,13 +318,16 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+_PASSWORD_IN_URL = re.compile(r"//([^:/@]+):[^@]*@")  # //user:password@
+
+
 def has_password(url: str) -> bool:
     """Whether a database URL carries a password (which MLflow would record as a parameter)."""
-    return re.search(r"//[^:/@]+:[^@]*@", url) is not None
+    return _PASSWORD_IN_URL.search(url) is not None
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url) or "(default journal file)"
+    return _PASSWORD_IN_URL.sub(r"//\1:***@", url) or "(default journal file)"
 
 
 def _first_line(e: Exception) -> str:

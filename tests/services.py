@@ -8,6 +8,7 @@ database as its backend store and proxied artifact storage. Clients get the pass
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -151,3 +153,17 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+
+
+@contextlib.contextmanager
+def team_services(artifacts: Path) -> Iterator[tuple[Postgres, MlflowServer]]:
+    """PostgreSQL and an MLflow server on its ``mlflow`` database; both stopped on exit."""
+    pg = Postgres().start()
+    try:
+        server = MlflowServer(pg.create_database("mlflow"), artifacts).start()
+        try:
+            yield pg, server
+        finally:
+            server.stop()
+    finally:
+        pg.stop()
