@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow import datasets
+from recflow import archives, datasets
 from recflow.constants import RAW_DIR, TAG_CHECKSUM, TAG_DATASET, TAG_SOURCE_URL
 from recflow.tracking import setup_logging, step_run
 
@@ -35,10 +35,10 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
     with step_run("download", params):
         spec = datasets.get_spec(dataset)
         cache = Path(os.environ.get("RECFLOW_DATA_DIR", "data"))
-        fetched = datasets.fetch_archive(spec, cache, data_url, checksum)
+        fetched = archives.fetch_archive(spec, cache, data_url, checksum)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            datasets.extract(spec, fetched.path, folder)
+            archives.extract(spec, fetched.path, folder)
             # Parse now so a wrong format fails here, not one step later.
             ratings = datasets.parse_ratings(spec, folder)
             datasets.parse_items(spec, folder)

@@ -1,0 +1,238 @@
+"""Dataset archives: checksums, verified and cached downloads, safe extraction.
+
+In: a ``DatasetSpec`` (and optionally a URL or path and a checksum overriding its own). Out: a
+verified zip in the local cache (``Fetched``) and the dataset's files extracted from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import requests
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+from recflow.datasets import DatasetSpec
+from recflow.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+def parse_checksum(checksum: str) -> tuple[str, str]:
+    """Split ``"sha256:<hex>"`` / ``"md5:<hex>"`` into (algorithm, lower-case hex digest)."""
+    algo, sep, digest = checksum.strip().partition(":")
+    algo, digest = algo.lower(), digest.lower()
+    lengths = {"sha256": 64, "md5": 32}
+    valid_hex = all(c in "0123456789abcdef" for c in digest)
+    if not sep or algo not in lengths or len(digest) != lengths[algo] or not valid_hex:
+        raise UserError(
+            f"checksum {checksum!r} is not of the form 'sha256:<64 hex>' or 'md5:<32 hex>'"
+        )
+    return algo, digest
+
+
+def file_digest(path: Path, algo: str) -> str:
+    """Hex digest of a file, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algo).hexdigest()
+
+
+def _retry_budget(retries: int) -> Retry:
+    """A download's one retry budget: ``retries`` retries in all, whatever fails."""
+    # urllib3 retries connection errors and 5xx/429 with exponential backoff; 4xx are final.
+    # raise_on_status=False hands the last 5xx back once the budget is spent, so we can name it.
+    return Retry(
+        total=retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("GET",), raise_on_status=False,
+    )  # fmt: skip
+
+
+def _session(retry: Retry) -> requests.Session:
+    # A fresh adapter starts from ``retry`` as it is, history included: a retried download carries
+    # on with what is left of the budget, and the backoff keeps growing, instead of starting over.
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+def _save(resp: requests.Response, dest: Path, algo: str) -> str:
+    """Write the body of ``resp`` to ``dest`` with a progress bar; return its digest."""
+    h = hashlib.new(algo)
+    total = int(resp.headers.get("content-length") or 0) or None
+    with open(dest, "wb") as f, tqdm(
+        total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0], disable=None,
+    ) as bar:  # fmt: skip
+        for chunk in resp.iter_content(chunk_size=1 << 20):
+            f.write(chunk)
+            h.update(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest()
+
+
+def _stream_to(url: str, dest: Path, algo: str, retries: int) -> str:
+    """Download ``url`` into ``dest``; return its digest.
+
+    ``retries`` is one budget for the whole download: urllib3 spends it on connection errors and
+    5xx, and a body cut mid-stream (which urllib3 cannot see) is charged to what is left of it.
+    """
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        src = Path(urllib.request.url2pathname(parsed.path))
+        if not src.is_file():
+            raise UserError(f"no such file: {src}; check data_url")
+        shutil.copyfile(src, dest)
+        return file_digest(dest, algo)
+    retry = _retry_budget(retries)
+    while True:
+        try:
+            with (
+                _session(retry) as session,
+                session.get(url, stream=True, timeout=(10, 60)) as resp,
+            ):
+                if resp.status_code != 200:
+                    raise UserError(
+                        f"downloading {url} failed with HTTP {resp.status_code}; "
+                        "check data_url or your network"
+                    )
+                # The response carries what urllib3's own retries left of the budget.
+                retry = resp.raw.retries or retry
+                return _save(resp, dest, algo)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ReadTimeout) as e:
+            try:
+                retry = retry.increment(method="GET", url=url, error=e)
+            except MaxRetryError:
+                raise UserError(f"downloading {url} kept failing ({e}); try again later") from e
+            log.warning("download of %s interrupted (%s); retrying", url, e)
+            retry.sleep()
+        except requests.exceptions.RequestException as e:
+            raise UserError(
+                f"cannot reach {url}: {type(e).__name__}; check data_url or your network"
+            ) from e
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A verified archive on disk and where it came from."""
+
+    path: Path
+    source: str
+    checksum: str  # "<algo>:<hex>" actually computed
+    verified: bool  # True when it matched a known checksum
+    cached: bool
+
+
+def fetch_archive(
+    spec: DatasetSpec, cache_dir: Path, data_url: str = "", checksum: str = "", retries: int = 3
+) -> Fetched:
+    """Return a verified local copy of the dataset's zip, downloading it only when needed.
+
+    The archive is written to a temporary file beside its final name and renamed into place only
+    once its checksum matches, so the cache never holds a partial or corrupt file.
+    """
+    expected = parse_checksum(checksum) if checksum else None
+    if not data_url and expected is None and spec.checksum:
+        expected = parse_checksum(spec.checksum)
+    source = data_url or spec.url
+    algo = expected[0] if expected else "sha256"
+
+    def check(digest: str, what: str) -> None:
+        if expected and digest != expected[1]:
+            raise UserError(
+                f"checksum mismatch for {what}: expected {algo}:{expected[1]}, got {algo}:{digest}; "
+                "the file is corrupt or not the one you meant (pass the right checksum)"
+            )
+
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("", "file") and not source.startswith("file:"):
+        # A local path is used in place, never copied into the cache.
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise UserError(f"data_url {source!r} is not an existing file or an http(s)/file URL")
+        digest = file_digest(path, algo)
+        check(digest, str(path))
+        return Fetched(path, str(path), f"{algo}:{digest}", expected is not None, cached=False)
+    if parsed.scheme not in ("http", "https", "file"):
+        raise UserError(f"unsupported URL scheme in {source!r}; use http(s)://, file:// or a path")
+
+    name = PurePosixPath(parsed.path).name or f"{spec.name}.zip"
+    if data_url:  # keep custom sources apart from the official archive of the same name
+        name = f"{hashlib.sha1(data_url.encode()).hexdigest()[:10]}-{name}"
+    target = cache_dir / spec.name / name
+    # Reuse the cache only when we can prove it is the right file.
+    if expected and target.is_file() and file_digest(target, algo) == expected[1]:
+        log.info("using cached %s", target)
+        return Fetched(target, source, f"{algo}:{expected[1]}", True, cached=True)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".part", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        digest = _stream_to(source, tmp, algo, retries)
+        check(digest, source)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Fetched(target, source, f"{algo}:{digest}", expected is not None, cached=False)
+
+
+def extract(spec: DatasetSpec, archive: Path, dest: Path) -> list[Path]:
+    """Extract the dataset's files from ``archive`` into ``dest`` (flat), safely.
+
+    Refuses archives that lack the expected layout, members whose paths would escape ``dest``,
+    and content that expands beyond the dataset's plausible size (a zip bomb).
+    """
+    limit = spec.max_unpacked_mb * MB
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{archive} is not a readable zip archive ({e})") from e
+    with zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        for name in infos:
+            p = PurePosixPath(name)
+            if p.is_absolute() or ".." in p.parts or "\\" in name or ":" in p.parts[0]:
+                raise UserError(
+                    f"{archive} has a member {name!r} that would land outside the target folder"
+                )
+        missing = [m for m in spec.members if m not in infos]
+        if missing:
+            raise UserError(
+                f"{archive} is not in the {spec.name} layout: missing {', '.join(missing)}; "
+                f"expected the files under a top-level '{spec.folder}/' folder"
+            )
+        declared = sum(infos[m].file_size for m in spec.members)
+        if declared > limit:
+            raise UserError(
+                f"{archive} would expand to {declared / MB:.0f} MB, far beyond {spec.name}'s "
+                f"{spec.max_unpacked_mb} MB; refusing to extract it"
+            )
+        dest.mkdir(parents=True, exist_ok=True)
+        out = []
+        for member in spec.members:
+            path = dest / PurePosixPath(member).name
+            try:
+                # zipfile stops at the declared size and checks the CRC, so a header that
+                # lies about the size (checked above) surfaces here as BadZipFile.
+                with zf.open(infos[member]) as src, open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                path.unlink(missing_ok=True)
+                raise UserError(f"{archive} is damaged ({member}: {e}); download it again") from e
+            out.append(path)
+    return out
