@@ -1,4 +1,8 @@
-"""Shared fixtures: a temporary tracking store, tiny MovieLens-shaped data, a loopback server."""
+"""Shared fixtures: a temporary tracking store, tiny MovieLens-shaped data, a loopback server,
+and pipeline runs (download, preprocess, hpo, train_best) in that store.
+
+Plain helpers live in ``tests/helpers.py``; fixtures are found by pytest, never imported.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
 
+from tests.helpers import SHARED_DATA, ok
 from tests.synthetic import ml100k_files, write_zip
-
-PROJECT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT.parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -93,16 +94,23 @@ def shared_ml100k() -> Path:
     return folder
 
 
-def invoke(command, args: list[str]) -> Result:
-    """Run a click step in-process and return its result (exceptions captured)."""
-    return CliRunner().invoke(command, args, catch_exceptions=True)
+@pytest.fixture
+def raw_id(tracking: str, tiny_zip: Path) -> str:
+    """A download run of the tiny archive."""
+    return ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
 
 
-def runs_of(step: str) -> list[mlflow.entities.Run]:
-    """All runs of a step in the current tracking store, newest first."""
-    return mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"tags.`recflow.step` = '{step}'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
+@pytest.fixture
+def prep_id(raw_id: str) -> str:
+    """A preprocess run of ``raw_id``."""
+    return ok("preprocess", ["--raw_run_id", raw_id])
+
+
+@pytest.fixture
+def trained(tracking: str, tiny_zip: Path) -> dict[str, str]:
+    """The chain up to train_best (one HPO trial): {raw, preprocess, hpo, train} run IDs."""
+    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+    prep = ok("preprocess", ["--raw_run_id", raw])
+    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
+    train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", tuned])
+    return {"raw": raw, "preprocess": prep, "hpo": tuned, "train": train}

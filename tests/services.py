@@ -13,9 +13,7 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,16 +21,10 @@ from pathlib import Path
 
 import requests
 
+from tests.helpers import MLFLOW, free_port
+
 USER = "recflow"
 PASSWORD = "recflow-test-password"
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bin() -> Path:

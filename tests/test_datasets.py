@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import hashlib
 import http.server
-import socket
 import struct
 import threading
 import time
@@ -20,16 +19,12 @@ import pytest
 from recflow import archives as A
 from recflow import datasets as D
 from recflow.errors import UserError
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA, free_port, sha256
 from tests.synthetic import ml100k_files, write_zip
 
 ML100K = D.get_spec("ml-100k")
 ML1M = D.get_spec("ml-1m")
 LATEST = D.get_spec("ml-latest-small")
-
-
-def sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -342,9 +337,7 @@ def test_http_404_is_a_user_error(http_dir: tuple[Path, str], tmp_path: Path) ->
 
 
 def test_unreachable_host_fails_fast(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # The socket is closed: nothing listens on that port, so the connection is refused.
     start = time.monotonic()
     with pytest.raises(UserError, match="cannot reach"):

@@ -2,54 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.conftest import PROJECT
+from tests.helpers import mlflow_run, sha256, step_lines, user_env
 from tests.synthetic import ml100k_files, write_zip
-
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-STEP_LINE = re.compile(
-    r"^(download|preprocess|hpo|train_best|register)\s+(ran|reused)\s+(\w{32})", re.M
-)
-
-
-def user_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a user with the project's venv active and a tracking store in tmp."""
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
-        # `--env-manager local` runs the MLproject's `python` from PATH.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("MLFLOW_RUN_ID", None)
-    return env
 
 
 def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:
     """Run main with the given -P params; return {step: (ran|reused, run ID)} and the output."""
-    env = user_env(tmp_path)
-    args = [MLFLOW, "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
-    for p in params:
-        args += ["-P", p]
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    return {m[0]: (m[1], m[2]) for m in STEP_LINE.findall(proc.stdout)}, output
+    proc = mlflow_run(user_env(tmp_path), "main", *params)
+    return step_lines(proc.stdout), proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
-    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    checksum = sha256(archive)
     params = (
         "dataset=ml-100k",
         f"data_url={base}/ml-100k.zip",
@@ -80,7 +53,7 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
 def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -> None:
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
-    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    checksum = sha256(archive)
     params = [
         "dataset=ml-100k",
         f"data_url={base}/ml-100k.zip",
@@ -88,10 +61,7 @@ def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -
         "n_trials=2",
     ]
     env = user_env(tmp_path)
-    bad = [MLFLOW, "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
-    for p in [*params[:3], "n_trials=2", "metric=auc@10"]:
-        bad += ["-P", p]
-    proc = subprocess.run(bad, env=env, capture_output=True, text=True, timeout=900)
+    proc = mlflow_run(env, "main", *params[:3], "n_trials=2", "metric=auc@10", ok=False)
     assert proc.returncode != 0
     assert "unknown metric 'auc@10'" in proc.stderr and "step hpo failed" in proc.stderr
 

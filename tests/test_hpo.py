@@ -19,8 +19,7 @@ from optuna.trial import TrialState
 
 from recflow import hpo
 from recflow.errors import UserError
-from tests.conftest import PROJECT, runs_of
-from tests.test_steps import fails, ok
+from tests.helpers import PROJECT, fails, ok, runs_of
 
 
 def test_default_space_loads_and_respects_conditions() -> None:
@@ -85,12 +84,6 @@ def test_workers_with_the_same_seed_draw_different_configurations() -> None:
         study.tell(trial, hpo.suggest(trial, space).factors / 100)
     configs = [tuple(sorted(t.params.items())) for t in workers[0].trials]
     assert len(configs) == 24 and len(set(configs)) == 24
-
-
-@pytest.fixture
-def prep_id(tracking: str, tiny_zip: Path) -> str:
-    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
-    return ok("preprocess", ["--raw_run_id", raw])
 
 
 def trial_runs(hpo_run_id: str) -> list[mlflow.entities.Run]:

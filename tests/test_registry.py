@@ -7,16 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.test_steps import fails, ok
-
-
-@pytest.fixture
-def trained(tracking: str, tiny_zip: Path) -> dict[str, str]:
-    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
-    prep = ok("preprocess", ["--raw_run_id", raw])
-    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
-    train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", tuned])
-    return {"raw": raw, "preprocess": prep, "hpo": tuned, "train": train}
+from tests.helpers import fails, ok
 
 
 def versions(name: str) -> dict[str, list[str]]:

@@ -7,7 +7,6 @@ proves the model loads without the project installed (its code travels with the 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,27 +19,20 @@ import pytest
 import requests
 
 from recflow import constants as C
-from tests.test_registry import trained as trained  # the fixture
-from tests.test_steps import ok
+from tests.helpers import MLFLOW, free_port, ok
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(trained: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: F811
+def server(trained: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "served"])
     port = free_port()
     bin_dir = Path(sys.executable).parent
     env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
     cmd = [
-        str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/served@champion",
+        MLFLOW, "models", "serve", "-m", "models:/served@champion",
         "--env-manager", "uv", "--host", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
     log = (tmp_path / "serve.log").open("w")

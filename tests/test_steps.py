@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import mlflow
@@ -14,50 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.tracking import get_step_run
-from steps import download, hpo, main, preprocess, recommend, register, train_best
-from tests.conftest import PROJECT, invoke, runs_of
+from steps import hpo
+from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
 from tests.synthetic import ml100k_files, write_zip
-
-COMMANDS = {
-    "download": download.main, "preprocess": preprocess.main, "hpo": hpo.main,
-    "train_best": train_best.main, "register": register.main, "main": main.main,
-    "recommend": recommend.main,
-}  # fmt: skip
-
-
-def sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def ok(step: str, args: list[str]) -> str:
-    """Run a step that must succeed; return its run ID."""
-    result = invoke(COMMANDS[step], args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    run = runs_of(step)[0]
-    assert run.info.status == "FINISHED"
-    return run.info.run_id
-
-
-def fails(step: str, args: list[str], message: str) -> mlflow.entities.Run | None:
-    """Run a step that must fail with ``message``; return its (FAILED) run if one was opened."""
-    before = {r.info.run_id for r in runs_of(step)}
-    result = invoke(COMMANDS[step], args)
-    assert result.exit_code != 0
-    assert message in result.output, result.output
-    new = [r for r in runs_of(step) if r.info.run_id not in before]
-    for run in new:
-        assert run.info.status == "FAILED"
-    return new[0] if new else None
-
-
-@pytest.fixture
-def raw_id(tracking: str, tiny_zip: Path) -> str:
-    return ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
-
-
-@pytest.fixture
-def prep_id(raw_id: str) -> str:
-    return ok("preprocess", ["--raw_run_id", raw_id])
 
 
 def test_every_mlproject_parameter_reaches_its_click_option() -> None:

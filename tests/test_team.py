@@ -8,12 +8,10 @@ URL and ``PGPASSWORD``, and a ``git daemon`` serving the repository.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,15 +27,21 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from recflow import hpo
-from tests.conftest import PROJECT
-from tests.services import PASSWORD, MlflowServer, Postgres, free_port
+from tests.helpers import (
+    MLFLOW,
+    PROJECT,
+    RUN_ID,
+    free_port,
+    last_run_id,
+    mlflow_run,
+    step_lines,
+    user_env,
+)
+from tests.services import PASSWORD, MlflowServer, Postgres
 from tests.synthetic import ml100k_files, write_zip
 
 pytestmark = pytest.mark.slow
 
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-STEP_LINE = re.compile(r"^(\w+)\s+(ran|reused)\s+(\w{32})", re.M)
-RUN_ID = re.compile(r"=== Run \(ID '(\w{32})'\) succeeded ===")
 # Slow trials on tiny data, so a worker can be killed in the middle of one; alpha is continuous,
 # so two draws of the same configuration can only come from workers drawing in lockstep.
 SLOW_SPACE = """\
@@ -72,32 +76,7 @@ def client_of(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def team_env(url: str, tmp_path: Path, experiment: str = "Default") -> dict[str, str]:
     """A team member's shell: the server URL, the database password, their own data folder."""
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": url,
-        "MLFLOW_EXPERIMENT_NAME": experiment,
-        "PGPASSWORD": PASSWORD,
-        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("MLFLOW_RUN_ID", None)
-    return env
-
-
-def mlflow_run(
-    env: dict[str, str], entry: str, *params: str, uri: str = str(PROJECT), cwd: Path = PROJECT,
-    extra: tuple[str, ...] = ("--env-manager", "local"), ok: bool = True,
-) -> subprocess.CompletedProcess:  # fmt: skip
-    args = [MLFLOW, "run", uri, "-e", entry, *extra]
-    for p in params:
-        args += ["-P", p]
-    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
-    if ok:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
-
-
-def last_run_id(proc: subprocess.CompletedProcess) -> str:
-    return RUN_ID.findall(proc.stderr)[-1]
+    return user_env(tmp_path, url) | {"MLFLOW_EXPERIMENT_NAME": experiment, "PGPASSWORD": PASSWORD}
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +97,13 @@ def test_main_through_the_server_caches_registers_and_serves(
 ) -> None:
     env = team_env(server.url, tmp_path, "team-main")
     params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=team-model")
-    first = dict((m[0], m[1:]) for m in STEP_LINE.findall(mlflow_run(env, "main", *params).stdout))
+    first = step_lines(mlflow_run(env, "main", *params).stdout)
     assert [s for s, _ in first.values()] == ["ran"] * 5
 
     # A colleague with an empty data folder reuses every step: the cache lives on the server.
     colleague = team_env(server.url, tmp_path / "colleague", "team-main")
     again = mlflow_run(colleague, "main", *params).stdout
-    second = dict((m[0], m[1:]) for m in STEP_LINE.findall(again))
+    second = step_lines(again)
     assert second == {step: ("reused", run_id) for step, (_, run_id) in first.items()}
 
     # Artifacts went through the server's proxy, not to a path the client had to reach.
@@ -369,7 +348,7 @@ def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
         "dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=git-model",
         uri=f"{base}/recflow.git", cwd=empty, extra=("--env-manager", "uv"),
     )  # fmt: skip
-    steps = {m[0]: m[1] for m in STEP_LINE.findall(proc.stdout)}
+    steps = step_lines(proc.stdout)
     assert list(steps) == ["download", "preprocess", "hpo", "train_best", "register"]
     main_run = mlflow.get_run(last_run_id(proc))
     assert main_run.data.tags["mlflow.source.git.commit"] == commits[-1]

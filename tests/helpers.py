@@ -1,0 +1,129 @@
+"""Helpers shared by the test modules: project paths, running steps in-process or through
+`mlflow run`, reading runs back, and small utilities. Fixtures live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+from click.testing import CliRunner, Result
+
+from recflow import constants as C
+from steps import download, hpo, main, preprocess, recommend, register, train_best
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+# The mlflow CLI of the interpreter running the tests (the project's virtualenv).
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+COMMANDS = {
+    "download": download.main, "preprocess": preprocess.main, "hpo": hpo.main,
+    "train_best": train_best.main, "register": register.main, "main": main.main,
+    "recommend": recommend.main,
+}  # fmt: skip
+
+# The summary `main` prints, one line per pipeline step: "<step> ran|reused <run ID> <secs>s".
+STEP_LINE = re.compile(rf"^({'|'.join(C.STEPS)})\s+(ran|reused)\s+(\w{{32}})", re.M)
+# What `mlflow run` prints on stderr when a run finishes.
+RUN_ID = re.compile(r"=== Run \(ID '(\w{32})'\) succeeded ===")
+
+
+# --- steps in-process ------------------------------------------------------------------------
+
+
+def invoke(command, args: list[str]) -> Result:
+    """Run a click step in-process and return its result (exceptions captured)."""
+    return CliRunner().invoke(command, args, catch_exceptions=True)
+
+
+def runs_of(step: str) -> list[mlflow.entities.Run]:
+    """All runs of a step in the current tracking store, newest first."""
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`recflow.step` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+
+
+def ok(step: str, args: list[str]) -> str:
+    """Run a step that must succeed; return its run ID."""
+    result = invoke(COMMANDS[step], args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    run = runs_of(step)[0]
+    assert run.info.status == "FINISHED"
+    return run.info.run_id
+
+
+def fails(step: str, args: list[str], message: str) -> mlflow.entities.Run | None:
+    """Run a step that must fail with ``message``; return its (FAILED) run if one was opened."""
+    before = {r.info.run_id for r in runs_of(step)}
+    result = invoke(COMMANDS[step], args)
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    new = [r for r in runs_of(step) if r.info.run_id not in before]
+    for run in new:
+        assert run.info.status == "FAILED"
+    return new[0] if new else None
+
+
+# --- `mlflow run` in a subprocess ------------------------------------------------------------
+
+
+def user_env(tmp_path: Path, tracking_uri: str = "") -> dict[str, str]:
+    """The environment of a user with the project's venv active, their data folder in
+    ``tmp_path`` and a tracking store there (or at ``tracking_uri``)."""
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "RECFLOW_DATA_DIR": str(tmp_path / "data"),
+        # `--env-manager local` runs the MLproject's `python` from PATH.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def mlflow_run(
+    env: dict[str, str], entry: str, *params: str, uri: str = str(PROJECT), cwd: Path = PROJECT,
+    extra: tuple[str, ...] = ("--env-manager", "local"), ok: bool = True,
+) -> subprocess.CompletedProcess:  # fmt: skip
+    """`mlflow run <uri> -e <entry> -P <param>...`; with ``ok``, it must succeed."""
+    args = [MLFLOW, "run", uri, "-e", entry, *extra]
+    for p in params:
+        args += ["-P", p]
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    if ok:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def step_lines(stdout: str) -> dict[str, tuple[str, str]]:
+    """{step: (ran|reused, run ID)} from the summary `main` prints."""
+    return {m[0]: (m[1], m[2]) for m in STEP_LINE.findall(stdout)}
+
+
+def last_run_id(proc: subprocess.CompletedProcess) -> str:
+    """The ID of the last run `mlflow run` reported as succeeded."""
+    return RUN_ID.findall(proc.stderr)[-1]
+
+
+# --- small utilities -------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    """The checksum of ``path`` in the form the steps accept: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
