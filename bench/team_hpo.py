@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.main_cache import client_env, ml100k_zip, preflight, scratch  # noqa: E402
-from recflow.hpo import BUDGET_SKIP, WORKER  # noqa: E402
+from recflow.hpo.attrs import WORKER  # noqa: E402
 from tests.services import PASSWORD, team_services  # noqa: E402
 
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]{32})'\) succeeded")
@@ -95,25 +95,22 @@ def verify(url: str, name: str, n_trials: int) -> tuple[str, float]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    complete = [
-        t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get(BUDGET_SKIP)
-    ]
-    skipped = sum(1 for t in trials if t.user_attrs.get(BUDGET_SKIP))
-    states = Counter(t.state.name for t in trials if not t.user_attrs.get(BUDGET_SKIP))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    states = Counter(t.state.name for t in trials)
     if len(complete) != n_trials:
         raise SystemExit(
             f"FAIL: study {name!r} has {len(complete)} complete trials, not {n_trials} "
-            f"(states {dict(states)}, {skipped} skipped as the budget was full)"
+            f"(states {dict(states)})"
         )
     by_worker = Counter(str(t.user_attrs.get(WORKER, "?")).rpartition(":")[2] for t in complete)
     busy = sum(
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in trials
-        if t.datetime_complete and t.datetime_start and not t.user_attrs.get(BUDGET_SKIP)
+        if t.datetime_complete and t.datetime_start
     )
     distinct = len({tuple(sorted(t.params.items())) for t in complete})
     described = (
-        f"{dict(states)}, {skipped} budget skips; complete by worker pid {dict(by_worker)}; "
+        f"{dict(states)}; complete by worker pid {dict(by_worker)}; "
         f"{distinct} distinct configurations; {busy:.0f} s summed over its trials"
     )
     return described, busy

@@ -1,4 +1,9 @@
-"""Names shared by the steps, ``main`` and the tests: columns, artifacts, tags, entry points."""
+"""Names and defaults shared by the steps, ``main``, the package and the tests.
+
+A leaf module: it imports nothing of ours, so any module can use it without an import circle.
+Columns, artifact paths, run tags and parameter defaults live here once; ``contracts`` reads and
+writes what crosses a step boundary under these names.
+"""
 
 USER_COL = "user_id"
 ITEM_COL = "item_id"
@@ -19,17 +24,48 @@ USER_FEATURES_FILE = "user_features.parquet"
 ITEM_FEATURES_FILE = "item_features.parquet"
 ITEMS_FILE = "items.parquet"
 BEST_PARAMS_FILE = "best_params.json"
+PLOTS_DIR = "plots"
 MODEL_NAME = "model"
 
-# Run tags written by every step (the step cache and run-ID validation read them).
+# Run tags. Every step writes TAG_STEP and TAG_CODE_VERSION (the step cache and run-ID
+# validation read them); upstream run IDs are linked as "recflow.<parameter>".
+TAG_PREFIX = "recflow."
 TAG_STEP = "recflow.step"
 TAG_CODE_VERSION = "recflow.code_version"
 TAG_DATASET = "recflow.dataset"
 TAG_SOURCE_URL = "recflow.source_url"
 TAG_CHECKSUM = "recflow.checksum"
+TAG_CHECKSUM_VERIFIED = "recflow.checksum_verified"
 TAG_MODEL_URI = "recflow.model_uri"
+TAG_BEST_TRIAL_RUN = "recflow.best_trial_run_id"
+TAG_STUDY = "optuna.study"
+TAG_MODEL_NAME = "recflow.model_name"
+TAG_MODEL_VERSION = "recflow.model_version"
+TAG_PROMOTED = "recflow.promoted"
+TAG_PROMOTION_REASON = "recflow.promotion_reason"
+TAG_MAIN_STEP_RUN = "recflow.run."  # + step name: main's link to each step's run
+# The tag MLflow Projects sets on runs of an entry point (runs made before TAG_STEP existed).
+TAG_ENTRY_POINT = "mlflow.project.entryPoint"
+
+# Metric key prefixes of train_best: the model and the popularity baseline on the test split.
+TEST_PREFIX = "test_"
+POPULARITY_PREFIX = "popularity_"
 
 STEPS = ("download", "preprocess", "hpo", "train_best", "register")
+# Each step's upstream run-ID parameter and the step that parameter names.
+UPSTREAM = {
+    "preprocess": {"raw_run_id": "download"},
+    "hpo": {"preprocess_run_id": "preprocess"},
+    "train_best": {"preprocess_run_id": "preprocess", "hpo_run_id": "hpo"},
+    "register": {"train_run_id": "train_best"},
+}
 
+# Parameter defaults (MLproject declares the same values; a test keeps the two in step).
+DEFAULT_DATASET = "ml-1m"
 DEFAULT_K = 10
+DEFAULT_METRIC = "ndcg@10"
 DEFAULT_SEED = 1492
+DEFAULT_N_TRIALS = 20
+DEFAULT_MODEL_NAME = "movielens-rankfm"
+DEFAULT_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"

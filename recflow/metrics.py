@@ -7,21 +7,44 @@ and MRR at k over users with at least one held-out item.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from recflow.constants import ITEM_COL, USER_COL
-from recflow.model import Recommender
+from recflow.constants import ITEM_COL, POPULARITY_PREFIX, TEST_PREFIX, USER_COL
+from recflow.errors import UserError
 
 METRICS = ("precision", "recall", "ndcg", "hit_rate", "mrr")
 Scorer = Callable[[np.ndarray], np.ndarray]  # user positions (B,) -> scores (B, n_items)
 
 
+class Ranker(Protocol):
+    """What evaluation needs of a model (``model.Recommender`` is one)."""
+
+    item_ids: np.ndarray
+
+    def scores(self, user_pos: np.ndarray) -> np.ndarray: ...
+    def user_positions(self, user_ids: np.ndarray) -> np.ndarray: ...
+    def item_positions(self, item_ids: np.ndarray) -> np.ndarray: ...
+
+
 def metric_names(k: int) -> list[str]:
     """Names as logged to MLflow, e.g. ``ndcg_at_10``; ``@`` is not allowed in metric keys."""
-    return [f"{m}_at_{k}" for m in METRICS]
+    return [_key(m, k) for m in METRICS]
+
+
+def metric_key(name: str) -> str:
+    """The logged key of a metric the user gave as ``ndcg@10`` (or as ``ndcg_at_10``)."""
+    try:
+        return _key(*parse_metric(name))
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
+def _key(base: str, k: int) -> str:
+    return f"{base}_at_{k}"
 
 
 def parse_metric(name: str) -> tuple[str, int]:
@@ -90,7 +113,7 @@ def evaluate(
         hits = np.take_along_axis(rel, ranked, axis=1)
         for name, values in ranking_metrics(hits, rel.sum(axis=1)).items():
             totals[name] += float(values.sum())
-    return {f"{name}_at_{k}": total / users.size for name, total in totals.items()}
+    return {_key(name, k): total / users.size for name, total in totals.items()}
 
 
 def _by_user(u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +139,7 @@ def popularity_scorer(train_items: np.ndarray, n_items: int) -> Scorer:
 
 
 def evaluate_model(
-    model: Recommender, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
+    model: Ranker, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``held_out`` interactions, excluding ``seen`` ones from rankings."""
     return evaluate(
@@ -125,7 +148,7 @@ def evaluate_model(
 
 
 def evaluate_popularity(
-    model: Recommender, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
+    model: Ranker, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
 ) -> dict[str, float]:
     """The same metrics for ranking every user's items by training popularity."""
     seen_pos = _positions(model, seen)
@@ -133,9 +156,23 @@ def evaluate_popularity(
     return evaluate(scorer, len(model.item_ids), seen_pos, _positions(model, held_out), k)
 
 
-def _positions(model: Recommender, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _positions(model: Ranker, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     # Pairs whose user or item the model does not know cannot be ranked: drop them.
     u = model.user_positions(df[USER_COL].to_numpy())
     i = model.item_positions(df[ITEM_COL].to_numpy())
     keep = (u >= 0) & (i >= 0)
     return u[keep], i[keep]
+
+
+def test_report(
+    model: Ranker, seen: pd.DataFrame, test: pd.DataFrame, ks: Iterable[int]
+) -> dict[str, float]:
+    """Every metric at every k in ``ks`` for the model (``test_``...) and for popularity
+    (``popularity_``...), as train_best logs them."""
+    report = {}
+    for k in sorted(set(ks)):
+        ours = evaluate_model(model, seen, test, k)
+        baseline = evaluate_popularity(model, seen, test, k)
+        report |= {TEST_PREFIX + name: value for name, value in ours.items()}
+        report |= {POPULARITY_PREFIX + name: value for name, value in baseline.items()}
+    return report

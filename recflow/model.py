@@ -264,8 +264,9 @@ def _context() -> multiprocessing.context.BaseContext:
     # background threads, BLAS pools) may copy a lock mid-use and deadlock the child. The fork
     # server is a fresh single-threaded interpreter with the heavy imports done once.
     ctx = multiprocessing.get_context("forkserver")
-    # Children re-import the main module (e.g. steps.hpo); preloading its imports keeps that cheap.
-    ctx.set_forkserver_preload(["__main__", "mlflow", "optuna", "recflow.hpo", "rankfmc"])
+    # The server imports once what every child needs: this module, rankfmc and the main module
+    # (children would re-import it), so a trial does not pay for imports.
+    ctx.set_forkserver_preload(["__main__", __name__, "rankfmc"])
     return ctx
 
 

@@ -20,6 +20,56 @@ AGE_BINS = (1, 18, 25, 35, 45, 50, 56)
 
 
 @dataclass(frozen=True)
+class Settings:
+    """How ratings become splits (the preprocess step's options)."""
+
+    min_rating: float = 0.0
+    min_user_interactions: int = 1
+    min_item_interactions: int = 1
+    split: str = "random"
+    test_size: float = 0.2
+    valid_size: float = 0.1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preprocessing hands to tuning and training: the splits, side features and items."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    user_features: pd.DataFrame
+    item_features: pd.DataFrame
+    items: pd.DataFrame
+
+
+def prepare(
+    ratings: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame | None,
+    settings: Settings,
+    rng: np.random.Generator,
+) -> tuple[Prepared, dict[str, int]]:
+    """Ratings to implicit positives, k-core filtered and split, with side features; and the
+    row counts of every stage."""
+    positives = to_implicit(ratings, settings.min_rating)
+    dense = k_core(positives, settings.min_user_interactions, settings.min_item_interactions)
+    parts = split(dense, settings.split, settings.test_size, settings.valid_size, rng)
+    user_ids = parts.train[USER_COL].unique()
+    item_ids = parts.train[ITEM_COL].unique()
+    data = Prepared(
+        parts.train, parts.valid, parts.test, user_features(users, user_ids),
+        item_features(items, item_ids), item_metadata(items, item_ids),
+    )  # fmt: skip
+    counts = {
+        "n_ratings": len(ratings), "n_positives": len(positives), "n_after_filter": len(dense),
+        "n_users": len(user_ids), "n_items": len(item_ids), "n_train": len(parts.train),
+        "n_valid": len(parts.valid), "n_test": len(parts.test),
+    }  # fmt: skip
+    return data, counts
+
+
+@dataclass(frozen=True)
 class Splits:
     """The three interaction sets, restricted to users and items seen in training."""
 

@@ -17,6 +17,7 @@ import pandas as pd
 from recflow.constants import (
     GENRES_COL,
     ITEM_COL,
+    MODEL_NAME,
     RANK_COL,
     SCORE_COL,
     TITLE_COL,
@@ -55,6 +56,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         self.seen_u, self.seen_i = self.seen_u[order], self.seen_i[order]
         counts = np.bincount(self.seen_i[self.seen_i >= 0], minlength=len(self.model.item_ids))
         self.popularity = counts.astype(np.float32)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """The users the model was trained on (others get popular items)."""
+        return self.model.user_ids
 
     def predict(
         self,
@@ -110,6 +116,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return out[np.isfinite(out[SCORE_COL])].reset_index(drop=True)
 
 
+def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:
+    """The users a loaded recommender model was trained on."""
+    return model.unwrap_python_model().user_ids
+
+
 def requirements() -> list[str]:
     """Pinned runtime requirements of the served model (it scores with NumPy; no rankfmc)."""
     from importlib.metadata import version
@@ -120,8 +131,6 @@ def requirements() -> list[str]:
 def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.ModelInfo:
     """Log the bundle as a pyfunc model named ``model`` with signature and input example."""
     from mlflow.models import infer_signature
-
-    from recflow.constants import MODEL_NAME
 
     example = pd.DataFrame({USER_COL: np.asarray(example_users, dtype=np.int64)})
     python_model = RecommenderModel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -10,32 +9,26 @@ import click
 import mlflow
 
 from recflow import archives, datasets
-from recflow.constants import RAW_DIR, TAG_CHECKSUM, TAG_DATASET, TAG_SOURCE_URL
-from recflow.tracking import setup_logging, step_run
+from recflow import constants as C
+from steps.common import data_dir, step
 
 
 @click.command(
     help="Download a MovieLens archive (or use DATA_URL), verify its checksum and log its files.\n\n"
     f"Reads: GroupLens or --data_url; caches archives under $RECFLOW_DATA_DIR (default data/).\n"
-    f"Writes: artifacts {RAW_DIR}/ (the dataset's ratings, items and users files); tags "
-    f"{TAG_DATASET}, {TAG_SOURCE_URL}, {TAG_CHECKSUM}."
+    f"Writes: artifacts {C.RAW_DIR}/ (the dataset's ratings, items and users files); tags "
+    f"{C.TAG_DATASET}, {C.TAG_SOURCE_URL}, {C.TAG_CHECKSUM}."
 )
-@click.option("--dataset", default="ml-1m", show_default=True, help=", ".join(datasets.DATASETS))
-@click.option(
-    "--data_url",
-    default="",
-    help="http(s)/file URL or local path of a zip in the dataset's layout.",
-)
-@click.option(
-    "--checksum", default="", help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known."
-)
+@click.option("--dataset", default=C.DEFAULT_DATASET, show_default=True,
+              help=", ".join(datasets.DATASETS))  # fmt: skip
+@click.option("--data_url", default="",
+              help="http(s)/file URL or local path of a zip in the dataset's layout.")  # fmt: skip
+@click.option("--checksum", default="",
+              help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known.")  # fmt: skip
 def main(dataset: str, data_url: str, checksum: str) -> None:
-    setup_logging()
-    params = {"dataset": dataset, "data_url": data_url, "checksum": checksum}
-    with step_run("download", params):
+    with step("download"):
         spec = datasets.get_spec(dataset)
-        cache = Path(os.environ.get("RECFLOW_DATA_DIR", "data"))
-        fetched = archives.fetch_archive(spec, cache, data_url, checksum)
+        fetched = archives.fetch_archive(spec, data_dir(), data_url, checksum)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             archives.extract(spec, fetched.path, folder)
@@ -43,15 +36,12 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
             ratings = datasets.parse_ratings(spec, folder)
             datasets.parse_items(spec, folder)
             datasets.parse_users(spec, folder)
-            mlflow.log_artifacts(tmp, RAW_DIR)
-        mlflow.set_tags(
-            {
-                TAG_DATASET: dataset,
-                TAG_SOURCE_URL: fetched.source,
-                TAG_CHECKSUM: fetched.checksum,
-                "recflow.checksum_verified": str(fetched.verified).lower(),
-            }
-        )
+            mlflow.log_artifacts(tmp, C.RAW_DIR)
+        mlflow.set_tags({
+            C.TAG_DATASET: dataset, C.TAG_SOURCE_URL: fetched.source,
+            C.TAG_CHECKSUM: fetched.checksum,
+            C.TAG_CHECKSUM_VERIFIED: str(fetched.verified).lower(),
+        })  # fmt: skip
         mlflow.log_metric("n_ratings", len(ratings))
         click.echo(f"{dataset}: {len(ratings)} ratings from {fetched.source} ({fetched.checksum})")
 

@@ -10,25 +10,26 @@ import pandas as pd
 
 from recflow import constants as C
 from recflow.errors import UserError
-from recflow.tracking import setup_logging, step_run
+from recflow.serving import known_users
+from steps.common import step
 
 BATCH = 2000  # users per predict call: bounds memory at BATCH x n_items scores
 
 
 @click.command(
     help="Write top-k recommendations for many users with the served model's code path.\n\n"
-    "Reads: a pyfunc model (--model_uri, e.g. models:/movielens-rankfm@champion) and --users: "
+    f"Reads: a pyfunc model (--model_uri, e.g. models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}) "
+    "and --users: "
     "'all' (every user the model knows) or a CSV/Parquet file with a user_id column.\n"
     "Writes: --output (.parquet or .csv) and the same file as an artifact of this run."
 )
-@click.option("--model_uri", default="models:/movielens-rankfm@champion", show_default=True)
+@click.option("--model_uri", default=f"models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}",
+              show_default=True)  # fmt: skip
 @click.option("--users", default="all", show_default=True)
 @click.option("--k", default=C.DEFAULT_K, show_default=True, type=click.IntRange(min=1))
 @click.option("--output", default="recommendations.parquet", show_default=True)
 def main(model_uri: str, users: str, k: int, output: str) -> None:
-    setup_logging()
-    params = {"model_uri": model_uri, "users": users, "k": k, "output": output}
-    with step_run("recommend", params):
+    with step("recommend"):
         out = Path(output)
         if out.suffix not in (".parquet", ".csv"):
             raise UserError(f"output {output!r} must end in .parquet or .csv")
@@ -57,7 +58,7 @@ def main(model_uri: str, users: str, k: int, output: str) -> None:
 
 def _read_users(users: str, model: mlflow.pyfunc.PyFuncModel) -> list[int]:
     if users == "all":
-        return model.unwrap_python_model().model.user_ids.tolist()
+        return known_users(model).tolist()
     path = Path(users)
     if not path.is_file():
         raise UserError(f"users {users!r} is neither 'all' nor an existing file")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -13,10 +12,11 @@ import pandas as pd
 
 from recflow import constants as C
 from recflow import serving
+from recflow.contracts import link_upstream, linked, load_best_params, load_prepared, tuned_metric
 from recflow.errors import UserError
-from recflow.metrics import evaluate_model, evaluate_popularity
-from recflow.model import FMParams, fit_isolated
-from recflow.tracking import download, get_step_run, load_prepared, setup_logging, step_run
+from recflow.metrics import metric_key, parse_metric, test_report
+from recflow.model import fit_isolated
+from steps.common import step
 
 log = logging.getLogger(__name__)
 
@@ -24,49 +24,44 @@ log = logging.getLogger(__name__)
 @click.command(
     help="Train the hpo run's best configuration on train+valid and evaluate it on test.\n\n"
     f"Reads: {C.DATA_DIR}/ of a preprocess run; {C.BEST_PARAMS_FILE} of an hpo run.\n"
-    f"Writes: test_<metric>_at_{C.DEFAULT_K} and popularity_<metric>_at_{C.DEFAULT_K} metrics; "
-    f"the pyfunc model '{C.MODEL_NAME}'."
+    f"Writes: {C.TEST_PREFIX}<metric>_at_<k> and {C.POPULARITY_PREFIX}<metric>_at_<k> metrics "
+    f"at k={C.DEFAULT_K} and the tuned metric's k; the pyfunc model '{C.MODEL_NAME}'."
 )
-@click.option("--preprocess_run_id", required=True, help="Run ID of a finished preprocess run.")
-@click.option("--hpo_run_id", required=True, help="Run ID of a finished hpo run.")
+@click.option("--preprocess_run_id", default="",
+              help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
+@click.option("--hpo_run_id", default="",
+              help="Run ID of a finished hpo run (default: the latest on that preprocess run).")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
-    setup_logging()
-    params = {"preprocess_run_id": preprocess_run_id, "hpo_run_id": hpo_run_id, "seed": seed}
-    with step_run("train_best", params), tempfile.TemporaryDirectory() as tmp:
-        hpo_run = get_step_run(hpo_run_id, "hpo", "hpo_run_id")
-        data = load_prepared(preprocess_run_id, Path(tmp) / "data")
-        tuned_on = hpo_run.data.params.get("preprocess_run_id")
-        if tuned_on != preprocess_run_id:
-            log.warning("hpo run %s was tuned on preprocess run %s", hpo_run_id, tuned_on)
-        best = json.loads(download(hpo_run_id, C.BEST_PARAMS_FILE, Path(tmp)).read_text())
-        fm_params = FMParams.from_dict(best)
-        mlflow.log_params({f"model.{k}": v for k, v in fm_params.to_dict().items()})
+    with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
+        prep = s.upstream("preprocess_run_id", preprocess_run_id).info.run_id
+        tuned = s.upstream("hpo_run_id", hpo_run_id, preprocess_run_id=prep)
+        if linked(tuned, "preprocess_run_id") != prep:
+            log.warning("hpo run %s was tuned on preprocess run %s", tuned.info.run_id,
+                        linked(tuned, "preprocess_run_id"))  # fmt: skip
+        data = load_prepared(prep, Path(tmp) / "data")
+        params = load_best_params(tuned.info.run_id, Path(tmp))
+        mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
 
         seen = pd.concat([data.train, data.valid], ignore_index=True)
         try:
-            model = fit_isolated(seen, fm_params, seed, data.user_features, data.item_features)
+            model = fit_isolated(seen, params, seed, data.user_features, data.item_features)
         except FloatingPointError as e:
             raise UserError(f"training the best configuration failed: {e}") from e
-        metrics = evaluate_model(model, seen, data.test, C.DEFAULT_K)
-        baseline = evaluate_popularity(model, seen, data.test, C.DEFAULT_K)
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        mlflow.log_metrics({f"popularity_{k}": v for k, v in baseline.items()})
+        # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
+        ks = (C.DEFAULT_K, parse_metric(tuned_metric(tuned))[1])
+        report = test_report(model, seen, data.test, ks)
+        mlflow.log_metrics(report)
 
         bundle = Path(tmp) / "bundle"
         serving.write_bundle(bundle, model, data.items, seen)
-        info = serving.log_model(
-            bundle, example_users=sorted(seen[C.USER_COL].unique()[:2].tolist())
-        )
-        mlflow.set_tags(
-            {
-                C.TAG_MODEL_URI: info.model_uri,
-                "recflow.preprocess_run_id": preprocess_run_id,
-                "recflow.hpo_run_id": hpo_run_id,
-            }
-        )
-        key = f"ndcg_at_{C.DEFAULT_K}"
-        click.echo(f"test {key} = {metrics[key]:.4f} (popularity {baseline[key]:.4f})")
+        example = sorted(seen[C.USER_COL].unique()[:2].tolist())
+        info = serving.log_model(bundle, example_users=example)
+        mlflow.set_tag(C.TAG_MODEL_URI, info.model_uri)
+        link_upstream(preprocess_run_id=prep, hpo_run_id=tuned.info.run_id)
+        key = metric_key(C.DEFAULT_METRIC)
+        click.echo(f"test {key} = {report[C.TEST_PREFIX + key]:.4f} "
+                   f"(popularity {report[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
 
 
 if __name__ == "__main__":

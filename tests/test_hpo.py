@@ -17,19 +17,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from recflow import hpo
 from recflow.errors import UserError
+from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
+from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
+from recflow.hpo.objective import Objective
+from recflow.hpo.sampling import TrialSeededTPE
+from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest
+from recflow.hpo.storage import open_storage
+from recflow.hpo.workers import count
 from tests.helpers import PROJECT, fails, ok, runs_of
 
 
 def test_default_space_loads_and_respects_conditions() -> None:
-    space = hpo.load_space(hpo.DEFAULT_SPACE)
+    space = load_space(DEFAULT_SPACE)
     names = [d.name for d in space]
     assert {"factors", "loss", "max_samples", "learning_rate", "epochs", "features"} <= set(names)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     for _ in range(30):
         trial = study.ask()
-        params = hpo.suggest(trial, space)
+        params = suggest(trial, space)
         # max_samples only applies to WARP, beta only with side features.
         assert ("max_samples" in trial.params) == (params.loss == "warp")
         assert ("beta" in trial.params) == (params.features != "none")
@@ -52,15 +58,15 @@ def test_bad_search_space_is_refused(tmp_path: Path, text: str, message: str) ->
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(UserError, match=message):
-        hpo.load_space(path)
+        load_space(path)
 
 
 def test_same_seed_gives_same_trials() -> None:
-    space = hpo.load_space(hpo.DEFAULT_SPACE)
+    space = load_space(DEFAULT_SPACE)
 
     def sample(seed: int) -> list[dict]:
-        study = optuna.create_study(sampler=hpo.TrialSeededTPE(seed), direction="maximize")
-        study.optimize(lambda t: hpo.suggest(t, space).factors / 100, n_trials=15)
+        study = optuna.create_study(sampler=TrialSeededTPE(seed), direction="maximize")
+        study.optimize(lambda t: suggest(t, space).factors / 100, n_trials=15)
         return [t.params for t in study.trials]
 
     assert sample(3) == sample(3)
@@ -69,11 +75,11 @@ def test_same_seed_gives_same_trials() -> None:
 
 def test_workers_with_the_same_seed_draw_different_configurations() -> None:
     """Two workers on one study, each with its own sampler seeded alike, taking turns."""
-    space = hpo.load_space(hpo.DEFAULT_SPACE)
+    space = load_space(DEFAULT_SPACE)
     storage = optuna.storages.InMemoryStorage()
     workers = [
         optuna.create_study(
-            study_name="shared", storage=storage, sampler=hpo.TrialSeededTPE(5),
+            study_name="shared", storage=storage, sampler=TrialSeededTPE(5),
             direction="maximize", load_if_exists=True,
         )
         for _ in range(2)
@@ -81,7 +87,7 @@ def test_workers_with_the_same_seed_draw_different_configurations() -> None:
     for i in range(24):
         study = workers[i % 2]
         trial = study.ask()
-        study.tell(trial, hpo.suggest(trial, space).factors / 100)
+        study.tell(trial, suggest(trial, space).factors / 100)
     configs = [tuple(sorted(t.params.items())) for t in workers[0].trials]
     assert len(configs) == 24 and len(set(configs)) == 24
 
@@ -124,14 +130,14 @@ class _PruneAfterTwo(optuna.pruners.BasePruner):
 
 
 def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> None:
-    from recflow.tracking import load_prepared
+    from recflow.contracts import load_prepared
 
     data = load_prepared(prep_id, tmp_path)
     (tmp_path / "space.yaml").write_text("epochs: {type: int, low: 5, high: 8}\n")
-    space = hpo.load_space(tmp_path / "space.yaml")
+    space = load_space(tmp_path / "space.yaml")
     with mlflow.start_run() as parent:
         study = optuna.create_study(direction="maximize", pruner=_PruneAfterTwo())
-        study.optimize(hpo.Objective(data, space, "ndcg@10", 1, parent.info.run_id, 3), n_trials=3)
+        study.optimize(Objective(data, space, "ndcg@10", 1, parent.info.run_id), n_trials=3)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     for run in trial_runs(parent.info.run_id):
         assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "PRUNED"
@@ -159,11 +165,11 @@ def test_bad_heartbeat_setting_is_refused(
 ) -> None:
     monkeypatch.setenv("RECFLOW_HEARTBEAT_SECONDS", value)
     with pytest.raises(UserError, match="RECFLOW_HEARTBEAT_SECONDS must be a whole number"):
-        hpo.open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path)
+        open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path)
 
 
 def test_a_trial_killed_before_naming_its_worker_is_failed_once_old(tmp_path: Path) -> None:
-    storage = hpo.open_storage(str(tmp_path / "j.log"), tmp_path)
+    storage = open_storage(str(tmp_path / "j.log"), tmp_path)
     study = optuna.create_study(study_name="s", storage=storage)
     study_id = storage.get_study_id_from_name("s")
     now = datetime.datetime.now(datetime.UTC)
@@ -171,7 +177,7 @@ def test_a_trial_killed_before_naming_its_worker_is_failed_once_old(tmp_path: Pa
         template = optuna.trial.create_trial(state=TrialState.RUNNING)
         template.datetime_start = started
         storage.create_new_trial(study_id, template_trial=template)
-    hpo.fail_stale_trials(study, storage)
+    fail_stale_trials(study, storage)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
 
 
@@ -180,14 +186,14 @@ def test_a_dead_trials_runs_are_ended_even_before_it_named_its_run(tracking: str
     worker = client.create_run("0")
     trial_run = client.create_run(
         "0",
-        tags={"mlflow.parentRunId": worker.info.run_id, hpo.TRIAL_NUMBER_TAG: "3"},
+        tags={"mlflow.parentRunId": worker.info.run_id, TRIAL_NUMBER_TAG: "3"},
     )
     other = client.create_run("0", tags={"mlflow.parentRunId": worker.info.run_id})
     dead = optuna.trial.create_trial(
-        state=TrialState.FAIL, user_attrs={hpo.WORKER_RUN: worker.info.run_id}
+        state=TrialState.FAIL, user_attrs={WORKER_RUN: worker.info.run_id}
     )
     dead.number = 3
-    hpo.end_dead_trial_runs(optuna.create_study(), dead)
+    end_dead_trial_runs(optuna.create_study(), dead)
     status = [client.get_run(r.info.run_id).info.status for r in (worker, trial_run, other)]
     assert status == ["KILLED", "KILLED", "RUNNING"]
 
@@ -246,7 +252,7 @@ def hpo_process(prep_id: str, tmp_path: Path, n_trials: int) -> subprocess.Popen
 
 
 def load(tmp_path: Path) -> optuna.Study:
-    storage = hpo.open_storage(str(tmp_path / "j.log"), tmp_path)
+    storage = open_storage(str(tmp_path / "j.log"), tmp_path)
     return optuna.load_study(study_name="shared", storage=storage)
 
 
@@ -258,7 +264,7 @@ def test_killed_study_resumes_keeping_finished_trials(
     processes.append(proc)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if (tmp_path / "j.log").exists() and hpo.count(load(tmp_path), TrialState.COMPLETE) >= 2:
+        if (tmp_path / "j.log").exists() and count(load(tmp_path), TrialState.COMPLETE) >= 2:
             break
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
@@ -284,7 +290,7 @@ def test_two_concurrent_workers_share_one_study(
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()
     study = load(tmp_path)
-    assert hpo.count(study, TrialState.COMPLETE) == 6
+    assert count(study, TrialState.COMPLETE) == 6
     hpo_runs = runs_of("hpo")
     assert len(hpo_runs) == 2
     per_worker = [

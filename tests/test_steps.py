@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow.tracking import get_step_run
+from recflow.runs import get_step_run
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
 from tests.synthetic import ml100k_files, write_zip

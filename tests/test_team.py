@@ -26,7 +26,9 @@ import requests
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from recflow import hpo
+from recflow.hpo.attrs import WORKER, WORKER_RUN
+from recflow.hpo.storage import open_storage
+from recflow.hpo.workers import count
 from tests.helpers import (
     MLFLOW,
     PROJECT,
@@ -225,7 +227,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
                 w.wait()
 
     study = optuna.load_study(study_name="shared", storage=store)
-    assert hpo.count(study, TrialState.COMPLETE) == n_trials
+    assert count(study, TrialState.COMPLETE) == n_trials
     killed = study.trials[killed_trial.number]
     assert killed.state == TrialState.FAIL
 
@@ -237,7 +239,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     assert not running, f"orphan runs (killed trial {killed.number})"
     hpo_runs = {r.info.run_id: r for r in runs if r.data.tags.get("recflow.step") == "hpo"}
     assert len(hpo_runs) == 3
-    assert hpo_runs[killed.user_attrs[hpo.WORKER_RUN]].info.status == "KILLED"
+    assert hpo_runs[killed.user_attrs[WORKER_RUN]].info.status == "KILLED"
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
 
     # No configuration was tried twice, though every worker seeds its sampler alike.
@@ -250,10 +252,8 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     assert max(numbers.values()) == 1
     by_number = {int(r.data.params["trial_number"]): r for r in trial_runs}
     for t in study.trials:
-        if hpo.BUDGET_SKIP in t.user_attrs:
-            continue
         run = by_number[t.number]
-        assert run.data.tags["mlflow.parentRunId"] == t.user_attrs[hpo.WORKER_RUN]
+        assert run.data.tags["mlflow.parentRunId"] == t.user_attrs[WORKER_RUN]
         if t.number != killed.number:
             expected = "FAILED" if t.state == TrialState.FAIL else t.state.name
             assert run.data.tags["trial_state"] == expected
@@ -276,7 +276,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
 
 def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> bool:
     """Whether ``trial`` runs in ``proc``'s process tree (same host: its recorded pid)."""
-    pid = str(trial.user_attrs.get(hpo.WORKER, "")).rpartition(":")[2]
+    pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")[2]
     if not pid.isdigit():
         return False
     try:
@@ -421,7 +421,7 @@ def test_a_server_restart_during_a_step_is_ridden_out(
         while time.monotonic() < deadline:
             assert worker.poll() is None, worker.stdout.read()[-4000:]
             if journal.exists():
-                storage = hpo.open_storage(str(journal), tmp_path)
+                storage = open_storage(str(journal), tmp_path)
                 try:
                     study = optuna.load_study(study_name="restart", storage=storage)
                     if study.get_trials(states=(TrialState.RUNNING,)):
@@ -489,4 +489,4 @@ def test_workers_opening_an_empty_database_together_all_get_the_study(
 
 def _open_after(barrier: threading.Barrier, url: str) -> optuna.storages.BaseStorage:
     barrier.wait()
-    return hpo.open_storage(url, Path("unused"))
+    return open_storage(url, Path("unused"))

@@ -1,0 +1,114 @@
+"""What crosses a step boundary, written and read by name: one pair of functions per contract.
+
+In: a step's outputs (prepared splits, the tuned configuration, upstream run IDs). Out: artifacts
+and tags of the step's MLflow run, and the same objects read back from a run by the next step.
+Names come from ``constants``; nothing here depends on file or field order.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from recflow import constants as C
+from recflow.cache import unquote
+from recflow.model import FMParams
+from recflow.preprocess import Prepared
+from recflow.promotion import Model
+from recflow.runs import download, upstream_tag
+
+# Each field of Prepared and its file under the run's DATA_DIR.
+PREPARED_FILES = {
+    "train": C.TRAIN_FILE, "valid": C.VALID_FILE, "test": C.TEST_FILE,
+    "user_features": C.USER_FEATURES_FILE, "item_features": C.ITEM_FEATURES_FILE,
+    "items": C.ITEMS_FILE,
+}  # fmt: skip
+assert set(PREPARED_FILES) == {f.name for f in fields(Prepared)}
+
+
+def log_prepared(data: Prepared) -> None:
+    """Log the prepared data as the active run's DATA_DIR artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, file in PREPARED_FILES.items():
+            getattr(data, name).to_parquet(Path(tmp) / file, index=False)
+        mlflow.log_artifacts(tmp, C.DATA_DIR)
+
+
+def load_prepared(run_id: str, dst: Path) -> Prepared:
+    """The prepared data of preprocess run ``run_id``, downloaded into ``dst``."""
+    folder = download(run_id, C.DATA_DIR, dst)
+    return Prepared(**{name: pd.read_parquet(folder / f) for name, f in PREPARED_FILES.items()})
+
+
+def log_best_params(params: FMParams) -> None:
+    """Log the tuned configuration, defaults included, so train_best needs nothing else."""
+    mlflow.log_dict(params.to_dict(), C.BEST_PARAMS_FILE)
+
+
+def load_best_params(run_id: str, dst: Path) -> FMParams:
+    """The configuration an hpo run logged with :func:`log_best_params`."""
+    return FMParams.from_dict(json.loads(download(run_id, C.BEST_PARAMS_FILE, dst).read_text()))
+
+
+def link_upstream(**run_ids: str) -> None:
+    """Tag the active run with the upstream runs its parameters resolved to."""
+    mlflow.set_tags({upstream_tag(param): run_id for param, run_id in run_ids.items()})
+
+
+def linked(run: Run, param: str) -> str:
+    """The upstream run ID that ``run``'s parameter ``param`` resolved to."""
+    return run.data.tags[upstream_tag(param)]
+
+
+def tuned_metric(hpo_run: Run) -> str:
+    """The objective an hpo run tuned, e.g. ``ndcg@10``."""
+    return unquote(hpo_run.data.params["metric"])
+
+
+def lineage(train: Run) -> dict[str, str]:
+    """Tags tracing a train_best run's model back to its data, split, hpo run and training run."""
+    client = MlflowClient()
+    preprocess = client.get_run(linked(train, "preprocess_run_id"))
+    raw = client.get_run(linked(preprocess, "raw_run_id"))
+    return {
+        "dataset": raw.data.params.get("dataset", ""),
+        "checksum": raw.data.tags.get(C.TAG_CHECKSUM, ""),
+        "split": preprocess.data.params.get("split", ""),
+        "download_run_id": raw.info.run_id,
+        "preprocess_run_id": preprocess.info.run_id,
+        "hpo_run_id": linked(train, "hpo_run_id"),
+        "train_run_id": train.info.run_id,
+    }
+
+
+def register_version(train: Run, name: str, figures: Model) -> ModelVersion:
+    """Register a train_best run's model under ``name`` with its lineage and test metrics as
+    tags (read back by :func:`alias_holder`) and a one-line description."""
+    tags = {**figures.tags, **{k: repr(v) for k, v in figures.metrics.items()}}  # full precision
+    version = mlflow.register_model(train.data.tags[C.TAG_MODEL_URI], name, tags=tags)
+    description = (
+        f"rankfm recommender on {figures.tags['dataset']} ({figures.tags['split']} split); "
+        + ", ".join(f"{k}={v:.4f}" for k, v in sorted(figures.metrics.items()))
+    )
+    MlflowClient().update_model_version(name, version.version, description=description)
+    return version
+
+
+def alias_holder(name: str, alias: str) -> Model | None:
+    """The version of model ``name`` holding ``alias``, with the lineage and test metrics
+    :func:`register_version` gave it; None when no version holds it yet."""
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None  # no such model or alias yet
+    test = {k: float(v) for k, v in version.tags.items() if k.startswith(C.TEST_PREFIX)}
+    return Model(version.tags, test, str(version.version))

@@ -1,0 +1,87 @@
+"""One trial: sample a configuration, train it, evaluate it after every epoch, log it to MLflow.
+
+In: the prepared splits, the search space, the objective metric and the worker's hpo run. Out:
+the trial's validation objective; a nested MLflow run with the trial's parameters, learning
+curve and every metric at the objective's k.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from recflow.constants import TAG_STUDY
+from recflow.hpo import attrs
+from recflow.hpo.liveness import worker_id
+from recflow.hpo.space import Dimension, suggest
+from recflow.metrics import evaluate_model, metric_key, parse_metric
+from recflow.model import Recommender, fit_isolated
+from recflow.preprocess import Prepared
+
+
+class Objective:
+    """Train one configuration, evaluating on the validation split after every epoch.
+
+    Each trial is an MLflow run, a child of ``parent_run_id``. The client API is used rather
+    than the fluent one because trials may run in worker threads (``n_jobs``), which do not
+    share the fluent API's active-run stack.
+    """
+
+    def __init__(
+        self, data: Prepared, space: list[Dimension], metric: str, seed: int, parent_run_id: str
+    ) -> None:
+        self.data, self.space, self.seed = data, space, seed
+        self.key = metric_key(metric)
+        self.k = parse_metric(metric)[1]
+        self.parent = MlflowClient().get_run(parent_run_id)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        # The run first: a trial with a worker always names that worker's run.
+        trial.set_user_attr(attrs.WORKER_RUN, self.parent.info.run_id)
+        trial.set_user_attr(attrs.WORKER, worker_id())
+        client = MlflowClient()
+        params = suggest(trial, self.space)
+        run = client.create_run(
+            self.parent.info.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                attrs.PARENT_RUN_TAG: self.parent.info.run_id,
+                TAG_STUDY: trial.study.study_name,
+                attrs.TRIAL_NUMBER_TAG: str(trial.number),
+            },
+        )
+        run_id = run.info.run_id
+        trial.set_user_attr(attrs.TRIAL_RUN, run_id)
+        logged = {**params.to_dict(), "trial_number": trial.number}
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in logged.items()])
+        last: dict[str, float] = {}
+
+        def on_epoch(epoch: int, model: Recommender) -> None:
+            last.update(evaluate_model(model, self.data.train, self.data.valid, self.k))
+            client.log_metric(run_id, self.key, last[self.key], step=epoch + 1)
+            trial.report(last[self.key], epoch + 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+
+        state, status = "FAILED", "FAILED"
+        try:
+            fit_isolated(
+                self.data.train, params, self.seed + trial.number,
+                self.data.user_features, self.data.item_features, on_epoch,
+            )  # fmt: skip
+            # The objective's history is already logged epoch by epoch; add the other metrics.
+            now = int(time.time() * 1000)
+            others = [Metric(k, v, now, 0) for k, v in last.items() if k != self.key]
+            client.log_batch(run_id, metrics=others)
+            state, status = "COMPLETE", "FINISHED"
+            return last[self.key]
+        except optuna.TrialPruned:
+            # A pruned trial ran fine: FINISHED in MLflow, tagged PRUNED.
+            state, status = "PRUNED", "FINISHED"
+            raise
+        finally:
+            client.set_tag(run_id, attrs.TRIAL_STATE_TAG, state)
+            client.set_terminated(run_id, status)

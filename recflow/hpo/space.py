@@ -1,0 +1,107 @@
+"""The search space: a YAML file of hyperparameter ranges, parsed, validated and sampled.
+
+In: a search-space file (see ``search_space.yaml``) and an optuna trial. Out: ``Dimension``s,
+and for each trial an ``FMParams`` configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from recflow.errors import UserError
+from recflow.model import FMParams
+
+DEFAULT_SPACE = Path(__file__).with_name("search_space.yaml")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searchable hyperparameter."""
+
+    name: str
+    type: str  # int, float or categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    @property
+    def highest(self) -> Any:
+        """The largest value this dimension can take."""
+        return max(self.choices) if self.type == "categorical" else self.high
+
+
+def load_space(path: Path) -> list[Dimension]:
+    """Parse and validate a search-space file (see ``search_space.yaml``)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read search space {path}: {e}") from e
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"search space {path} must be a non-empty mapping of parameter: spec")
+    known = {f.name for f in fields(FMParams)}
+    dims: list[Dimension] = []
+    for name, spec in raw.items():
+        where = f"search space {path}, {name!r}"
+        if name not in known:
+            raise UserError(f"{where}: unknown parameter; known: {', '.join(sorted(known))}")
+        if not isinstance(spec, dict) or spec.get("type") not in ("int", "float", "categorical"):
+            raise UserError(f"{where}: needs 'type: int | float | categorical'")
+        when = spec.get("when") or {}
+        earlier = {d.name for d in dims}
+        if not isinstance(when, dict) or not set(when) <= earlier:
+            raise UserError(f"{where}: 'when' must name parameters listed before it")
+        cond = tuple((k, tuple(v if isinstance(v, list) else [v])) for k, v in when.items())
+        try:
+            if spec["type"] == "categorical":
+                dim = Dimension(name, "categorical", choices=tuple(spec["choices"]), when=cond)
+                if not dim.choices:
+                    raise ValueError("empty choices")
+                # Every choice must make a valid configuration (e.g. epochs: [2, "many"] not).
+                for choice in dim.choices:
+                    FMParams.from_dict({name: choice})
+            else:
+                lo, hi = float(spec["low"]), float(spec["high"])
+                if not lo < hi or (spec.get("log") and lo <= 0):
+                    raise ValueError(
+                        f"need 0 < low < high for log, low < high otherwise ({lo}, {hi})"
+                    )
+                dim = Dimension(name, spec["type"], lo, hi, bool(spec.get("log")), when=cond)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{where}: invalid spec ({e})") from e
+        dims.append(dim)
+    return dims
+
+
+def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
+    """Sample one configuration; conditional dimensions apply only when their condition holds."""
+    values: dict[str, Any] = {}
+    for dim in space:
+        if all(values.get(k) in allowed for k, allowed in dim.when):
+            values[dim.name] = dim.suggest(trial)
+    return FMParams.from_dict(values)
+
+
+def max_epochs(space: list[Dimension]) -> int:
+    """The most epochs a trial can train (the pruner's resource bound), whatever the entry's
+    type; the default when the space leaves epochs out."""
+    return max([int(d.highest) for d in space if d.name == "epochs"] or [FMParams().epochs])
+
+
+def space_digest(space: list[Dimension]) -> str:
+    """A short fingerprint of a search space."""
+    return hashlib.sha256(repr(space).encode()).hexdigest()[:8]

@@ -1,0 +1,128 @@
+"""Where studies live: journal files or databases, and the study a worker joins.
+
+In: a storage spec ("" = the default journal file, a path = a journal file, a URL = a database)
+and a study name, metric and search space. Out: an optuna storage and study, or a one-line
+``UserError`` with any password in the URL masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from recflow.errors import UserError
+from recflow.hpo import attrs
+from recflow.hpo.liveness import end_dead_trial_runs, first_line, heartbeat_seconds
+from recflow.hpo.space import Dimension, space_digest
+
+log = logging.getLogger(__name__)
+
+
+def default_study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> str:
+    """The data, the objective and a digest of the search space."""
+    return f"{preprocess_run_id}-{metric}-{space_digest(space)}"
+
+
+def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage:
+    """An optuna storage: "" = a journal file under ``default_dir``, a URL = a database, else a
+    journal file at that path. Journal files survive a killed process and allow several local
+    workers; a database URL (e.g. postgresql://) serves workers on many machines.
+    """
+    if has_password(storage):
+        log.warning(
+            "the storage URL holds a password, and MLflow records it as the hpo run's `storage` "
+            "parameter: leave it out and set PGPASSWORD or ~/.pgpass instead"
+        )
+    try:
+        if "://" in storage:
+            return _open_database(storage)
+        path = Path(storage) if storage else default_dir / "optuna" / "studies.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    except UserError:
+        raise
+    except Exception as e:  # sqlalchemy and driver errors have no common base worth naming
+        where = masked(storage) or "(default journal file)"
+        raise UserError(f"cannot open optuna storage {where}: {first_line(e)}") from e
+
+
+def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An optuna database storage with heartbeats, which let a surviving worker fail the trials
+    of a worker that was killed.
+
+    Workers started together on an empty database race to create optuna's tables; the loser's
+    CREATE fails (PostgreSQL: a duplicate key in pg_type) although the tables now exist, so
+    creation is retried.
+    """
+    beat = heartbeat_seconds()
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=beat, grace_period=3 * beat,
+                heartbeat_stale_trial_callback=end_dead_trial_runs,
+                engine_kwargs={"pool_pre_ping": True},
+            )  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def has_password(storage: str) -> bool:
+    """Whether a database URL carries a password (which MLflow would record as a parameter)."""
+    url = _url(storage)
+    return url is not None and url.password is not None
+
+
+def masked(storage: str) -> str:
+    """The storage spec with any password in it replaced by ***."""
+    url = _url(storage)
+    return url.render_as_string(hide_password=True) if url is not None else storage
+
+
+def _url(storage: str) -> sqlalchemy.engine.URL | None:
+    # A journal file path is not a URL; a URL SQLAlchemy cannot parse has no password to mask.
+    if "://" not in storage:
+        return None
+    try:
+        return make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    metric: str,
+    space: list[Dimension],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study or continue it, refusing one made for another metric or search space."""
+    try:
+        # Load first: checking an existing study must not write to its storage.
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        study = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+            direction="maximize", load_if_exists=True,  # another worker may create it first
+        )  # fmt: skip
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"study {name!r} minimises; ours maximise {metric}: use another study_name")
+    for key, value in ((attrs.STUDY_METRIC, metric), (attrs.STUDY_SPACE, space_digest(space))):
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            raise UserError(
+                f"study {name!r} was created with {key} {stored!r}, not {value!r}; "
+                "use another study_name or the original settings"
+            )
+    return study

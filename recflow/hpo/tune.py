@@ -1,0 +1,95 @@
+"""The hpo step's entry point: tune on prepared data, then log what the study found.
+
+In: prepared splits, a ``Search`` (objective, space, budget, seed), an opened storage and study
+name, and the worker's hpo run. Out: a ``TuneResult``; ``log_result`` logs its counts, best
+configuration, best objective, plots and links to the active MLflow run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+
+from recflow.constants import PLOTS_DIR, TAG_BEST_TRIAL_RUN
+from recflow.contracts import link_upstream, log_best_params
+from recflow.errors import UserError
+from recflow.hpo import attrs
+from recflow.hpo.objective import Objective
+from recflow.hpo.plots import save_plots
+from recflow.hpo.sampling import TrialSeededTPE, make_pruner
+from recflow.hpo.space import Dimension, max_epochs
+from recflow.hpo.storage import open_study
+from recflow.hpo.workers import count, run_worker
+from recflow.metrics import metric_key
+from recflow.model import FMParams
+from recflow.preprocess import Prepared
+
+
+@dataclass(frozen=True)
+class Search:
+    """What to tune and how hard."""
+
+    metric: str
+    space: list[Dimension]
+    n_trials: int
+    seed: int
+    pruner: str = "median"
+    timeout: int = 0  # seconds; 0 = no limit
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    study: optuna.Study
+    counts: dict[str, int]  # n_complete, n_pruned, n_fail
+
+    @property
+    def best(self) -> optuna.trial.FrozenTrial:
+        return self.study.best_trial
+
+
+def tune(
+    data: Prepared,
+    search: Search,
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    parent_run_id: str,
+) -> TuneResult:
+    """Join (or create) the study and run trials until it has ``n_trials`` complete ones."""
+    study = open_study(
+        storage, study_name, search.metric, search.space,
+        # The same seed on the same data gives the same trials when run serially.
+        TrialSeededTPE(search.seed),
+        make_pruner(search.pruner, max_epochs(search.space)),
+    )  # fmt: skip
+    objective = Objective(data, search.space, search.metric, search.seed, parent_run_id)
+    run_worker(study, storage, objective, search.n_trials, search.timeout, search.n_jobs)
+    counts = {
+        "n_complete": count(study, TrialState.COMPLETE),
+        "n_pruned": count(study, TrialState.PRUNED),
+        "n_fail": count(study, TrialState.FAIL),
+    }
+    return TuneResult(study, counts)
+
+
+def log_result(result: TuneResult, metric: str, preprocess_run_id: str) -> None:
+    """Log the study's counts, best configuration, objective and plots to the active run."""
+    mlflow.log_metrics(result.counts)
+    if not result.counts["n_complete"]:
+        raise UserError(
+            f"no trial completed ({result.counts}); widen the search space or raise n_trials"
+        )
+    best = result.best
+    log_best_params(FMParams.from_dict(best.params))
+    mlflow.log_params({f"best.{p}": v for p, v in best.params.items()})
+    mlflow.log_metric(f"best_{metric_key(metric)}", best.value)
+    mlflow.set_tag(TAG_BEST_TRIAL_RUN, best.user_attrs[attrs.TRIAL_RUN])
+    link_upstream(preprocess_run_id=preprocess_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in save_plots(result.study, Path(tmp)):
+            mlflow.log_artifact(str(path), PLOTS_DIR)

@@ -1,0 +1,106 @@
+"""The whole pipeline for ``main``: each step reused from the step cache or run with ``mlflow.run``.
+
+In: main's parameters, the experiment and whether to force re-runs. Out: each step's run ID,
+whether it was reused and how long it took; each step's run is tagged on main's active run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import ExecutionException
+from mlflow.tracking import MlflowClient
+
+from recflow.cache import PROJECT_ROOT, code_version, entry_point_defaults, find_reusable_run
+from recflow.constants import (
+    TAG_MAIN_STEP_RUN,
+    TAG_MODEL_VERSION,
+    TAG_PROMOTION_REASON,
+    TEST_PREFIX,
+)
+from recflow.errors import UserError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``main`` was asked for."""
+
+    dataset: str
+    data_url: str
+    checksum: str
+    n_trials: int
+    metric: str
+    seed: int
+    model_name: str
+
+
+@dataclass(frozen=True)
+class StepRun:
+    step: str
+    run_id: str
+    reused: bool
+    seconds: float
+
+
+def run_step(step: str, params: dict[str, str], experiment_id: str, version: str | None) -> StepRun:
+    """Reuse a finished run of ``step`` with these params (MLproject defaults filled in) and code
+    ``version``, or run it (always when ``version`` is None)."""
+    start = time.monotonic()
+    if version is not None:
+        cached = find_reusable_run(experiment_id, step, params, version)
+        if cached is not None:
+            return StepRun(step, cached.info.run_id, True, time.monotonic() - start)
+    try:
+        submitted = mlflow.run(
+            str(PROJECT_ROOT), entry_point=step, parameters=params, env_manager="local",
+            experiment_id=experiment_id, synchronous=True,
+        )  # fmt: skip
+    except ExecutionException as e:
+        raise UserError(f"step {step} failed (its error is printed above): {e}") from e
+    # mlflow.run() inside an active run makes the step run its child (mlflow.parentRunId).
+    return StepRun(step, submitted.run_id, False, time.monotonic() - start)
+
+
+def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
+    """Run (or reuse) download -> preprocess -> hpo -> train_best -> register, in order."""
+    # Read once: the code and the MLproject defaults do not change during the run.
+    version = None if force else code_version()
+    defaults = entry_point_defaults()
+    done: list[StepRun] = []
+
+    def step(name: str, **params: object) -> str:
+        full = defaults[name] | {k: str(v) for k, v in params.items()}
+        done.append(run_step(name, full, experiment_id, version))
+        mlflow.set_tag(TAG_MAIN_STEP_RUN + name, done[-1].run_id)
+        return done[-1].run_id
+
+    raw = step("download", dataset=plan.dataset, data_url=plan.data_url, checksum=plan.checksum)
+    prep = step("preprocess", raw_run_id=raw, seed=plan.seed)
+    tuned = step("hpo", preprocess_run_id=prep, n_trials=plan.n_trials, metric=plan.metric,
+                 seed=plan.seed)  # fmt: skip
+    trained = step("train_best", preprocess_run_id=prep, hpo_run_id=tuned, seed=plan.seed)
+    # The tuned metric decides promotion too.
+    step("register", train_run_id=trained, model_name=plan.model_name, metric=plan.metric)
+    return done
+
+
+def summary(done: list[StepRun], model_name: str) -> list[str]:
+    """The lines ``main`` prints: each step, the registry's decision and the test metrics."""
+    client = MlflowClient()
+    lines = [
+        f"{r.step:<11} {'reused' if r.reused else 'ran':<6} {r.run_id}  {r.seconds:7.1f}s"
+        for r in done
+    ]
+    steps = {r.step: r.run_id for r in done}
+    tags = client.get_run(steps["register"]).data.tags
+    lines.append(f"registry: {tags.get(TAG_PROMOTION_REASON, '')}")
+    test = client.get_run(steps["train_best"]).data.metrics
+    shown = ", ".join(
+        f"{k.removeprefix(TEST_PREFIX)}={v:.4f}"
+        for k, v in sorted(test.items())
+        if k.startswith(TEST_PREFIX)
+    )
+    lines.append(f"model {model_name} version {tags.get(TAG_MODEL_VERSION)}: {shown}")
+    return lines

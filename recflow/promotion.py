@@ -1,0 +1,73 @@
+"""The promotion policy: does a newly trained model take the alias from the current holder?
+
+In: the candidate's and the current holder's test figures and data lineage, and the policy.
+Out: a ``Decision`` (promote or not, and why). Pure: no MLflow, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from recflow.constants import TEST_PREFIX
+from recflow.errors import UserError
+from recflow.metrics import metric_key
+
+# Test results are comparable only on the same data and the same kind of split.
+COMPARABLE = ("dataset", "checksum", "split")
+
+
+@dataclass(frozen=True)
+class Policy:
+    alias: str
+    metric: str  # e.g. ndcg@10, compared on the test split
+    min_improvement: float = 0.0  # absolute
+    force: bool = False
+
+    @property
+    def key(self) -> str:
+        """The test metric that decides, as logged: e.g. ``test_ndcg_at_10``."""
+        return TEST_PREFIX + metric_key(self.metric)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model's figures as the registry sees them: its lineage tags and test metrics."""
+
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(candidate: Model, holder: Model | None, policy: Policy) -> Decision:
+    """Promote the first model, a forced one, or one that beats the holder by more than the
+    minimum improvement; refuse (UserError) to compare models tested on different data."""
+    if holder is None:
+        return Decision(True, f"first version under @{policy.alias}")
+    theirs = {k: holder.tags.get(k) for k in COMPARABLE}
+    ours = {k: candidate.tags.get(k) for k in COMPARABLE}
+    if policy.force:
+        return Decision(True, "force_promote=true")
+    if theirs != ours:
+        raise UserError(
+            f"@{policy.alias} (version {holder.version}) was tested on {theirs}, this model on "
+            f"{ours}: their {policy.metric} are not comparable. Use "
+            "another model_name, or force_promote=true to replace it anyway"
+        )
+    key = policy.key
+    mine = candidate.metrics[key]
+    best = holder.metrics.get(key, math.nan)
+    if mine > best + policy.min_improvement:
+        return Decision(True, f"{key} {mine:.4f} beats {best:.4f} + {policy.min_improvement}")
+    return Decision(
+        False,
+        f"{key} {mine:.4f} does not beat @{policy.alias} version {holder.version} "
+        f"({best:.4f}) by more than {policy.min_improvement}",
+    )

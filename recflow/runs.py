@@ -1,0 +1,106 @@
+"""MLflow runs of the pipeline's steps: opening a step's run, and finding and reading upstream ones.
+
+In: step names, parameters and upstream run IDs (or none, meaning "the latest"). Out: tagged
+MLflow runs, validated upstream runs and local copies of their artifacts; problems the user can
+fix come out as ``UserError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from recflow.cache import code_version
+from recflow.constants import TAG_CODE_VERSION, TAG_ENTRY_POINT, TAG_PREFIX, TAG_STEP
+from recflow.errors import UserError
+
+# What the tracking store answers for a run ID that does not exist or is malformed.
+MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+
+
+@contextlib.contextmanager
+def step_run(step: str, params: Mapping[str, object]) -> Iterator[Run]:
+    """Open (or, under ``mlflow run``, resume) the step's run, tag it and log its parameters.
+
+    An exception inside marks the run FAILED.
+    """
+    with mlflow.start_run() as run:
+        mlflow.set_tags({TAG_STEP: step, TAG_CODE_VERSION: code_version()})
+        # `mlflow run` has logged the declared parameters already; logging a value again
+        # in another spelling ("0" vs "0.0") would be an error, so add only missing ones.
+        logged = MlflowClient().get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        yield run
+
+
+def get_step_run(run_id: str, step: str, param: str) -> Run:
+    """The FINISHED run ``run_id`` of ``step``, or a UserError saying what is wrong with it."""
+    if not run_id:
+        raise UserError(f"{param} is required: pass the run ID of a finished {step} run")
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as e:
+        if e.error_code not in MISSING:
+            raise  # e.g. the tracking server is down: not the user's run ID at fault
+        raise UserError(
+            f"{param}={run_id!r}: no such run in the tracking store {mlflow.get_tracking_uri()}"
+        ) from e
+    actual = run.data.tags.get(TAG_STEP) or run.data.tags.get(TAG_ENTRY_POINT)
+    if actual != step:
+        raise UserError(
+            f"{param}={run_id} is a {actual or 'non-pipeline'!s} run, not a {step} run; "
+            f"pass the run ID of a {step} run"
+        )
+    if run.info.status != FINISHED:
+        raise UserError(
+            f"{param}={run_id} is a {step} run with status {run.info.status}; "
+            f"re-run {step} and pass the new run ID"
+        )
+    return run
+
+
+def latest_step_run(
+    experiment_id: str, step: str, param: str, links: Mapping[str, str] | None = None
+) -> Run:
+    """The most recent FINISHED run of ``step`` in the experiment, optionally linked to the given
+    upstream runs (``links``: upstream parameter -> run ID); a UserError when there is none."""
+    conditions = [f"tags.`{TAG_STEP}` = '{step}'", f"attributes.status = '{FINISHED}'"]
+    conditions += [f"tags.`{upstream_tag(p)}` = '{v}'" for p, v in (links or {}).items()]
+    found = MlflowClient().search_runs(
+        [experiment_id], " and ".join(conditions),
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    if not found:
+        experiment = MlflowClient().get_experiment(experiment_id).name
+        on = "".join(f" on {p}={v}" for p, v in (links or {}).items())
+        raise UserError(
+            f"{param} not given and experiment {experiment!r} has no finished {step} run{on}: "
+            f"run `mlflow run . -e main` first, or pass -P {param}=<run ID>"
+        )
+    return found[0]
+
+
+def upstream_tag(param: str) -> str:
+    """The tag linking a run to the upstream run its parameter ``param`` resolved to."""
+    return f"{TAG_PREFIX}{param}"
+
+
+def download(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Download one artifact (file or folder) of a run into ``dst``."""
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+        )
+    except MlflowException as e:
+        raise UserError(
+            f"cannot download {artifact_path!r} of run {run_id} from "
+            f"{MlflowClient().get_run(run_id).info.artifact_uri}: {str(e).splitlines()[0]}"
+        ) from e
+    return Path(path)

@@ -1,0 +1,59 @@
+"""What every step shares: logging, its MLflow run, its upstream runs and the data folder.
+
+A step's problems the user can fix (``UserError``) become a one-line ``Error:`` message and exit
+code 1, with the step's run marked FAILED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from mlflow.entities import Run
+
+from recflow import runs
+from recflow.constants import UPSTREAM
+from recflow.errors import UserError
+
+
+@dataclass(frozen=True)
+class Step:
+    """A running step: its name and its MLflow run."""
+
+    name: str
+    run: Run
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def upstream(self, param: str, run_id: str, **links: str) -> Run:
+        """The finished upstream run ``param`` names or, when it is empty, the latest one in this
+        experiment (linked to ``links``: upstream parameter -> run ID), saying which."""
+        step = UPSTREAM[self.name][param]
+        if run_id:
+            return runs.get_step_run(run_id, step, param)
+        found = runs.latest_step_run(self.run.info.experiment_id, step, param, links)
+        click.echo(f"{param} not given: using the latest finished {step} run {found.info.run_id}")
+        return found
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[Step]:
+    """Open the step's run and log the invoking command's options as its parameters."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        with runs.step_run(name, click.get_current_context().params) as run:
+            yield Step(name, run)
+    except UserError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def data_dir() -> Path:
+    """Where downloads and default optuna studies are kept: $RECFLOW_DATA_DIR, default data/."""
+    return Path(os.environ.get("RECFLOW_DATA_DIR", "data"))

@@ -1,0 +1,59 @@
+"""The promotion policy as a pure function: no tracking server, no registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from recflow.errors import UserError
+from recflow.promotion import Model, Policy, decide
+
+DATA = {"dataset": "ml-100k", "checksum": "sha256:ab", "split": "random"}
+
+
+def model(ndcg: float, version: str = "", **lineage: str) -> Model:
+    return Model({**DATA, **lineage}, {"test_ndcg_at_10": ndcg}, version)
+
+
+POLICY = Policy("champion", "ndcg@10")
+
+
+def test_the_first_version_is_promoted() -> None:
+    assert decide(model(0.1), None, POLICY).promote
+    assert decide(model(0.1), None, POLICY).reason == "first version under @champion"
+
+
+def test_a_better_model_is_promoted_and_an_equal_one_is_not() -> None:
+    better = decide(model(0.31), model(0.30, "4"), POLICY)
+    assert better.promote and better.reason == "test_ndcg_at_10 0.3100 beats 0.3000 + 0.0"
+    same = decide(model(0.30), model(0.30, "4"), POLICY)
+    assert not same.promote
+    assert same.reason == (
+        "test_ndcg_at_10 0.3000 does not beat @champion version 4 (0.3000) by more than 0.0"
+    )
+
+
+def test_min_improvement_is_an_absolute_margin() -> None:
+    policy = Policy("champion", "ndcg@10", min_improvement=0.02)
+    assert not decide(model(0.315), model(0.30, "1"), policy).promote
+    assert decide(model(0.325), model(0.30, "1"), policy).promote
+
+
+def test_the_metric_decides_at_its_own_k() -> None:
+    policy = Policy("champion", "recall@20")
+    assert policy.key == "test_recall_at_20"
+    ours = Model(DATA, {"test_ndcg_at_10": 0.1, "test_recall_at_20": 0.5})
+    theirs = Model(DATA, {"test_ndcg_at_10": 0.9, "test_recall_at_20": 0.4}, "2")
+    assert decide(ours, theirs, policy).promote
+
+
+def test_models_from_other_data_are_not_compared_unless_forced() -> None:
+    other = model(0.9, "3", split="time")
+    with pytest.raises(UserError, match="are not comparable"):
+        decide(model(0.1), other, POLICY)
+    forced = decide(model(0.1), other, Policy("champion", "ndcg@10", force=True))
+    assert forced.promote and forced.reason == "force_promote=true"
+
+
+def test_an_unknown_metric_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="unknown metric 'auc@10'"):
+        decide(model(0.1), model(0.2, "1"), Policy("champion", "auc@10"))
