@@ -1,0 +1,81 @@
+"""The step cache's code version, MLproject defaults, and how ``main`` wires the steps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from recflow import cache, pipeline
+from recflow.hpo.space import DEFAULT_SPACE
+from tests.helpers import COMMANDS, PROJECT
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(PROJECT, root, ignore=shutil.ignore_patterns(".git", ".venv", "data", "mlruns"))
+    return root
+
+
+@pytest.mark.parametrize(
+    "changed", [DEFAULT_SPACE.relative_to(PROJECT).as_posix(), "pyproject.toml", "conda.yaml"]
+)
+def test_code_version_covers_the_search_space_and_the_pins(
+    project_copy: Path, changed: str
+) -> None:
+    """Regression: editing the packaged search space or a pin in pyproject.toml left the code
+    version unchanged, so `main` reused an hpo run made with the old space or packages."""
+    before = cache.code_version(project_copy)
+    with (project_copy / changed).open("a") as f:
+        f.write("\n# changed\n")
+    assert cache.code_version(project_copy) != before
+
+
+def test_code_version_ignores_docs_and_tests(project_copy: Path) -> None:
+    before = cache.code_version(project_copy)
+    (project_copy / "README.md").write_text("rewritten")
+    (project_copy / "tests" / "test_cache.py").write_text("# rewritten")
+    assert cache.code_version(project_copy) == before
+
+
+def test_mlproject_defaults_are_the_click_defaults() -> None:
+    """One default per parameter: MLproject and each step's option agree."""
+    declared = cache.entry_point_defaults()
+    for name, params in declared.items():
+        options = {p.name: p.default for p in COMMANDS[name].params}
+        for param, default in params.items():
+            assert same(default, options[param]), (name, param, default, options[param])
+
+
+def same(declared: str, default: object) -> bool:
+    """MLproject's "0" and click's 0.0 are the same default."""
+    if isinstance(default, (int, float)):
+        return float(declared) == default
+    return declared == str(default)
+
+
+def test_main_passes_its_metric_to_hpo_and_register(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: `main` never passed its metric to register, so a study tuned on recall@20
+    was promoted on ndcg@10."""
+    calls: dict[str, dict[str, str]] = {}
+
+    def fake(step: str, params: dict[str, str], exp: str, version: str | None):
+        calls[step] = params
+        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
+
+    monkeypatch.setattr(pipeline, "run_step", fake)
+    plan = pipeline.Plan("ml-100k", "", "", 3, "recall@20", 7, "m")
+    with mlflow.start_run() as run:
+        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    assert calls["hpo"]["metric"] == calls["register"]["metric"] == "recall@20"
+    assert calls["register"]["train_run_id"] == "train_best-run"
+    # Every declared parameter is passed, defaults filled in, so the cache compares them all.
+    spec = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
+    for step, params in calls.items():
+        assert set(params) == set(spec[step]["parameters"]), step
