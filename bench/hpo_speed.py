@@ -20,8 +20,9 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recflow.archives import pack  # noqa: E402
+from recflow.datasets import get_spec  # noqa: E402
 from steps import download, hpo, preprocess  # noqa: E402
-from tests.synthetic import write_zip  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 
@@ -53,7 +54,7 @@ def download_ml100k(prefix: str) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
     files = {n: (ML100K / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
-    archive = write_zip(tmp / "ml-100k.zip", files)
+    archive = pack(get_spec("ml-100k"), files, tmp / "ml-100k.zip")
     invoke(download.main, ["--dataset", "ml-100k", "--data_url", str(archive)])
     return last_run_id("download")
 

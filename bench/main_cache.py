@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recflow.archives import pack  # noqa: E402
 from recflow.constants import STEPS  # noqa: E402
-from tests.synthetic import write_zip  # noqa: E402
+from recflow.datasets import get_spec  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 FILES = ("u.data", "u.item", "u.user")
@@ -64,7 +65,9 @@ def scratch(prefix: str, keep: bool) -> Iterator[Path]:
 
 def ml100k_zip(folder: Path) -> Path:
     """A zip in the official ml-100k layout, built from the real files in ../shared/data."""
-    return write_zip(folder / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in FILES})
+    return pack(
+        get_spec("ml-100k"), {n: (ML100K / n).read_bytes() for n in FILES}, folder / "ml-100k.zip"
+    )
 
 
 def client_env(mlflow_exe: Path, tracking_uri: str, data_dir: Path) -> dict[str, str]:

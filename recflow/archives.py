@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -236,3 +237,18 @@ def extract(spec: DatasetSpec, archive: Path, dest: Path) -> list[Path]:
                 raise UserError(f"{archive} is damaged ({member}: {e}); download it again") from e
             out.append(path)
     return out
+
+
+def pack(
+    spec: DatasetSpec, files: Mapping[str, str | bytes], dest: Path, folder: str | None = None
+) -> Path:
+    """Write ``files`` (name -> text or bytes) into a zip in the dataset's layout, under its
+    top-level folder (or ``folder``), text encoded as the dataset's own files are: what
+    ``data_url`` takes, e.g. to run the pipeline on data of your own."""
+    folder = spec.folder if folder is None else folder
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            data = content.encode(spec.encoding) if isinstance(content, str) else content
+            zf.writestr(f"{folder}/{name}" if folder else name, data)
+    return dest

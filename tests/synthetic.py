@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from recflow.datasets import ML100K_GENRES
+from recflow.archives import pack
+from recflow.datasets import ML100K_GENRES, get_spec
 
 
 def ml100k_files(
@@ -43,8 +43,4 @@ def ml100k_files(
 
 def write_zip(path: Path, files: dict[str, str | bytes], folder: str = "ml-100k") -> Path:
     """Write ``files`` into a zip under ``folder/`` (ISO-8859-1 text, like GroupLens)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            data = content.encode("iso-8859-1") if isinstance(content, str) else content
-            zf.writestr(f"{folder}/{name}" if folder else name, data)
-    return path
+    return pack(get_spec("ml-100k"), files, path, folder)
