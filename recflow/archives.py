@@ -239,16 +239,23 @@ def extract(spec: DatasetSpec, archive: Path, dest: Path) -> list[Path]:
     return out
 
 
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold
+
+
 def pack(
     spec: DatasetSpec, files: Mapping[str, str | bytes], dest: Path, folder: str | None = None
 ) -> Path:
     """Write ``files`` (name -> text or bytes) into a zip in the dataset's layout, under its
     top-level folder (or ``folder``), text encoded as the dataset's own files are: what
-    ``data_url`` takes, e.g. to run the pipeline on data of your own."""
+    ``data_url`` takes, e.g. to run the pipeline on data of your own. The same files give the
+    same bytes (fixed timestamps), so the same data keeps its checksum."""
     folder = spec.folder if folder is None else folder
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in files.items():
             data = content.encode(spec.encoding) if isinstance(content, str) else content
-            zf.writestr(f"{folder}/{name}" if folder else name, data)
+            info = zipfile.ZipInfo(f"{folder}/{name}" if folder else name, _ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16  # a regular file, readable by all
+            zf.writestr(info, data)
     return dest

@@ -42,5 +42,9 @@ def ml100k_files(
 
 
 def write_zip(path: Path, files: dict[str, str | bytes], folder: str = "ml-100k") -> Path:
-    """Write ``files`` into a zip under ``folder/`` (ISO-8859-1 text, like GroupLens)."""
+    """Write ``files`` into a zip under ``folder/`` (ISO-8859-1 text, like GroupLens).
+
+    The same files give the same bytes (``pack`` fixes the timestamps), so the checksum of an
+    archive written by one fixture matches that of an archive written by another.
+    """
     return pack(get_spec("ml-100k"), files, path, folder)
