@@ -1,15 +1,19 @@
 """Shared fixtures: a temporary tracking store, tiny MovieLens-shaped data, a loopback server,
 and pipeline runs (download, preprocess, hpo, train_best) in that store.
 
+The pipeline runs are made once per session, in template folders; each test gets its own copy
+(see ``store``), so a test may write to its store freely and no test sees another's runs.
 Plain helpers live in ``tests/helpers.py``; fixtures are found by pytest, never imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -17,21 +21,144 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import SHARED_DATA, ok
+from tests.helpers import SHARED_DATA, copy_tracking_folder, ok
 from tests.synthetic import ml100k_files, write_zip
+
+# The pipeline as far as each template goes; each is built from a copy of the one before.
+STAGES = ("empty", "downloaded", "prepared", "trained")
+# A test's store starts at the furthest stage among the fixtures it asks for (else empty).
+STAGE_OF_FIXTURE = {"trained": "trained", "prep_id": "prepared", "raw_id": "downloaded"}
+
+
+def _sqlite_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@contextlib.contextmanager
+def _pointed_at(folder: Path) -> Iterator[None]:
+    """MLflow and the download cache point at ``folder`` inside the block, and back after it."""
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", _sqlite_uri(folder))
+        mp.setenv("RECFLOW_DATA_DIR", str(folder / "data"))
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(_sqlite_uri(folder))
+        try:
+            yield
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(previous)
+
+
+class StoreTemplates:
+    """Tracking folders built on first use, once per session, one per stage of the pipeline:
+    ``mlflow.db`` (sqlite), ``mlruns/`` (its artifacts), ``data/`` (RECFLOW_DATA_DIR) and the
+    tiny archive the download step read. Tests get copies; ``check_untouched`` verifies that
+    nothing wrote into a template after it was built.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._built: dict[str, tuple[Path, dict[str, str], dict[str, tuple[int, int]]]] = {}
+
+    def get(self, stage: str) -> tuple[Path, dict[str, str]]:
+        """The template folder of ``stage`` and the IDs of its runs: {raw, preprocess, hpo, train}
+        as far as the stage goes."""
+        if stage not in self._built:
+            folder, ids = self._build(stage)
+            self._built[stage] = (folder, ids, _fingerprint(folder))
+        folder, ids, _ = self._built[stage]
+        return folder, dict(ids)
+
+    def check_untouched(self, stage: str) -> None:
+        folder, _, built = self._built[stage]
+        now = _fingerprint(folder)
+        changed = sorted(k for k in built.keys() | now.keys() if built.get(k) != now.get(k))
+        assert not changed, f"the {stage} template was written to: {changed}"
+
+    def _build(self, stage: str) -> tuple[Path, dict[str, str]]:
+        folder = self.root / stage
+        if stage == "empty":
+            folder.mkdir()
+            # A new sqlite store keeps its artifacts in ./mlruns: create it from inside the folder.
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(folder)
+                mlflow.MlflowClient(_sqlite_uri(folder)).search_experiments()
+            return folder, {}
+        source, ids = self.get(STAGES[STAGES.index(stage) - 1])
+        copy_tracking_folder(source, folder)
+        with _pointed_at(folder):
+            if stage == "downloaded":
+                archive = write_zip(folder / "ml-100k.zip", ml100k_files())
+                ids["raw"] = ok("download", ["--dataset", "ml-100k", "--data_url", str(archive)])
+            elif stage == "prepared":
+                ids["preprocess"] = ok("preprocess", ["--raw_run_id", ids["raw"]])
+            else:
+                prep = ids["preprocess"]
+                ids["hpo"] = ok(
+                    "hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"]
+                )
+                ids["train"] = ok(
+                    "train_best", ["--preprocess_run_id", prep, "--hpo_run_id", ids["hpo"]]
+                )
+        return folder, ids
+
+
+@pytest.fixture(scope="session")
+def store_templates(tmp_path_factory: pytest.TempPathFactory) -> StoreTemplates:
+    return StoreTemplates(tmp_path_factory.mktemp("stores"))
+
+
+@dataclass(frozen=True)
+class Store:
+    uri: str
+    ids: dict[str, str]
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Point MLflow and the download cache at ``tmp_path``."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store_templates: StoreTemplates,
+) -> Iterator[Store]:
+    """A tracking store of the test's own in ``tmp_path``, with MLflow and the download cache
+    pointed there. It starts as far down the pipeline as the test asks for: with ``trained``
+    download, preprocess, hpo and train_best runs; with ``prep_id`` download and preprocess;
+    with ``raw_id`` a download run; else empty. Those runs are copied from a session template
+    with the tiny archive, the data folder and the artifacts, as if made in ``tmp_path``.
+    """
+    names = request.fixturenames
+    stage = next((s for name, s in STAGE_OF_FIXTURE.items() if name in names), "empty")
+    ids: dict[str, str] = {}
+    if stage != "empty":
+        template, ids = store_templates.get(stage)
+        copy_tracking_folder(template, tmp_path)
+    uri = _sqlite_uri(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("RECFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     mlflow.set_tracking_uri(uri)
-    yield uri
+    yield Store(uri, ids)
     while mlflow.active_run():
         mlflow.end_run()
+    if stage != "empty":
+        store_templates.check_untouched(stage)
+
+
+@pytest.fixture
+def tracking(store: Store) -> str:
+    """The URI of the test's tracking store (see ``store``)."""
+    return store.uri
 
 
 @pytest.fixture
@@ -95,22 +222,19 @@ def shared_ml100k() -> Path:
 
 
 @pytest.fixture
-def raw_id(tracking: str, tiny_zip: Path) -> str:
-    """A download run of the tiny archive."""
-    return ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+def raw_id(store: Store) -> str:
+    """A download run of the tiny archive (``tiny_zip``) in the test's store."""
+    return store.ids["raw"]
 
 
 @pytest.fixture
-def prep_id(raw_id: str) -> str:
-    """A preprocess run of ``raw_id``."""
-    return ok("preprocess", ["--raw_run_id", raw_id])
+def prep_id(store: Store) -> str:
+    """A preprocess run of that download in the test's store."""
+    return store.ids["preprocess"]
 
 
 @pytest.fixture
-def trained(tracking: str, tiny_zip: Path) -> dict[str, str]:
-    """The chain up to train_best (one HPO trial): {raw, preprocess, hpo, train} run IDs."""
-    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
-    prep = ok("preprocess", ["--raw_run_id", raw])
-    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
-    train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", tuned])
-    return {"raw": raw, "preprocess": prep, "hpo": tuned, "train": train}
+def trained(store: Store) -> dict[str, str]:
+    """The chain up to train_best (one HPO trial) in the test's store: {raw, preprocess, hpo,
+    train} run IDs."""
+    return dict(store.ids)

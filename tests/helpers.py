@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -127,3 +130,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def copy_tracking_folder(src: Path, dst: Path) -> None:
+    """Copy a folder holding a sqlite tracking store (``mlflow.db``) and the artifacts and files
+    its runs point to into ``dst`` (which may exist), making the copy a store of its own.
+
+    MLflow records absolute locations in the database (experiments' artifact locations, runs'
+    artifact URIs, logged models' and model versions' locations) and in a logged model's MLmodel
+    file, and the runs' parameters name files in the folder too. A plain copy would keep pointing
+    into ``src``, so every text value naming a path inside ``src`` is rewritten to the same path
+    inside ``dst``, as if the runs had been made there; anything else naming ``src`` is an error.
+    """
+    if dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise ValueError(f"cannot copy {src} into {dst}")
+    if (dst / "mlflow.db").exists():
+        raise FileExistsError(f"{dst} already holds a tracking store")
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("mlflow.db*"), dirs_exist_ok=True)
+    for path in src.rglob("*"):
+        if not path.is_file() or path.name.startswith("mlflow.db"):
+            continue
+        data = path.read_bytes()
+        if str(src).encode() in data:
+            copy = dst / path.relative_to(src)
+            text = data.decode().replace(f"{src}/", f"{dst}/")  # a binary file fails to decode
+            if str(src) in text:
+                raise AssertionError(f"{copy} still names {src}")
+            copy.write_text(text)
+    with (
+        closing(sqlite3.connect(src / "mlflow.db")) as source,
+        closing(sqlite3.connect(dst / "mlflow.db")) as db,
+    ):
+        source.backup(db)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]:
+                db.execute(
+                    f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                    f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                    (f"{src}/", f"{dst}/", str(src)),
+                )
+                left = db.execute(
+                    f'SELECT "{column}" FROM "{table}" WHERE instr("{column}", ?) > 0 LIMIT 1',
+                    (str(src),),
+                ).fetchone()
+                if left:
+                    raise AssertionError(f"{table}.{column} still names {src}: {left[0]!r}")
+        db.commit()
