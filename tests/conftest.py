@@ -134,15 +134,15 @@ def store(
     """A tracking store of the test's own in ``tmp_path``, with MLflow and the download cache
     pointed there. It starts as far down the pipeline as the test asks for: with ``trained``
     download, preprocess, hpo and train_best runs; with ``prep_id`` download and preprocess;
-    with ``raw_id`` a download run; else empty. Those runs are copied from a session template
-    with the tiny archive, the data folder and the artifacts, as if made in ``tmp_path``.
+    with ``raw_id`` a download run; else no runs. The store is copied from a session template
+    with the tiny archive, the data folder and the artifacts, as if made in ``tmp_path``; even
+    the empty one, which spares each test the database migrations of a new store and keeps
+    artifacts out of the working directory (a new sqlite store puts them in ./mlruns).
     """
     names = request.fixturenames
     stage = next((s for name, s in STAGE_OF_FIXTURE.items() if name in names), "empty")
-    ids: dict[str, str] = {}
-    if stage != "empty":
-        template, ids = store_templates.get(stage)
-        copy_tracking_folder(template, tmp_path)
+    template, ids = store_templates.get(stage)
+    copy_tracking_folder(template, tmp_path)
     uri = _sqlite_uri(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("RECFLOW_DATA_DIR", str(tmp_path / "data"))
@@ -151,8 +151,7 @@ def store(
     yield Store(uri, ids)
     while mlflow.active_run():
         mlflow.end_run()
-    if stage != "empty":
-        store_templates.check_untouched(stage)
+    store_templates.check_untouched(stage)
 
 
 @pytest.fixture
