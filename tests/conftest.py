@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import SHARED_DATA, copy_tracking_folder, ok
+from tests.helpers import SHARED_DATA, checkerboard_data, copy_tracking_folder, ok
 from tests.synthetic import ml100k_files, write_zip
 
 # The pipeline as far as each template goes; each is built from a copy of the one before.
@@ -199,16 +199,8 @@ def ratings() -> pd.DataFrame:
 
 @pytest.fixture
 def checkerboard() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Known-answer data: even users like even items, odd users odd items.
-
-    Train holds all but one liked item per user; that held-out item is the right answer. Each
-    item is held out for one user only, so every item stays in train.
-    """
-    users, items = range(20), range(20)
-    liked = [(u, i) for u in users for i in items if u % 2 == i % 2]
-    df = pd.DataFrame(liked, columns=["user_id", "item_id"])
-    held = df["item_id"] == (3 * df["user_id"]) % 20  # same parity as the user, one per user
-    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+    """Known-answer data (see ``helpers.checkerboard_data``)."""
+    return checkerboard_data()
 
 
 @pytest.fixture

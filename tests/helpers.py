@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from click.testing import CliRunner, Result
 
 from recflow import constants as C
@@ -177,3 +178,16 @@ def copy_tracking_folder(src: Path, dst: Path) -> None:
                 if left:
                     raise AssertionError(f"{table}.{column} still names {src}: {left[0]!r}")
         db.commit()
+
+
+def checkerboard_data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Known-answer data: even users like even items, odd users odd items.
+
+    Train holds all but one liked item per user; that held-out item is the right answer. Each
+    item is held out for one user only, so every item stays in train.
+    """
+    users, items = range(20), range(20)
+    liked = [(u, i) for u in users for i in items if u % 2 == i % 2]
+    df = pd.DataFrame(liked, columns=["user_id", "item_id"])
+    held = df["item_id"] == (3 * df["user_id"]) % 20  # same parity as the user, one per user
+    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)

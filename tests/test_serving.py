@@ -12,13 +12,16 @@ from mlflow.models import infer_signature
 
 from recflow import serving
 from recflow.model import FMParams, Recommender
+from tests.helpers import checkerboard_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def saved(checkerboard: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path):
-    train, _ = checkerboard
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory):
+    """One fitted, saved and reloaded model for the module (predict does not change it)."""
+    tmp_path = tmp_path_factory.mktemp("saved")
+    train, _ = checkerboard_data()
     model = Recommender.fit(
         train, FMParams(factors=4, loss="bpr", epochs=20, learning_rate=0.05), seed=1
     )
