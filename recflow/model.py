@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -264,9 +265,15 @@ def _context() -> multiprocessing.context.BaseContext:
     # background threads, BLAS pools) may copy a lock mid-use and deadlock the child. The fork
     # server is a fresh single-threaded interpreter with the heavy imports done once.
     ctx = multiprocessing.get_context("forkserver")
-    # The server imports once what every child needs: this module, rankfmc and the main module
-    # (children would re-import it), so a trial does not pay for imports.
-    ctx.set_forkserver_preload(["__main__", __name__, "rankfmc"])
+    # Every child re-runs the main module (e.g. steps.hpo, with all it imports: mlflow, optuna),
+    # so the server imports it once, with this module and rankfmc, and a trial pays for no
+    # imports. "__main__" covers a main module run as a script; one run with `python -m` (how
+    # MLproject runs the steps) is preloaded by its name.
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    # Like multiprocessing itself, never a package's __main__ (`python -m pytest` would run).
+    main_name = main_spec.name if main_spec is not None else "__main__"
+    by_name = [] if main_name.endswith("__main__") else [main_name]
+    ctx.set_forkserver_preload(["__main__", *by_name, __name__, "rankfmc"])
     return ctx
 
 
