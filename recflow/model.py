@@ -11,6 +11,7 @@ import contextlib
 import json
 import multiprocessing
 import sys
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -265,16 +266,23 @@ def _context() -> multiprocessing.context.BaseContext:
     # background threads, BLAS pools) may copy a lock mid-use and deadlock the child. The fork
     # server is a fresh single-threaded interpreter with the heavy imports done once.
     ctx = multiprocessing.get_context("forkserver")
-    # Every child re-runs the main module (e.g. steps.hpo, with all it imports: mlflow, optuna),
-    # so the server imports it once, with this module and rankfmc, and a trial pays for no
-    # imports. "__main__" covers a main module run as a script; one run with `python -m` (how
-    # MLproject runs the steps) is preloaded by its name.
-    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    # Like multiprocessing itself, never a package's __main__ (`python -m pytest` would run).
-    main_name = main_spec.name if main_spec is not None else "__main__"
-    by_name = [] if main_name.endswith("__main__") else [main_name]
-    ctx.set_forkserver_preload(["__main__", *by_name, __name__, "rankfmc"])
+    # Every child re-runs the main module (e.g. steps.hpo), so the server imports once what the
+    # main module imports (mlflow, optuna, ...) and a trial pays for no imports. Not the main
+    # module itself: runpy would warn in every child that it is already imported.
+    ctx.set_forkserver_preload(["__main__", *_main_module_imports(), __name__, "rankfmc"])
     return ctx
+
+
+def _main_module_imports() -> list[str]:
+    """The modules the main module imported: those it holds and those its names come from."""
+    main = sys.modules.get("__main__")
+    names = {
+        value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", "")
+        for value in (vars(main).values() if main is not None else ())
+    }
+    return sorted(
+        n for n in names if isinstance(n, str) and n in sys.modules and "__main__" not in n
+    )
 
 
 class _Stop(Exception):
