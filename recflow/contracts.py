@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import mlflow
@@ -32,7 +31,6 @@ PREPARED_FILES = {
     "user_features": C.USER_FEATURES_FILE, "item_features": C.ITEM_FEATURES_FILE,
     "items": C.ITEMS_FILE,
 }  # fmt: skip
-assert set(PREPARED_FILES) == {f.name for f in fields(Prepared)}
 
 
 def log_prepared(data: Prepared) -> None:

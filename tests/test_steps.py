@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -12,6 +13,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
+from recflow.contracts import PREPARED_FILES
+from recflow.preprocess import Prepared
 from recflow.runs import get_step_run
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
@@ -177,3 +180,8 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     model = mlflow.pyfunc.load_model("models:/tiny@champion")
     out = model.predict(pd.DataFrame({"user_id": [1, 2]}), params={"k": 5})
     assert list(out.groupby("user_id")["rank"].apply(list)) == [[1, 2, 3, 4, 5]] * 2
+
+
+def test_every_prepared_field_crosses_the_boundary_by_name() -> None:
+    assert set(PREPARED_FILES) == {f.name for f in dataclasses.fields(Prepared)}
+    assert len(set(PREPARED_FILES.values())) == len(PREPARED_FILES)
