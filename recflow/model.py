@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import sys
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -206,106 +203,6 @@ class Recommender:
             for n in ("user_ids", "item_ids", "user_emb", "item_emb", "item_bias")
         }
         return cls(params, **arrays)
-
-
-class TrainingDiverged(FloatingPointError):
-    """Training produced non-finite weights or crashed the training process."""
-
-
-def fit_isolated(
-    train: pd.DataFrame,
-    params: FMParams,
-    seed: int,
-    user_features: pd.DataFrame | None = None,
-    item_features: pd.DataFrame | None = None,
-    on_epoch: Callable[[int, Recommender], None] | None = None,
-) -> Recommender:
-    """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
-
-    rankfmc corrupts its process's heap when training diverges (NaN weights; seen as "double
-    free or corruption" aborts), so a bad configuration must not train in the caller's process.
-    The child receives the data once and sends back the small weight matrices.
-    An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
-    propagates here.
-    """
-    ctx = _context()
-    conn, child_conn = ctx.Pipe()
-    args = (child_conn, train, params, seed, user_features, item_features, on_epoch is not None)
-    proc = ctx.Process(target=_fit_child, args=args, daemon=True)
-    proc.start()
-    child_conn.close()
-    try:
-        while True:
-            try:
-                kind, payload = conn.recv()
-            except EOFError:
-                proc.join()
-                raise TrainingDiverged(
-                    f"training process died (exit code {proc.exitcode}); the configuration "
-                    "probably diverged: lower learning_rate or sigma"
-                ) from None
-            if kind == "done":
-                return payload
-            if kind == "error":
-                raise TrainingDiverged(payload)
-            try:
-                on_epoch(*payload)
-            except BaseException:
-                conn.send(False)
-                raise
-            conn.send(True)
-    finally:
-        conn.close()
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # forkserver, not fork: forking a process that has threads (optuna's n_jobs, MLflow's
-    # background threads, BLAS pools) may copy a lock mid-use and deadlock the child. The fork
-    # server is a fresh single-threaded interpreter with the heavy imports done once.
-    ctx = multiprocessing.get_context("forkserver")
-    # Every child re-runs the main module (e.g. steps.hpo), so the server imports once what the
-    # main module imports (mlflow, optuna, ...) and a trial pays for no imports. Not the main
-    # module itself: runpy would warn in every child that it is already imported.
-    ctx.set_forkserver_preload(["__main__", *_main_module_imports(), __name__, "rankfmc"])
-    return ctx
-
-
-def _main_module_imports() -> list[str]:
-    """The modules the main module imported: those it holds and those its names come from."""
-    main = sys.modules.get("__main__")
-    names = {
-        value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", "")
-        for value in (vars(main).values() if main is not None else ())
-    }
-    return sorted(
-        n for n in names if isinstance(n, str) and n in sys.modules and "__main__" not in n
-    )
-
-
-class _Stop(Exception):
-    pass
-
-
-def _fit_child(conn, train, params, seed, user_features, item_features, report: bool) -> None:
-    def on_epoch(epoch: int, model: Recommender) -> None:
-        conn.send(("epoch", (epoch, model)))
-        if not conn.recv():
-            raise _Stop
-
-    try:
-        model = Recommender.fit(
-            train, params, seed, user_features, item_features, on_epoch if report else None
-        )
-        conn.send(("done", model))
-    except _Stop:
-        pass
-    except FloatingPointError as e:
-        conn.send(("error", str(e)))
-    finally:
-        conn.close()
 
 
 def _has_features(df: pd.DataFrame | None) -> bool:

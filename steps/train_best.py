@@ -15,7 +15,7 @@ from recflow import serving
 from recflow.contracts import link_upstream, linked, load_best_params, load_prepared, tuned_metric
 from recflow.errors import UserError
 from recflow.metrics import metric_key, parse_metric, test_report
-from recflow.model import fit_isolated
+from recflow.training import fit_isolated
 from steps.common import step
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow.model import FMParams, Recommender, TrainingDiverged, fit_isolated
+from recflow.model import FMParams, Recommender
+from recflow.training import TrainingDiverged, fit_isolated
 
 SMALL = FMParams(factors=4, loss="bpr", epochs=3, learning_rate=0.05)
 

@@ -18,8 +18,9 @@ from recflow.hpo import attrs
 from recflow.hpo.liveness import worker_id
 from recflow.hpo.space import Dimension, suggest
 from recflow.metrics import evaluate_model, metric_key, parse_metric
-from recflow.model import Recommender, fit_isolated
+from recflow.model import Recommender
 from recflow.preprocess import Prepared
+from recflow.training import fit_isolated
 
 
 class Objective:
