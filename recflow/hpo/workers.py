@@ -33,8 +33,8 @@ def run_worker(
     n_trials: int,
     timeout: int = 0,
     n_jobs: int = 1,
-) -> int:
-    """Run trials until the study has ``n_trials`` complete ones; return this worker's attempts.
+) -> None:
+    """Run trials until the study has ``n_trials`` complete ones, this worker's or others'.
 
     Trials other workers are running count towards the budget (optuna's ``MaxTrialsCallback``
     over complete and running trials), so this worker stops starting trials once they would fill
@@ -62,13 +62,13 @@ def run_worker(
         complete = count(study, TrialState.COMPLETE)
         left = None if deadline is None else deadline - time.monotonic()
         if complete >= n_trials or (left is not None and left <= 0):
-            return attempts
+            return
         free = n_trials - count(study, *IN_BUDGET)
         if free <= 0:
             time.sleep(poll)
         elif attempts >= max_attempts:
             log.warning("stopping after %d attempts of this worker", attempts)
-            return attempts
+            return
         else:
             # No more threads than free places: each thread starts a trial at once.
             study.optimize(
