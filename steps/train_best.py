@@ -36,9 +36,9 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
         prep = s.upstream("preprocess_run_id", preprocess_run_id).info.run_id
         tuned = s.upstream("hpo_run_id", hpo_run_id, preprocess_run_id=prep)
-        if linked(tuned, "preprocess_run_id") != prep:
-            log.warning("hpo run %s was tuned on preprocess run %s", tuned.info.run_id,
-                        linked(tuned, "preprocess_run_id"))  # fmt: skip
+        tuned_on = linked(tuned, "preprocess_run_id")
+        if tuned_on != prep:
+            log.warning("hpo run %s was tuned on preprocess run %s", tuned.info.run_id, tuned_on)
         data = load_prepared(prep, Path(tmp) / "data")
         params = load_best_params(tuned.info.run_id, Path(tmp))
         mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
