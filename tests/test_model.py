@@ -65,6 +65,33 @@ def test_scores_agree_with_rankfmc_predict(features: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(("features", "schedule"), [("none", "invscaling"), ("both", "constant")])
+def test_epoch_by_epoch_equals_rankfm_fit_partial(features: str, schedule: str) -> None:
+    # The per-epoch path calls rankfmc's kernel on data indexed once; it must train exactly as
+    # rankfm's own fit + fit_partial loop does (this pins the kernel's call to rankfmc 0.3.5).
+    from rankfmc import RankFM
+
+    rng = np.random.default_rng(1)
+    train = pd.DataFrame({"user_id": rng.integers(1, 40, 600), "item_id": rng.integers(1, 30, 600)})
+    train = train.drop_duplicates().reset_index(drop=True)
+    users, items = np.sort(train.user_id.unique()), np.sort(train.item_id.unique())
+    uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float)})
+    itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float)})
+    params = FMParams(factors=4, epochs=4, features=features, learning_schedule=schedule)
+    ours = Recommender.fit(train, params, 5, uf, itf, on_epoch=lambda e, m: None)
+
+    use = features == "both"
+    np.random.seed(5)
+    fm = RankFM(factors=4, loss="warp", max_samples=20, learning_rate=0.1)
+    for epoch in range(params.epochs):
+        if schedule == "invscaling":
+            fm.learning_rate = 0.1 / (epoch + 1) ** params.learning_exponent
+        fit = fm.fit if epoch == 0 else fm.fit_partial
+        fit(train, user_features=uf if use else None, item_features=itf if use else None)
+    np.testing.assert_array_equal(ours.user_emb, Recommender._from_rankfm(fm, params).user_emb)
+    np.testing.assert_array_equal(ours.item_emb, Recommender._from_rankfm(fm, params).item_emb)
+
+
 def test_seeds_and_global_rng(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, _ = checkerboard
     np.random.seed(123)
