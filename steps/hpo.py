@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,19 +13,23 @@ import optuna
 
 from recflow import constants as C
 from recflow.contracts import load_prepared
-from recflow.hpo import sampling, space, tune
+from recflow.hpo import fidelity, sampling, space, tune
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.metrics import metric_key
 from steps.common import data_dir, step
 
 
 @click.command(
-    help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning). "
-    "Re-running with the same study continues it until n_trials trials are complete; several "
-    "processes sharing a storage and study split the work.\n\n"
+    help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning, early "
+    "stopping at each trial's best epoch, which becomes the tuned epochs). The first trial is "
+    "the default configuration. Big data is tuned on a seeded sample of users (--sample_users) "
+    "and validated on a sample (--eval_users); train_best trains on everything. Re-running with "
+    "the same study continues it until n_trials trials are complete; several processes sharing "
+    "a storage and study split the work.\n\n"
     f"Reads: the {C.DATA_DIR}/ artifacts of a preprocess run (--preprocess_run_id).\n"
     f"Writes: one nested run per trial; {C.BEST_PARAMS_FILE}; best.<param> params; "
-    f"best_<metric>; n_complete / n_pruned / n_fail; {C.PLOTS_DIR}/*.png."
+    f"best_<metric>; n_complete / n_pruned / n_fail; {C.PLOTS_DIR}/*.png; the resolved "
+    f"fidelity.* params and the {C.TAG_TUNED_ON_SAMPLE} tag."
 )
 @click.option("--preprocess_run_id", default="",
               help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
@@ -40,25 +45,46 @@ from steps.common import data_dir, step
               help="optuna storage: a database URL or a journal file path "
               "(default: $RECFLOW_DATA_DIR/optuna/studies.journal).")  # fmt: skip
 @click.option("--study_name", default="", help="Default: <preprocess run>-<metric>-<space digest>.")
-@click.option("--n_jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Trials run in parallel in this process.")  # fmt: skip
+@click.option("--n_jobs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Trials run in parallel in this process; 0 = one per CPU core.")  # fmt: skip
+@click.option("--sample_users", default=fidelity.AUTO, show_default=True,
+              help="Tune on this many users (seeded sample): a number, 'all', or 'auto' (all "
+              f"while the training split has <= {fidelity.AUTO_TRAIN_ROWS:,} rows, else about "
+              "that many rows' worth of users).")  # fmt: skip
+@click.option("--eval_users", default=fidelity.AUTO, show_default=True,
+              help="Validate each trial on this many validation users (seeded sample): a number, "
+              f"'all', or 'auto' (at most {fidelity.AUTO_EVAL_USERS:,}).")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(
     preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
-    pruner: str, storage: str, study_name: str, n_jobs: int, seed: int,
+    pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,
+    seed: int,
 ) -> None:  # fmt: skip
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with step("hpo") as s, tempfile.TemporaryDirectory() as tmp:
         # Everything that can be wrong is checked before the first trial.
         metric_key(metric)
+        wanted = (
+            fidelity.parse_users("sample_users", sample_users),
+            fidelity.parse_users("eval_users", eval_users),
+        )
         dims = space.load_space(Path(search_space) if search_space else space.DEFAULT_SPACE)
         prep = s.upstream("preprocess_run_id", preprocess_run_id).info.run_id
         data = load_prepared(prep, Path(tmp))
-        name = study_name or default_study_name(prep, metric, dims)
+        fid = fidelity.resolve(data, *wanted)
+        trial_data = fidelity.apply(data, fid, seed)  # too small a sample fails here
+        name = study_name or default_study_name(prep, metric, dims, fid.label)
         store = open_storage(storage, data_dir())
         mlflow.set_tag(C.TAG_STUDY, name)
-        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, n_jobs)
-        result = tune.tune(data, search, store, name, s.run_id)
+        mlflow.set_tag(C.TAG_TUNED_ON_SAMPLE, str(fid.sample_users is not None).lower())
+        mlflow.log_params({
+            "fidelity.sample_users": fid.sample_users or fidelity.ALL,
+            "fidelity.eval_users": fid.eval_users or fidelity.ALL,
+        })  # fmt: skip
+        # Each trial trains in its own process; more threads than cores only queue.
+        jobs = n_jobs or len(os.sched_getaffinity(0))
+        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid)
+        result = tune.tune(trial_data, search, store, name, s.run_id)
         tune.log_result(result, metric, prep)
         best, counts = result.best, result.counts
         click.echo(

@@ -6,6 +6,7 @@ import click
 import mlflow
 
 from recflow import constants as C
+from recflow.hpo import fidelity
 from recflow.pipeline import Plan, run_pipeline, summary
 from steps.common import step
 
@@ -21,16 +22,30 @@ from steps.common import step
 @click.option("--checksum", default="")
 @click.option("--n_trials", default=C.DEFAULT_N_TRIALS, show_default=True,
               type=click.IntRange(min=1))  # fmt: skip
+@click.option("--timeout", default=0, show_default=True, type=click.IntRange(min=0),
+              help="hpo stops starting trials after this many seconds; 0 = no limit.")  # fmt: skip
+@click.option("--n_jobs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="hpo trials in parallel; 0 = one per CPU core.")  # fmt: skip
+@click.option("--sample_users", default="auto", show_default=True,
+              help="Users hpo tunes on (see hpo --help); train_best always uses all.")  # fmt: skip
+@click.option("--eval_users", default="auto", show_default=True,
+              help="Validation users per hpo trial (see hpo --help).")  # fmt: skip
 @click.option("--metric", default=C.DEFAULT_METRIC, show_default=True)
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 @click.option("--model_name", default=C.DEFAULT_MODEL_NAME, show_default=True)
 @click.option("--force", default="false", show_default=True, type=click.Choice(["true", "false"]))
 def main(
-    dataset: str, data_url: str, checksum: str, n_trials: int, metric: str, seed: int,
-    model_name: str, force: str,
+    dataset: str, data_url: str, checksum: str, n_trials: int, timeout: int, n_jobs: int,
+    sample_users: str, eval_users: str, metric: str, seed: int, model_name: str, force: str,
 ) -> None:  # fmt: skip
     with step("main") as s:
-        plan = Plan(dataset, data_url, checksum, n_trials, metric, seed, model_name)
+        # Bad values fail here, before anything runs, rather than inside the hpo step.
+        fidelity.parse_users("sample_users", sample_users)
+        fidelity.parse_users("eval_users", eval_users)
+        plan = Plan(
+            dataset, data_url, checksum, n_trials, metric, seed, model_name,
+            timeout, n_jobs, sample_users, eval_users,
+        )  # fmt: skip
         done = run_pipeline(plan, s.run.info.experiment_id, force=force == "true")
         for line in summary(done, model_name):
             click.echo(line)

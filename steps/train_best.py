@@ -44,6 +44,10 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
 
         seen = pd.concat([data.train, data.valid], ignore_index=True)
+        # However hpo sampled users, the final model sees them all.
+        n_users = seen[C.USER_COL].nunique()
+        mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
+        mlflow.log_metrics({"n_train_users": n_users, "n_train_interactions": len(seen)})
         try:
             model = fit_isolated(seen, params, seed, data.user_features, data.item_features)
         except FloatingPointError as e:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from recflow.errors import UserError
 from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
-from recflow.hpo.objective import Objective
+from recflow.hpo.objective import PATIENCE, Objective
 from recflow.hpo.sampling import TrialSeededTPE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest
 from recflow.hpo.storage import open_storage
@@ -114,8 +114,14 @@ def test_trials_are_child_runs_with_learning_curves(prep_id: str, tmp_path: Path
         if t.data.tags["trial_state"] == "COMPLETE":
             epochs = int(t.data.params["epochs"])
             history = client.get_metric_history(t.info.run_id, "ndcg_at_10")
-            assert [m.step for m in history] == list(range(1, epochs + 1))
-            assert {"precision_at_10", "recall_at_10", "hit_rate_at_10", "mrr_at_10"} <= set(
+            ran = len(history)
+            assert [m.step for m in history] == list(range(1, ran + 1))
+            # Scored at its best epoch; stopped at the cap or PATIENCE epochs after the best.
+            best_epoch = int(t.data.metrics["best_epoch"])
+            assert t.data.metrics["best_ndcg_at_10"] == max(m.value for m in history)
+            assert history[best_epoch - 1].value == t.data.metrics["best_ndcg_at_10"]
+            assert ran == epochs or ran - best_epoch == PATIENCE
+            assert {"best_precision_at_10", "best_recall_at_10", "best_mrr_at_10"} <= set(
                 t.data.metrics
             )
     best = run.data.tags["recflow.best_trial_run_id"]

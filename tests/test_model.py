@@ -54,7 +54,14 @@ def test_scores_agree_with_rankfmc_predict(features: str) -> None:
 
     np.random.seed(3)  # the wrapper seeds rankfm's global RNG the same way
     fm = RankFM(
-        factors=5, loss="warp", max_samples=20, alpha=0.01, beta=0.1, sigma=0.1, learning_rate=0.05
+        factors=5,
+        loss="warp",
+        max_samples=20,
+        alpha=0.01,
+        beta=0.1,
+        sigma=0.1,
+        learning_rate=0.05,
+        learning_schedule="invscaling",
     )
     use = features == "both"
     fm.fit(train, user_features=uf if use else None, item_features=itf if use else None, epochs=2)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.contracts import PREPARED_FILES
+from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start
 from recflow.preprocess import Prepared
 from recflow.runs import get_step_run
 from steps import hpo
@@ -164,8 +165,19 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     assert "best_ndcg_at_10" in hpo_run.data.metrics
     best = mlflow.artifacts.load_dict(f"runs:/{hpo_id}/{C.BEST_PARAMS_FILE}")
     assert hpo_run.data.params["best.factors"] == str(best["factors"])
+    # The first trial is the default configuration (warm start).
+    first = next(t for t in trials if t.data.params["trial_number"] == "0")
+    assert {k: first.data.params[k] for k in warm_start(load_space(DEFAULT_SPACE))} == {
+        k: str(v) for k, v in warm_start(load_space(DEFAULT_SPACE)).items()
+    }
+    # The tuned epochs are the best trial's best epoch.
+    best_trial = mlflow.get_run(hpo_run.data.tags[C.TAG_BEST_TRIAL_RUN])
+    assert best["epochs"] == best_trial.data.metrics["best_epoch"]
+    assert hpo_run.data.params["best.epochs"] == str(best["epochs"])
+    assert hpo_run.data.metrics["best_ndcg_at_10"] == best_trial.data.metrics["best_ndcg_at_10"]
 
     train_id = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id])
+    assert mlflow.get_run(train_id).data.params["model.epochs"] == str(best["epochs"])
     metrics = mlflow.get_run(train_id).data.metrics
     for name in ("precision", "recall", "ndcg", "hit_rate", "mrr"):
         assert 0 <= metrics[f"test_{name}_at_10"] <= 1
@@ -180,6 +192,45 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     model = mlflow.pyfunc.load_model("models:/tiny@champion")
     out = model.predict(pd.DataFrame({"user_id": [1, 2]}), params={"k": 5})
     assert list(out.groupby("user_id")["rank"].apply(list)) == [[1, 2, 3, 4, 5]] * 2
+
+
+def test_hpo_rejects_bad_user_counts_before_any_trial(prep_id: str) -> None:
+    common = ["--preprocess_run_id", prep_id, "--n_trials", "1"]
+    for args, message in (
+        (["--sample_users", "0"], "sample_users must be 'auto', 'all' or a positive integer"),
+        (["--eval_users", "ten"], "eval_users must be 'auto', 'all' or a positive integer"),
+        (["--sample_users", "1000"], "sample_users=1000 is more than the 40 users"),
+        (["--eval_users", "1000"], "eval_users=1000 is more than the"),
+    ):
+        run = fails("hpo", common + args, message)
+        trials = mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+            output_format="list",
+        )
+        assert trials == []
+
+
+def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) -> None:
+    hpo_id = ok(
+        "hpo",
+        ["--preprocess_run_id", prep_id, "--n_trials", "2", "--sample_users", "20",
+         "--eval_users", "6"],
+    )  # fmt: skip
+    run = mlflow.get_run(hpo_id)
+    assert run.data.tags[C.TAG_TUNED_ON_SAMPLE] == "true"
+    assert run.data.params["fidelity.sample_users"] == "20"
+    assert run.data.params["fidelity.eval_users"] == "6"
+    assert run.data.tags[C.TAG_STUDY].endswith("-users=20,eval=6")
+    train_id = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id])
+    train = mlflow.get_run(train_id)
+    assert train.data.tags[C.TAG_TRAINED_ON].startswith("full data: 40 users")
+    assert train.data.metrics["n_train_users"] == 40
+    # At full fidelity the run says so too, and the study keeps its historical name.
+    full = mlflow.get_run(ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "1"]))
+    assert full.data.tags[C.TAG_TUNED_ON_SAMPLE] == "false"
+    assert full.data.params["fidelity.sample_users"] == "all"
+    assert "users=" not in full.data.tags[C.TAG_STUDY]
 
 
 def test_every_prepared_field_crosses_the_boundary_by_name() -> None:

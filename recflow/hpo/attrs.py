@@ -7,10 +7,12 @@ A leaf module: it imports nothing of ours, so every hpo module can use it.
 WORKER = "worker"  # host:pid of the process running the trial
 WORKER_RUN = "worker_run_id"  # that process's hpo run
 TRIAL_RUN = "mlflow_run_id"  # the trial's own MLflow run
+BEST_EPOCH = "best_epoch"  # the epoch the trial scored best at (its value's epoch)
 
 # Study user attributes: a study is only continued with the same objective and space.
 STUDY_METRIC = "metric"
 STUDY_SPACE = "search_space"
+STUDY_FIDELITY = "fidelity"  # users trained and validated on (fidelity.Fidelity.label)
 
 # Tags of a trial's MLflow run.
 TRIAL_NUMBER_TAG = "optuna.trial_number"

@@ -1,12 +1,15 @@
 """One trial: sample a configuration, train it, evaluate it after every epoch, log it to MLflow.
 
 In: the prepared splits, the search space, the objective metric and the worker's hpo run. Out:
-the trial's validation objective; a nested MLflow run with the trial's parameters, learning
-curve and every metric at the objective's k.
+the trial's validation objective at its best epoch (training stops once validation has not
+improved for ``PATIENCE`` epochs); a nested MLflow run with the trial's parameters, the
+objective's learning curve, and ``best_epoch`` and ``best_<metric>`` for every metric at the
+objective's k at that epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import optuna
@@ -21,6 +24,14 @@ from recflow.metrics import evaluate_model, metric_key, parse_metric
 from recflow.model import Recommender
 from recflow.preprocess import Prepared
 from recflow.training import fit_isolated
+
+# Epochs without a better validation score before a trial stops. Learning curves on MovieLens
+# wobble by an epoch or two around their peak and then decline for good.
+PATIENCE = 3
+
+
+class _EarlyStop(Exception):
+    pass
 
 
 class Objective:
@@ -58,27 +69,39 @@ class Objective:
         trial.set_user_attr(attrs.TRIAL_RUN, run_id)
         logged = {**params.to_dict(), "trial_number": trial.number}
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in logged.items()])
-        last: dict[str, float] = {}
+        best: dict[str, float] = {}  # the metrics of the best epoch so far, and that epoch
 
         def on_epoch(epoch: int, model: Recommender) -> None:
-            last.update(evaluate_model(model, self.data.train, self.data.valid, self.k))
-            client.log_metric(run_id, self.key, last[self.key], step=epoch + 1)
-            trial.report(last[self.key], epoch + 1)
+            metrics = evaluate_model(model, self.data.train, self.data.valid, self.k)
+            value = metrics[self.key]
+            client.log_metric(run_id, self.key, value, step=epoch + 1)
+            if not best or value > best[self.key]:
+                best.clear()
+                best.update(metrics, **{attrs.BEST_EPOCH: epoch + 1})
+            trial.report(value, epoch + 1)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+            if epoch + 1 - best[attrs.BEST_EPOCH] >= PATIENCE:
+                raise _EarlyStop
 
         state, status = "FAILED", "FAILED"
         try:
-            fit_isolated(
-                self.data.train, params, self.seed + trial.number,
-                self.data.user_features, self.data.item_features, on_epoch,
-            )  # fmt: skip
-            # The objective's history is already logged epoch by epoch; add the other metrics.
+            with contextlib.suppress(_EarlyStop):
+                fit_isolated(
+                    self.data.train, params, self.seed + trial.number,
+                    self.data.user_features, self.data.item_features, on_epoch,
+                )  # fmt: skip
+            trial.set_user_attr(attrs.BEST_EPOCH, int(best[attrs.BEST_EPOCH]))
+            # The objective's curve is logged epoch by epoch under its own key; the trial's score
+            # is the best epoch's, logged as best_<metric> (as the hpo run logs the study's).
             now = int(time.time() * 1000)
-            others = [Metric(k, v, now, 0) for k, v in last.items() if k != self.key]
-            client.log_batch(run_id, metrics=others)
+            at_best = [
+                Metric(k if k == attrs.BEST_EPOCH else f"best_{k}", v, now, 0)
+                for k, v in best.items()
+            ]
+            client.log_batch(run_id, metrics=at_best)
             state, status = "COMPLETE", "FINISHED"
-            return last[self.key]
+            return best[self.key]
         except optuna.TrialPruned:
             # A pruned trial ran fine: FINISHED in MLflow, tagged PRUNED.
             state, status = "PRUNED", "FINISHED"

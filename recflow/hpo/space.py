@@ -96,6 +96,25 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
     return FMParams.from_dict(values)
 
 
+def warm_start(space: list[Dimension]) -> dict[str, Any]:
+    """The default configuration (rankfm's published example) as values of ``space``'s
+    dimensions, for a study's first trial; dimensions it cannot take (a value outside the range,
+    an unmet condition, epochs, which early stopping decides) are left to the sampler."""
+    default = FMParams().to_dict()
+    values: dict[str, Any] = {}
+    for dim in space:
+        value = default[dim.name]
+        if dim.name == "epochs" or not all(values.get(k) in ok for k, ok in dim.when):
+            continue
+        if (
+            dim.type == "categorical"
+            and value in dim.choices
+            or (dim.type != "categorical" and dim.low <= value <= dim.high)
+        ):
+            values[dim.name] = value
+    return values
+
+
 def max_epochs(space: list[Dimension]) -> int:
     """The most epochs a trial can train (the pruner's resource bound), whatever the entry's
     type; the default when the space leaves epochs out."""

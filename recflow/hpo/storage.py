@@ -23,9 +23,12 @@ from recflow.hpo.space import Dimension, space_digest
 log = logging.getLogger(__name__)
 
 
-def default_study_name(preprocess_run_id: str, metric: str, space: list[Dimension]) -> str:
-    """The data, the objective and a digest of the search space."""
-    return f"{preprocess_run_id}-{metric}-{space_digest(space)}"
+def default_study_name(
+    preprocess_run_id: str, metric: str, space: list[Dimension], fidelity: str = ""
+) -> str:
+    """The data, the objective, a digest of the search space and the fidelity when not full."""
+    name = f"{preprocess_run_id}-{metric}-{space_digest(space)}"
+    return f"{name}-{fidelity}" if fidelity else name
 
 
 def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage:
@@ -104,8 +107,10 @@ def open_study(
     space: list[Dimension],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
+    fidelity: str = "",
 ) -> optuna.Study:
-    """Create the study or continue it, refusing one made for another metric or search space."""
+    """Create the study or continue it, refusing one made for another metric, search space or
+    fidelity (users tuned and validated on)."""
     try:
         # Load first: checking an existing study must not write to its storage.
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -116,7 +121,11 @@ def open_study(
         )  # fmt: skip
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {name!r} minimises; ours maximise {metric}: use another study_name")
-    for key, value in ((attrs.STUDY_METRIC, metric), (attrs.STUDY_SPACE, space_digest(space))):
+    required = {
+        attrs.STUDY_METRIC: metric, attrs.STUDY_SPACE: space_digest(space),
+        attrs.STUDY_FIDELITY: fidelity,
+    }  # fmt: skip
+    for key, value in required.items():
         stored = study.user_attrs.get(key)
         if stored is None:
             study.set_user_attr(key, value)

@@ -1,8 +1,9 @@
 """The hpo step's entry point: tune on prepared data, then log what the study found.
 
-In: prepared splits, a ``Search`` (objective, space, budget, seed), an opened storage and study
-name, and the worker's hpo run. Out: a ``TuneResult``; ``log_result`` logs its counts, best
-configuration, best objective, plots and links to the active MLflow run.
+In: prepared splits, a ``Search`` (objective, space, budget, fidelity, seed), an opened storage
+and study name, and the worker's hpo run. Out: a ``TuneResult``; ``log_result`` logs its counts,
+best configuration (trained for its best trial's best epoch), best objective, plots and links to
+the active MLflow run.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from recflow.constants import PLOTS_DIR, TAG_BEST_TRIAL_RUN
 from recflow.contracts import link_upstream, log_best_params
 from recflow.errors import UserError
 from recflow.hpo import attrs
+from recflow.hpo.fidelity import Fidelity
 from recflow.hpo.objective import Objective
 from recflow.hpo.plots import save_plots
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
-from recflow.hpo.space import Dimension, max_epochs
+from recflow.hpo.space import Dimension, max_epochs, warm_start
 from recflow.hpo.storage import open_study
 from recflow.hpo.workers import count, run_worker
 from recflow.metrics import metric_key
@@ -41,6 +43,7 @@ class Search:
     pruner: str = "median"
     timeout: int = 0  # seconds; 0 = no limit
     n_jobs: int = 1
+    fidelity: Fidelity = Fidelity(None, None)  # what ``data`` was sampled with (fidelity.apply)
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,19 @@ def tune(
     study_name: str,
     parent_run_id: str,
 ) -> TuneResult:
-    """Join (or create) the study and run trials until it has ``n_trials`` complete ones."""
+    """Join (or create) the study and run trials until it has ``n_trials`` complete ones.
+
+    The study's first trial is the default configuration, so a study never ends worse than it.
+    """
     study = open_study(
         storage, study_name, search.metric, search.space,
         # The same seed on the same data gives the same trials when run serially.
         TrialSeededTPE(search.seed),
         make_pruner(search.pruner, max_epochs(search.space)),
+        search.fidelity.label,
     )  # fmt: skip
+    # Skipped when any trial (another worker's included) already has these values.
+    study.enqueue_trial(warm_start(search.space), skip_if_exists=True)
     objective = Objective(data, search.space, search.metric, search.seed, parent_run_id)
     run_worker(study, storage, objective, search.n_trials, search.timeout, search.n_jobs)
     counts = {
@@ -85,8 +94,11 @@ def log_result(result: TuneResult, metric: str, preprocess_run_id: str) -> None:
             f"no trial completed ({result.counts}); widen the search space or raise n_trials"
         )
     best = result.best
-    log_best_params(FMParams.from_dict(best.params))
-    mlflow.log_params({f"best.{p}": v for p, v in best.params.items()})
+    # The best trial stopped at (or after) its best epoch: that is the tuned training length.
+    tuned = {**best.params, "epochs": best.user_attrs.get(attrs.BEST_EPOCH, best.params.get(
+        "epochs", FMParams().epochs))}  # fmt: skip
+    log_best_params(FMParams.from_dict(tuned))
+    mlflow.log_params({f"best.{p}": v for p, v in tuned.items()})
     mlflow.log_metric(f"best_{metric_key(metric)}", best.value)
     mlflow.set_tag(TAG_BEST_TRIAL_RUN, best.user_attrs[attrs.TRIAL_RUN])
     link_upstream(preprocess_run_id=preprocess_run_id)
