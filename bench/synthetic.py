@@ -296,10 +296,7 @@ def generate(
             TIMESTAMP_COL: timestamps,
         }
     )
-    if meta is not None:
-        movies = meta[1]
-    else:
-        movies = _movies(rng, item_ids, sampler.topic)
+    movies = meta[1] if meta is not None else _movies(rng, item_ids, sampler.topic)
     return Synthetic(sh, frame, movies, users)
 
 
