@@ -1,17 +1,20 @@
 """What the search space's regions cost and win: random configurations, each trained to its cap.
 
 Samples ``--n`` configurations at random (optuna's RandomSampler over a search-space file, default
-the packaged one) and trains each epoch by epoch on the real ML-100K (``../shared/data``), random
-0.2/0.1 split seeded 1492, scoring validation NDCG@10 after every epoch. Prints one row per
-configuration (parameters, diverged or not, best epoch, best and last NDCG@10, seconds), then the
-diverged share and the best NDCG by region (factors, max_samples, learning rate, schedule). Usage:
+the packaged one) and trains each epoch by epoch on the real ML-100K (``../shared/data``) or an
+ML-1M-shaped synthetic set (bench/synthetic.py), random 0.2/0.1 split seeded 1492, scoring
+validation NDCG@10 after every epoch and stopping as hpo does (``PATIENCE`` epochs without
+improvement). Prints one row per configuration (parameters, diverged or not, best epoch, best
+and last NDCG@10, seconds), then the diverged share and the best NDCG by region (factors,
+max_samples, learning rate, schedule). Usage:
 
-    .venv/bin/python bench/search_space.py --n 60 [--space recflow/hpo/search_space.yaml]
+    .venv/bin/python bench/search_space.py --n 60 [--data ml-1m] [--space my_space.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -24,11 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fit_speed import ml100k_ratings  # noqa: E402
+from bench.synthetic import generate  # noqa: E402
 from recflow import preprocess  # noqa: E402
+from recflow.hpo.objective import PATIENCE  # noqa: E402
 from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest  # noqa: E402
 from recflow.metrics import evaluate_model  # noqa: E402
 from recflow.model import Recommender  # noqa: E402
 from recflow.training import TrainingDiverged, fit_isolated  # noqa: E402
+
+
+class _Stop(Exception):
+    pass
 
 
 def main() -> None:
@@ -36,9 +45,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--space", type=Path, default=DEFAULT_SPACE)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=("ml-100k", "ml-1m"), default="ml-100k")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ratings = preprocess.to_implicit(ml100k_ratings(), 0)
+    raw = (
+        ml100k_ratings() if args.data == "ml-100k"
+        else generate(args.data, np.random.default_rng(0)).ratings
+    )  # fmt: skip
+    ratings = preprocess.to_implicit(raw, 0)
     splits = preprocess.split(ratings, "random", 0.2, 0.1, np.random.default_rng(1492))
     space = load_space(args.space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(args.seed))
@@ -50,10 +64,13 @@ def main() -> None:
 
         def on_epoch(epoch: int, model: Recommender, curve: list[float] = curve) -> None:
             curve.append(evaluate_model(model, splits.train, splits.valid, 10)["ndcg_at_10"])
+            if len(curve) - 1 - int(np.argmax(curve)) >= PATIENCE:
+                raise _Stop
 
         start = time.perf_counter()
         try:
-            fit_isolated(splits.train, params, 1, on_epoch=on_epoch)
+            with contextlib.suppress(_Stop):
+                fit_isolated(splits.train, params, 1, on_epoch=on_epoch)
             diverged = False
         except TrainingDiverged:
             diverged = True

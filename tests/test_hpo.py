@@ -22,7 +22,7 @@ from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
 from recflow.hpo.objective import PATIENCE, Objective
 from recflow.hpo.sampling import TrialSeededTPE
-from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest
+from recflow.hpo.space import DEFAULT_SPACE, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
 from tests.helpers import PROJECT, fails, ok, runs_of
@@ -42,6 +42,25 @@ def test_default_space_loads_and_respects_conditions() -> None:
         study.tell(trial, 0.0)
 
 
+def test_a_plain_value_fixes_a_parameter_and_warm_start_respects_the_space(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "epochs: 30\nloss: warp\nfactors: {type: int, low: 32, high: 64}\n"
+        "max_samples: {type: int, low: 5, high: 50, when: {loss: warp}}\n"
+    )
+    space = load_space(path)
+    trial = optuna.create_study().ask()
+    params = suggest(trial, space)
+    assert (params.epochs, params.loss) == (30, "warp")
+    assert set(trial.params) == {"factors", "max_samples"}  # fixed values are not searched
+    assert max_epochs(space) == 30
+    # The default factors (20) is outside 32..64: left to the sampler; max_samples applies
+    # because the fixed loss is warp.
+    assert warm_start(space) == {"max_samples": 20}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -52,6 +71,8 @@ def test_default_space_loads_and_respects_conditions() -> None:
         ("alpha: {type: float, low: 0, high: 1, log: true}", "invalid spec"),
         ("loss: {type: categorical}", "invalid spec"),
         ("max_samples: {type: int, low: 2, high: 9, when: {loss: warp}}", "listed before it"),
+        ("epochs: many", "invalid value"),
+        ("loss: hinge", "invalid value"),
     ],
 )
 def test_bad_search_space_is_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -25,7 +25,7 @@ class Dimension:
     """One searchable hyperparameter."""
 
     name: str
-    type: str  # int, float or categorical
+    type: str  # int, float, categorical or fixed (one value for every trial, not searched)
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -37,12 +37,14 @@ class Dimension:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         if self.type == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.type == "fixed":
+            return self.choices[0]
         return trial.suggest_categorical(self.name, list(self.choices))
 
     @property
     def highest(self) -> Any:
         """The largest value this dimension can take."""
-        return max(self.choices) if self.type == "categorical" else self.high
+        return max(self.choices) if self.type in ("categorical", "fixed") else self.high
 
 
 def load_space(path: Path) -> list[Dimension]:
@@ -59,6 +61,14 @@ def load_space(path: Path) -> list[Dimension]:
         where = f"search space {path}, {name!r}"
         if name not in known:
             raise UserError(f"{where}: unknown parameter; known: {', '.join(sorted(known))}")
+        if not isinstance(spec, dict | list):
+            # A plain value fixes the parameter for every trial.
+            try:
+                FMParams.from_dict({name: spec})
+            except (TypeError, ValueError) as e:
+                raise UserError(f"{where}: invalid value ({e})") from e
+            dims.append(Dimension(name, "fixed", choices=(spec,)))
+            continue
         if not isinstance(spec, dict) or spec.get("type") not in ("int", "float", "categorical"):
             raise UserError(f"{where}: needs 'type: int | float | categorical'")
         when = spec.get("when") or {}
@@ -97,22 +107,23 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
 
 
 def warm_start(space: list[Dimension]) -> dict[str, Any]:
-    """The default configuration (rankfm's published example) as values of ``space``'s
-    dimensions, for a study's first trial; dimensions it cannot take (a value outside the range,
-    an unmet condition, epochs, which early stopping decides) are left to the sampler."""
+    """The default configuration (rankfm's published example) as values of ``space``'s searched
+    dimensions, for a study's first trial. Left to the sampler: epochs (early stopping decides
+    them) and dimensions that cannot take the default (out of range, condition not met)."""
     default = FMParams().to_dict()
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # what the trial will have, fixed dimensions included
     for dim in space:
-        value = default[dim.name]
-        if dim.name == "epochs" or not all(values.get(k) in ok for k, ok in dim.when):
+        value = dim.choices[0] if dim.type == "fixed" else default[dim.name]
+        if not all(values.get(k) in ok for k, ok in dim.when):
             continue
-        if (
-            dim.type == "categorical"
-            and value in dim.choices
-            or (dim.type != "categorical" and dim.low <= value <= dim.high)
-        ):
+        if dim.type in ("categorical", "fixed"):
+            fits = value in dim.choices
+        else:
+            fits = dim.low <= value <= dim.high
+        if fits:
             values[dim.name] = value
-    return values
+    fixed = {d.name for d in space if d.type == "fixed"}
+    return {k: v for k, v in values.items() if k not in fixed and k != "epochs"}
 
 
 def max_epochs(space: list[Dimension]) -> int:

@@ -1,0 +1,113 @@
+"""The default ``main`` on ML-1M-scale data against a full-fidelity run and a quarter-users run.
+
+Generates the ML-1M-shaped synthetic archive (bench/synthetic.py) unless ``--zip`` is given, then
+runs, one after the other, each with a fresh tracking store and data dir, as a user would:
+
+    default   mlflow run . -e main -P data_url=<zip> -P checksum=<sha> -P n_trials=<n>
+    full      the same with -P n_jobs=1 -P sample_users=all -P eval_users=all
+    quarter   the same as default with -P sample_users=<a quarter of the users>
+
+and prints for each: main's wall time, hpo's wall time, trials complete / pruned / failed
+(diverged), the tuned configuration's test NDCG@10, then the ratios the targets are stated in:
+default/full NDCG (>= 0.97), default wall time (<= 600 s), quarter/default NDCG (within 3%) and
+quarter/default hpo time (well under 0.5). Usage::
+
+    .venv/bin/python bench/main_fidelity.py [--n_trials 20] [--runs default,full,quarter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.synthetic import generate, write_zip  # noqa: E402
+from recflow import constants as C  # noqa: E402
+
+ML1M_USERS = 6040
+
+
+def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict[str, float]:
+    """One ``mlflow run . -e main`` in a fresh store; its figures."""
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-fidelity-{name}-"))
+    uri = f"sqlite:///{folder}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RECFLOW_DATA_DIR": str(folder / "data")}
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    params = [f"data_url={zip_path}", f"checksum=sha256:{digest}", f"n_trials={n_trials}", *extra]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "main", "--env-manager", "local"]
+    for p in params:
+        cmd += ["-P", p]
+    start = time.monotonic()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.monotonic() - start
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], max_results=10_000
+    )
+    by_step = {r.data.tags.get(C.TAG_STEP): r for r in runs if C.TAG_STEP in r.data.tags}
+    hpo, train = by_step["hpo"], by_step["train_best"]
+    return {
+        "main_s": wall,
+        "hpo_s": (hpo.info.end_time - hpo.info.start_time) / 1000,
+        "complete": hpo.data.metrics["n_complete"],
+        "pruned": hpo.data.metrics["n_pruned"],
+        "failed": hpo.data.metrics["n_fail"],
+        "epochs": float(train.data.params["model.epochs"]),
+        "test_ndcg": train.data.metrics[f"{C.TEST_PREFIX}ndcg_at_10"],
+        "valid_ndcg": hpo.data.metrics["best_ndcg_at_10"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n_trials", type=int, default=20)
+    parser.add_argument("--zip", type=Path, help="an ML-1M-shaped zip (default: generate one)")
+    parser.add_argument("--runs", default="default,full,quarter")
+    args = parser.parse_args()
+    zip_path = args.zip
+    if zip_path is None:
+        out = Path(tempfile.mkdtemp(prefix="bench-fidelity-data-"))
+        zip_path = write_zip(generate("ml-1m", np.random.default_rng(0)), out)
+    variants = {
+        "default": [],
+        "full": ["n_jobs=1", "sample_users=all", "eval_users=all"],
+        "quarter": [f"sample_users={ML1M_USERS // 4}"],
+    }
+    results = {}
+    for name in args.runs.split(","):
+        results[name] = run_main(name, zip_path, args.n_trials, variants[name])
+        print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
+    print("\n| run | main s | hpo s | complete / pruned / diverged | epochs | valid NDCG@10 "
+          "| test NDCG@10 |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    for name, r in results.items():
+        print(f"| {name} | {r['main_s']:.0f} | {r['hpo_s']:.0f} | {r['complete']:.0f} / "
+              f"{r['pruned']:.0f} / {r['failed']:.0f} | {r['epochs']:.0f} | {r['valid_ndcg']:.4f} "
+              f"| {r['test_ndcg']:.4f} |")  # fmt: skip
+    d, f, q = (results.get(n) for n in ("default", "full", "quarter"))
+    if d and f:
+        print(
+            f"default / full test NDCG@10: {d['test_ndcg'] / f['test_ndcg']:.3f} (target >= 0.97)"
+        )
+        print(f"default / full main wall time: {d['main_s'] / f['main_s']:.2f}")
+    if d:
+        print(f"default main wall time: {d['main_s']:.0f} s (target <= 600)")
+    if d and q:
+        print(f"quarter / default test NDCG@10: {q['test_ndcg'] / d['test_ndcg']:.3f} (within 3%)")
+        print(f"quarter / default hpo time: {q['hpo_s'] / d['hpo_s']:.2f} (target well under 0.5)")
+
+
+if __name__ == "__main__":
+    main()
