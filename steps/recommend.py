@@ -33,11 +33,10 @@ def main(model_uri: str, users: str, k: int, output: str) -> None:
         except Exception as e:  # MlflowException, missing files, bad URIs: all mean the same here
             raise UserError(f"cannot load model {model_uri!r}: {str(e).splitlines()[0]}") from e
         ids = batch.user_ids(users, model)
-        recs = batch.recommend(model, ids, k)
-        batch.write(recs, out)
+        n_rows = batch.write(batch.recommend(model, ids, k), out)
         mlflow.log_artifact(str(out))
-        mlflow.log_metrics({"n_users": len(ids), "n_rows": len(recs)})
-        click.echo(f"wrote {len(recs)} recommendations for {len(ids)} users to {out}")
+        mlflow.log_metrics({"n_users": len(ids), "n_rows": n_rows})
+        click.echo(f"wrote {n_rows} recommendations for {len(ids)} users to {out}")
 
 
 if __name__ == "__main__":
