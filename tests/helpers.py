@@ -191,3 +191,33 @@ def checkerboard_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     df = pd.DataFrame(liked, columns=["user_id", "item_id"])
     held = df["item_id"] == (3 * df["user_id"]) % 20  # same parity as the user, one per user
     return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+
+
+def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
+    """Fit the checkerboard model, save it as our pyfunc in ``folder / "pyfunc"``; return the
+    in-process model (loaded from the bundle) and the training frame."""
+    from mlflow.models import infer_signature
+
+    from recflow import serving
+    from recflow.model import FMParams, Recommender
+
+    train, _ = checkerboard_data()
+    model = Recommender.fit(
+        train, FMParams(factors=4, loss="bpr", epochs=20, learning_rate=0.05), seed=1
+    )
+    items = pd.DataFrame(
+        {"item_id": range(20), "title": [f"T{i}" for i in range(20)], "genres": "G"}
+    )
+    bundle = folder / "bundle"
+    serving.write_bundle(bundle, model, items, train)
+    python_model = serving.RecommenderModel()
+    python_model.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
+    example = pd.DataFrame({"user_id": [0, 1]})
+    signature = infer_signature(
+        example, python_model.predict(None, example, {"k": 10}), {"k": 10, "filter_seen": True}
+    )
+    mlflow.pyfunc.save_model(
+        folder / "pyfunc", python_model=serving.RecommenderModel(), signature=signature,
+        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(PROJECT / "recflow")],
+    )  # fmt: skip
+    return python_model, train

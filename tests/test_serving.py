@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.models import infer_signature
 
 from recflow import serving
-from recflow.model import FMParams, Recommender
-from tests.helpers import checkerboard_data
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import save_checkerboard_pyfunc
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory):
     """One fitted, saved and reloaded model for the module (predict does not change it)."""
     tmp_path = tmp_path_factory.mktemp("saved")
-    train, _ = checkerboard_data()
-    model = Recommender.fit(
-        train, FMParams(factors=4, loss="bpr", epochs=20, learning_rate=0.05), seed=1
-    )
-    items = pd.DataFrame(
-        {"item_id": range(20), "title": [f"T{i}" for i in range(20)], "genres": "G"}
-    )
-    bundle = tmp_path / "bundle"
-    serving.write_bundle(bundle, model, items, train)
-    python_model = serving.RecommenderModel()
-    python_model.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
-    example = pd.DataFrame({"user_id": [0, 1]})
-    signature = infer_signature(
-        example, python_model.predict(None, example, {"k": 10}), {"k": 10, "filter_seen": True}
-    )
-    mlflow.pyfunc.save_model(
-        tmp_path / "pyfunc", python_model=serving.RecommenderModel(), signature=signature,
-        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
-    )  # fmt: skip
+    python_model, train = save_checkerboard_pyfunc(tmp_path)
     return python_model, mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")), train
 
 
