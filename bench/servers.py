@@ -31,13 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stock_cmd(model: Path, port: int, workers: int) -> list[str]:
+def stock_cmd(model: str | Path, port: int, workers: int) -> list[str]:
     """`mlflow models serve` of a local model folder in this environment."""
     return [MLFLOW, "models", "serve", "-m", str(model), "--env-manager", "local",
             "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
 
 
-def fixed_cmd(model: Path, port: int, workers: int) -> list[str]:
+def fixed_cmd(model: str | Path, port: int, workers: int) -> list[str]:
     """The project's launcher (recflow/server.py) of the same model."""
     return [sys.executable, "-m", "recflow.server", "-m", str(model),
             "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
