@@ -3,6 +3,12 @@
 In (per request): a DataFrame with a ``user_id`` column, params ``k`` and ``filter_seen``.
 Out: one row per recommendation (user_id, rank, item_id, title, genres, score, source), best
 first. Users the model never saw get the most popular items, with source "popular".
+
+The bundle (``write_bundle``) is the model's arrays (``Recommender.save``), ``items.parquet``
+(titles, genres) and the seen table as CSR over the model's user and item positions, so that
+loading it is a memory map, not a sort of millions of rows: the user at position ``u`` has seen
+the items at positions ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]``
+(``seen_indptr.npy``, ``seen_indices.npy``); ``popularity.npy`` counts each item's seen rows.
 """
 
 from __future__ import annotations
@@ -36,7 +42,26 @@ def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.D
     """Write everything the served model needs into one folder."""
     model.save(path)
     items.to_parquet(path / "items.parquet", index=False)
-    seen[[USER_COL, ITEM_COL]].to_parquet(path / "seen.parquet", index=False)
+    for name, array in seen_arrays(model, seen).items():
+        np.save(path / f"{name}.npy", array)
+
+
+def seen_arrays(model: Recommender, seen: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The seen (user, item) rows as CSR over the model's positions, and item popularity.
+
+    Returns ``seen_indptr``, ``seen_indices`` (rows of users or items the model does not know
+    are left out: they cannot be filtered) and ``popularity``, the seen rows of each item.
+    Duplicate rows stay, as in the table.
+    """
+    users = model.user_positions(seen[USER_COL].to_numpy())
+    items = model.item_positions(seen[ITEM_COL].to_numpy())
+    popularity = np.bincount(items[items >= 0], minlength=len(model.item_ids))
+    keep = (users >= 0) & (items >= 0)
+    users, items = users[keep], items[keep]
+    indptr = np.zeros(len(model.user_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=len(model.user_ids)), out=indptr[1:])
+    indices = items[np.argsort(users, kind="stable")].astype(np.int32)
+    return {"seen_indptr": indptr, "seen_indices": indices, "popularity": popularity}
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -49,13 +74,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         meta = items.reindex(self.model.item_ids)
         self.titles = meta[TITLE_COL].fillna("").to_numpy()
         self.genres = meta[GENRES_COL].fillna("").to_numpy()
-        seen = pd.read_parquet(path / "seen.parquet")
-        self.seen_u = self.model.user_positions(seen[USER_COL].to_numpy())
-        self.seen_i = self.model.item_positions(seen[ITEM_COL].to_numpy())
-        order = np.argsort(self.seen_u, kind="stable")
-        self.seen_u, self.seen_i = self.seen_u[order], self.seen_i[order]
-        counts = np.bincount(self.seen_i[self.seen_i >= 0], minlength=len(self.model.item_ids))
-        self.popularity = counts.astype(np.float32)
+        # Mapped, not read: a request touches only its users' rows, and workers share the pages.
+        self.seen_indptr = np.load(path / "seen_indptr.npy", mmap_mode="r")
+        self.seen_indices = np.load(path / "seen_indices.npy", mmap_mode="r")
+        self.popularity = np.load(path / "popularity.npy").astype(np.float32)
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -89,12 +111,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         scores[~known] = self.popularity
         exclude = np.zeros_like(scores, dtype=bool)
         if filter_seen and known.any():
-            lo = np.searchsorted(self.seen_u, pos[known])
-            hi = np.searchsorted(self.seen_u, pos[known], side="right")
+            lo, hi = self.seen_indptr[pos[known]], self.seen_indptr[pos[known] + 1]
             counts = hi - lo
             # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
             idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-            exclude[np.repeat(np.flatnonzero(known), counts), self.seen_i[idx]] = True
+            exclude[np.repeat(np.flatnonzero(known), counts), self.seen_indices[idx]] = True
         ranked = top_k(scores, exclude, k)
         kk = ranked.shape[1]
         flat = ranked.ravel()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
 
 from recflow import serving
-from tests.helpers import save_checkerboard_pyfunc
+from recflow.model import FMParams, Recommender
+from tests.helpers import checkerboard_data, save_checkerboard_pyfunc
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,35 @@ def test_bad_input_raises(saved, frame: pd.DataFrame, params: dict, message: str
     direct, _, _ = saved
     with pytest.raises(ValueError, match=message):
         direct.predict(None, frame, params)
+
+
+def test_seen_arrays_are_csr_over_model_positions() -> None:
+    model = Recommender(
+        FMParams(factors=1), np.array([10, 20]), np.array([1, 2, 3]),
+        np.zeros((2, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros(3, np.float32),
+    )  # fmt: skip
+    seen = pd.DataFrame(
+        [(20, 3), (10, 1), (20, 1), (10, 1), (99, 2), (10, 7)], columns=["user_id", "item_id"]
+    )
+    arrays = serving.seen_arrays(model, seen)
+    assert arrays["seen_indptr"].tolist() == [0, 2, 4]
+    assert arrays["seen_indices"].tolist() == [0, 0, 2, 0]  # user 10: 1, 1; user 20: 3, 1
+    assert arrays["popularity"].tolist() == [3, 1, 1]  # unknown user 99's item counts too
+
+
+def test_a_seen_item_unknown_to_the_model_filters_nothing(tmp_path: Path) -> None:
+    """Regression: a seen row whose item the model lacks had position -1, and so filtered the
+    model's last item for that user."""
+    train, _ = checkerboard_data()
+    model = Recommender.fit(train, FMParams(factors=4, loss="bpr", epochs=2), seed=1)
+    items = pd.DataFrame({"item_id": range(20), "title": "T", "genres": "G"})
+    answers = []
+    for name, seen in (
+        ("plain", train),
+        ("extra", pd.concat([train, pd.DataFrame({"user_id": [0], "item_id": [12345]})])),
+    ):
+        serving.write_bundle(tmp_path / name, model, items, seen)
+        loaded = serving.RecommenderModel()
+        loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(tmp_path / name)}))
+        answers.append(loaded.predict(None, pd.DataFrame({"user_id": [0, 1]}), {"k": 20}))
+    pd.testing.assert_frame_equal(answers[0], answers[1])
