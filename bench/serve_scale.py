@@ -44,13 +44,16 @@ from recflow.model import FMParams, Recommender  # noqa: E402
 
 N_USERS, N_ITEMS, N_SEEN = 162_541, 59_047, 19_000_000
 
-# A fresh interpreter: imports mlflow, then times load_model alone; prints seconds and peak RSS.
+# A fresh interpreter: imports mlflow, then times load_model alone; prints seconds and the
+# process's peak RSS in MB (VmHWM: ru_maxrss would count the parent's memory at fork).
 LOAD = """
-import resource, sys, time
+import sys, time
 import mlflow.pyfunc
 start = time.perf_counter()
 mlflow.pyfunc.load_model(sys.argv[1])
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+took = time.perf_counter() - start
+hwm = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+print(took, int(hwm) / 1024)
 """
 
 
