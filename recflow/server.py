@@ -16,11 +16,10 @@ socket is bound with IPPROTO_TCP and handed to the same supervisor.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import socket
-
-import click
 
 DEFAULT_PORT = 5000
 
@@ -55,14 +54,21 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
         uvicorn.Server(config).run(sockets=[sock])
 
 
-@click.command(help=__doc__.split("\n\n")[0])
-@click.option("-m", "--model-uri", required=True, help="e.g. models:/movielens-rankfm@champion")
-@click.option("-h", "--host", default="127.0.0.1", show_default=True)
-@click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int)
-@click.option("-w", "--workers", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("-t", "--timeout", default=None, type=int, help="seconds per request (MLflow's)")
-def main(model_uri: str, host: str, port: int, workers: int, timeout: int | None) -> None:
-    serve(model_uri, host, port, workers, timeout)
+def main(argv: list[str] | None = None) -> None:
+    """``python -m recflow.server``: the options of `mlflow models serve` that apply here."""
+    parser = argparse.ArgumentParser(
+        "python -m recflow.server", description=__doc__.split("\n\n")[0], add_help=False
+    )
+    parser.add_argument("--help", action="help")  # -h is --host, as in mlflow models serve
+    parser.add_argument("-m", "--model-uri", required=True, help="e.g. models:/name@alias")
+    parser.add_argument("-h", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("-w", "--workers", type=int, default=1)
+    parser.add_argument("-t", "--timeout", type=int, help="seconds per request (MLflow's)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    serve(args.model_uri, args.host, args.port, args.workers, args.timeout)
 
 
 if __name__ == "__main__":
