@@ -45,14 +45,20 @@ def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict
     folder = Path(tempfile.mkdtemp(prefix=f"bench-fidelity-{name}-"))
     uri = f"sqlite:///{folder}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RECFLOW_DATA_DIR": str(folder / "data")}
+    # MLproject commands run `python`: this interpreter's, as in an activated venv.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
     params = [f"data_url={zip_path}", f"checksum=sha256:{digest}", f"n_trials={n_trials}", *extra]
     cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "main", "--env-manager", "local"]
     for p in params:
         cmd += ["-P", p]
     start = time.monotonic()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = folder / "main.log"
+    with log.open("w") as out:
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     wall = time.monotonic() - start
+    if done.returncode:
+        raise SystemExit(f"{name}: main failed; its output: {log}\n" + log.read_text()[-3000:])
     client = MlflowClient(uri)
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()], max_results=10_000
