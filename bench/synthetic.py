@@ -5,7 +5,9 @@ frames with the shape's user, item and rating counts, and a zip in that dataset'
 (``recflow.archives.pack``) that ``data_url`` takes. ml-1m reuses the real ML-1M users.dat and
 movies.dat from ../shared/data/ml-1m when present (the real ratings.dat is not available offline).
 
-The model behind the ratings: item popularity is Zipf-Mandelbrot, user activity is lognormal with
+The model behind the ratings: item popularity is Zipf-Mandelbrot (ml-1m) or a curve fitted to the
+real release's per-movie counts (ml-10m, ml-25m: median 3 ratings per movie, top movie rated by half
+the users, top 10% of movies holding ~83% of ratings), user activity is lognormal with
 at least 20 ratings each, and users have latent tastes. Every item belongs to one of K latent
 topics; every user has a topic mixture theta_u ~ Dirichlet(concentration). A user's ratings are a
 sample without replacement from
@@ -17,7 +19,8 @@ pop^a * exp(beta <u, v>) because it samples in O(draws log n_items), not O(users
 takes about a minute instead of hours. Light users draw with replacement and keep their first
 distinct items (sequential sampling without replacement); heavy users (more than 2% of the items)
 take an exact Gumbel-top-k over their dense row. Rating values follow the dataset's star shares,
-timestamps its time span; both are independent of the taste. Usage::
+timestamps its time span; both are independent of the taste. Every item is rated at least once: an
+item the draws missed takes over one rating of a well-rated item (``_cover``). Usage::
 
     .venv/bin/python bench/synthetic.py --shape ml-25m --out /tmp/synth   # writes ml-25m.zip
 
@@ -56,6 +59,7 @@ from recflow.datasets import DATASETS, parse_items, parse_users  # noqa: E402
 
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
 MIN_PER_USER = 20  # GroupLens kept only users with at least 20 ratings
+MIN_DONOR = 50  # _cover takes ratings only from items with at least this many
 HEAVY_SHARE = 0.02  # users rating more than this share of the items are sampled densely
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
@@ -84,6 +88,11 @@ class Shape:
     max_share: float  # the most active user rated about this share of the items
     zipf_exponent: float
     zipf_offset: float  # flattens the head: the top item is rated by about half the users
+    # (rank share, weight) knots, interpolated log-log, replace the Zipf-Mandelbrot curve, which
+    # cannot give ML-25M's median of 3 with its head. Fitted so the *generated* per-movie counts
+    # match the real release's (sampling without replacement flattens the head, so the top
+    # weights sit well above the real counts); stats() prints them.
+    popularity: tuple[tuple[float, float], ...] = ()
 
 
 SHAPES = {
@@ -92,9 +101,13 @@ SHAPES = {
         Shape("ml-1m", 6_040, 3_706, 1_000_209, 6_040, 3_952, (956_703_932, 1_046_454_590),
               False, 0.6, 1.0, 15.0),
         Shape("ml-10m", 69_878, 10_677, 10_000_054, 71_567, 65_133, (789_652_009, 1_231_131_736),
-              True, 0.6, 1.1, 60.0),
+              True, 0.6, 1.1, 60.0,
+              ((0, 250_000), (0.01, 14_000), (0.1, 3_850), (0.3, 570), (0.5, 74), (0.8, 11),
+               (1, 1))),
         Shape("ml-25m", 162_541, 59_047, 25_000_095, 162_541, 209_171,
-              (789_652_009, 1_574_327_703), True, 0.55, 1.25, 100.0),
+              (789_652_009, 1_574_327_703), True, 0.55, 1.25, 100.0,
+              ((0, 900_000), (0.01, 11_000), (0.1, 980), (0.2, 215), (0.35, 9), (0.5, 1.55),
+               (0.8, 1.03), (1, 1))),
     ]
 }  # fmt: skip
 
@@ -134,14 +147,47 @@ def _user_sizes(rng: np.random.Generator, n_users: int, n_ratings: int, cap: int
     return sizes
 
 
+def _popularity(shape: Shape) -> np.ndarray:
+    """Unnormalised popularity by rank, most popular first."""
+    ranks = np.arange(1, shape.n_items + 1)
+    if not shape.popularity:
+        return 1.0 / (ranks + shape.zipf_offset) ** shape.zipf_exponent
+    share, count = np.array(shape.popularity).T
+    knots = np.log(np.maximum(share * shape.n_items, 1.0))
+    return np.exp(np.interp(np.log(ranks), knots, np.log(count)))
+
+
+def _cover(
+    rng: np.random.Generator, pos: np.ndarray, sizes: np.ndarray, theta: np.ndarray,
+    topic: np.ndarray, n_items: int, candidates: int = 8, min_donor: int = MIN_DONOR,
+) -> np.ndarray:  # fmt: skip
+    """Give every unrated item one rating, taken from a rating of a well-rated item.
+
+    Each unrated item replaces one of ``candidates`` random ratings of items with at least
+    ``min_donor`` ratings: the one whose user likes the item's topic most. Users keep their
+    counts, no user gets an item twice (nobody had rated it) and the head barely moves. Consumes
+    no randomness when every item is rated already.
+    """
+    pos = pos.copy()
+    ends = np.cumsum(sizes)
+    while (missing := np.flatnonzero(np.bincount(pos, minlength=n_items) == 0)).size:
+        counts = np.bincount(pos, minlength=n_items)
+        donors = np.flatnonzero(counts[pos] >= min_donor)
+        pick = donors[rng.choice(donors.size, (missing.size, candidates), replace=False)]
+        users = np.searchsorted(ends, pick, side="right")
+        liking = theta[users, topic[missing][:, None]]
+        rows = pick[np.arange(missing.size), np.argmax(liking, axis=1)]
+        pos[rows] = missing
+    return pos
+
+
 class _Sampler:
     """Draws item positions for users from the topic model above."""
 
     def __init__(self, rng: np.random.Generator, shape: Shape, tastes: Tastes) -> None:
         n, k = shape.n_items, tastes.n_topics
         self.rng, self.tastes, self.n_items = rng, tastes, n
-        ranks = np.arange(1, n + 1)
-        pop = 1.0 / (ranks + shape.zipf_offset) ** shape.zipf_exponent
+        pop = _popularity(shape)
         self.pop = pop[rng.permutation(n)] / pop.sum()  # popular items are not the low ids
         self.topic = rng.permutation(np.arange(n) % k)  # every topic gets items
         # Items grouped by topic; each topic's CDF is shifted by its index, so one searchsorted
@@ -247,10 +293,12 @@ def _synthetic_users(rng: np.random.Generator, ids: np.ndarray) -> pd.DataFrame:
 
 
 def generate(
-    shape: str, rng: np.random.Generator, tastes: Tastes = Tastes(), ml1m: Path = ML1M
+    shape: str | Shape, rng: np.random.Generator, tastes: Tastes = Tastes(), ml1m: Path = ML1M
 ) -> Synthetic:
-    """A seeded synthetic dataset of ``shape`` (see the module docstring for the model)."""
-    sh = SHAPES[shape]
+    """A seeded synthetic dataset of ``shape``, a name in ``SHAPES`` or a ``Shape`` of one's own
+    (e.g. scaled down for a test); see the module docstring for the model."""
+    sh = SHAPES[shape] if isinstance(shape, str) else shape
+    shape = sh.name
     meta = _ml1m_meta(ml1m) if shape == "ml-1m" else None
     if meta is not None:
         users, all_items = meta
@@ -275,7 +323,8 @@ def generate(
         part = light[start : start + 20_000]
         for u, got in zip(part, sampler.light(theta[part], sizes[part]), strict=True):
             chosen[u] = got
-    items = item_ids[np.concatenate(chosen)]
+    pos = _cover(rng, np.concatenate(chosen), sizes, theta, sampler.topic, sh.n_items)
+    items = item_ids[pos]
 
     stars, shares = HALF_STARS if sh.half_stars else WHOLE_STARS
     ratings = rng.choice(
@@ -366,7 +415,10 @@ def files(data: Synthetic, ml1m: Path = ML1M) -> dict[str, str | bytes]:
 def write_zip(data: Synthetic, out_dir: Path) -> Path:
     """Pack the dataset as ``out_dir/<shape>.zip`` in its official layout."""
     spec = DATASETS[data.shape.name]
-    return pack(spec, files(data), out_dir / f"{spec.name}.zip")
+    # Level 1 deflates the large shapes several times faster; ml-1m keeps the default level
+    # and so its published checksum.
+    level = None if spec.name == "ml-1m" else 1
+    return pack(spec, files(data), out_dir / f"{spec.name}.zip", compresslevel=level)
 
 
 def stats(df: pd.DataFrame) -> list[str]:
@@ -379,7 +431,8 @@ def stats(df: pd.DataFrame) -> list[str]:
         f"mean {per_user.mean():.0f}, max {per_user.max()}",
         f"per movie: median {per_item.median():.0f}, max {per_item.max()} "
         f"({per_item.max() / per_user.size:.0%} of users), "
-        f"top 10% of movies hold {per_item.iloc[: per_item.size // 10].sum() / len(df):.0%}",
+        f"top 10% of movies hold {per_item.iloc[: per_item.size // 10].sum() / len(df):.0%}, "
+        f"{(per_item <= 3).mean():.0%} have <= 3",
         f"duplicates (user, movie): {df.duplicated([USER_COL, ITEM_COL]).sum()}",
     ]
 

@@ -243,12 +243,14 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold
 
 
 def pack(
-    spec: DatasetSpec, files: Mapping[str, str | bytes], dest: Path, folder: str | None = None
-) -> Path:
+    spec: DatasetSpec, files: Mapping[str, str | bytes], dest: Path, folder: str | None = None,
+    compresslevel: int | None = None,
+) -> Path:  # fmt: skip
     """Write ``files`` (name -> text or bytes) into a zip in the dataset's layout, under its
     top-level folder (or ``folder``), text encoded as the dataset's own files are: what
     ``data_url`` takes, e.g. to run the pipeline on data of your own. The same files give the
-    same bytes (fixed timestamps), so the same data keeps its checksum."""
+    same bytes (fixed timestamps), so the same data keeps its checksum. ``compresslevel`` is
+    zlib's (default 6); 1 packs large data several times faster for a larger zip."""
     folder = spec.folder if folder is None else folder
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -257,5 +259,5 @@ def pack(
             info = zipfile.ZipInfo(f"{folder}/{name}" if folder else name, _ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16  # a regular file, readable by all
-            zf.writestr(info, data)
+            zf.writestr(info, data, compresslevel=compresslevel)
     return dest
