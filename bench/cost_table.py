@@ -211,6 +211,9 @@ def main() -> None:
             r = rec.usage["recommend"]
             rows.append((name, ratings, f"recommend all ({n_recs:,} rows)", rec_wall,
                          mlflow_durations(uri).get("recommend"), r.peak_kib / MIB))  # fmt: skip
+            # Each dataset's rows as soon as they are measured: a later dataset may take hours.
+            for row in rows[-7:]:
+                print(*row, sep=" | ", flush=True)
     print(f"\nn_trials={args.n_trials} {' '.join(args.param)}")
     print("| dataset | ratings | step | wall s | MLflow run s | peak RSS MiB |")
     print("|---|---:|---|---:|---:|---:|")

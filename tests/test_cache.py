@@ -11,7 +11,7 @@ import yaml
 
 from recflow import cache, pipeline
 from recflow.hpo.space import DEFAULT_SPACE
-from tests.helpers import COMMANDS, PROJECT
+from tests.helpers import COMMANDS, PROJECT, fails, runs_of
 
 
 @pytest.fixture
@@ -79,3 +79,29 @@ def test_main_passes_its_metric_to_hpo_and_register(
     spec = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"]
     for step, params in calls.items():
         assert set(params) == set(spec[step]["parameters"]), step
+
+
+def test_main_passes_the_hpo_budget_and_fidelity_through(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, dict[str, str]] = {}
+
+    def fake(step: str, params: dict[str, str], exp: str, version: str | None):
+        calls[step] = params
+        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
+
+    monkeypatch.setattr(pipeline, "run_step", fake)
+    plan = pipeline.Plan("ml-100k", "", "", 3, "ndcg@10", 7, "m", 60, 2, "500", "all")
+    with mlflow.start_run() as run:
+        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    hpo = calls["hpo"]
+    assert (hpo["timeout"], hpo["n_jobs"], hpo["sample_users"], hpo["eval_users"]) == (
+        "60", "2", "500", "all",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [["--sample_users", "0"], ["--eval_users", "some"]])
+def test_main_refuses_bad_user_counts_before_any_step(tracking: str, args: list[str]) -> None:
+    failed = fails("main", args, "must be 'auto', 'all' or a positive integer")
+    assert failed is not None
+    assert runs_of("download") == []
