@@ -191,9 +191,12 @@ class Recommender:
         """Column positions of ``item_ids``; -1 for unknown items."""
         return self._item_index.get_indexer(np.asarray(item_ids, dtype=np.int64))
 
-    def scores(self, user_pos: np.ndarray) -> np.ndarray:
-        """Scores of every item for the users at ``user_pos``: shape (len(user_pos), n_items)."""
-        return self.user_emb[user_pos] @ self.item_emb.T + self.item_bias
+    def scores(self, user_pos: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Scores of every item for the users at ``user_pos``: shape (len(user_pos), n_items),
+        written into ``out`` if given (float32, C-contiguous)."""
+        scores = np.matmul(self.user_emb[user_pos], self.item_emb.T, out=out)
+        scores += self.item_bias  # in place: no second users x items array
+        return scores
 
     def save(self, path: Path) -> None:
         """Write the model to a folder: arrays as .npy, parameters as JSON."""
