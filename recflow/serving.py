@@ -2,7 +2,9 @@
 
 In (per request): a DataFrame with a ``user_id`` column, params ``k`` and ``filter_seen``.
 Out: one row per recommendation (user_id, rank, item_id, title, genres, score, source), best
-first. Users the model never saw get the most popular items, with source "popular".
+first (equal scores: the item first in the model's order). With filter_seen (the default) a
+user's seen items are left out, so one who has seen almost everything gets fewer than k rows.
+Users the model never saw get the most popular items, with source "popular".
 
 The bundle (``write_bundle``) is the model's arrays (``Recommender.save``), ``items.parquet``
 (titles, genres) and the seen table as CSR over the model's user and item positions, so that
@@ -13,6 +15,7 @@ the items at positions ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]``
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +32,18 @@ from recflow.constants import (
     TITLE_COL,
     USER_COL,
 )  # fmt: skip
-from recflow.metrics import top_k
 from recflow.model import Recommender
 
 MAX_K = 1000
 SOURCE_COL = "source"
 OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, SOURCE_COL]
 ARTIFACT_KEY = "recommender"
+# Scores of known users are computed this many bytes at a time (a block of 70 users at
+# ML-25M's 59k items): under glibc's largest mmap threshold (32 MB), so a freed block is reused
+# from the heap rather than mapped and page-faulted in again on every call.
+BLOCK_BYTES = 16 * 2**20
+# Most columns per set when top_k_finite bounds a row's k-th best score by set maxima.
+SET_SIZE = 128
 
 
 def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
@@ -78,6 +86,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         self.seen_indptr = np.load(path / "seen_indptr.npy", mmap_mode="r")
         self.seen_indices = np.load(path / "seen_indices.npy", mmap_mode="r")
         self.popularity = np.load(path / "popularity.npy").astype(np.float32)
+        # What unknown users get: every item, most popular first (ties by position).
+        self.popular = np.argsort(-self.popularity, kind="stable")
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -106,35 +116,86 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         pos = self.model.user_positions(users)
         known = pos >= 0
         n_items = len(self.model.item_ids)
-        scores = np.empty((len(users), n_items), dtype=np.float32)
-        scores[known] = self.model.scores(pos[known])
-        scores[~known] = self.popularity
-        exclude = np.zeros_like(scores, dtype=bool)
-        if filter_seen and known.any():
-            lo, hi = self.seen_indptr[pos[known]], self.seen_indptr[pos[known] + 1]
-            counts = hi - lo
-            # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
-            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-            exclude[np.repeat(np.flatnonzero(known), counts), self.seen_indices[idx]] = True
-        ranked = top_k(scores, exclude, k)
-        kk = ranked.shape[1]
-        flat = ranked.ravel()
-        out = pd.DataFrame(
+        k = min(k, n_items)
+        rows, cols, scores = [], [], []
+        # Known users a block at a time, into one buffer reused for the whole call: memory stays
+        # at one block whatever the number of users, and the block's pages stay mapped.
+        known_rows = np.flatnonzero(known)
+        step = max(2, BLOCK_BYTES // (4 * n_items))
+        bounds = list(range(0, known_rows.size, step)) + [known_rows.size]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            # No one-user block after others: BLAS scores one user with a matrix-vector
+            # product, whose rounding differs from the matrix product of the other blocks.
+            del bounds[-2]
+        buffer = np.empty((min(step + 1, known_rows.size), n_items), dtype=np.float32)
+        for start, stop in itertools.pairwise(bounds):
+            block_rows = known_rows[start:stop]
+            block = self._scores(pos[block_rows], buffer[: block_rows.size], filter_seen)
+            r, c = top_k_finite(block, k)
+            rows.append(block_rows[r])
+            cols.append(c)
+            scores.append(block[r, c])
+        # Unknown users all get the same list: the most popular items.
+        unknown = np.flatnonzero(~known)
+        rows.append(np.repeat(unknown, k))
+        cols.append(np.tile(self.popular[:k], unknown.size))
+        scores.append(np.tile(self.popularity[self.popular[:k]], unknown.size))
+        row = np.concatenate(rows)
+        order = np.argsort(row, kind="stable")  # back to the input's order, best first per user
+        row, col = row[order], np.concatenate(cols)[order]
+        return pd.DataFrame(
             {
-                USER_COL: np.repeat(users, kk),
-                RANK_COL: np.tile(np.arange(1, kk + 1), len(users)),
-                ITEM_COL: self.model.item_ids[flat],
-                TITLE_COL: self.titles[flat],
-                GENRES_COL: self.genres[flat],
-                SCORE_COL: np.where(exclude, -np.inf, scores)[
-                    np.repeat(np.arange(len(users)), kk), flat
-                ].astype(float),
-                SOURCE_COL: np.repeat(np.where(known, "model", "popular"), kk),
+                USER_COL: users[row],
+                RANK_COL: np.arange(1, row.size + 1) - np.searchsorted(row, row),
+                ITEM_COL: self.model.item_ids[col],
+                TITLE_COL: self.titles[col],
+                GENRES_COL: self.genres[col],
+                SCORE_COL: np.concatenate(scores)[order].astype(float),
+                SOURCE_COL: np.where(known[row], "model", "popular"),
             },
             columns=OUTPUT_COLS,
         )
-        # A user who has seen almost everything gets fewer than k rows, never a seen item.
-        return out[np.isfinite(out[SCORE_COL])].reset_index(drop=True)
+
+    def _scores(self, pos: np.ndarray, out: np.ndarray, filter_seen: bool) -> np.ndarray:
+        # Every item's score for the users at ``pos``, into ``out``; seen items get -inf.
+        self.model.scores(pos, out=out)
+        if filter_seen:
+            lo = self.seen_indptr[pos]
+            counts = self.seen_indptr[pos + 1] - lo
+            # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
+            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
+        return out
+
+
+def top_k_finite(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) positions of each row's ``k`` best finite scores: row by row, best first,
+    ties by column; a row with fewer than ``k`` finite scores gives all of them.
+
+    No row is sorted or partitioned whole. Split into ``k`` or more disjoint sets, a row's
+    ``k``-th largest set maximum is at most its ``k``-th largest score, so only the sets whose
+    maximum reaches that bound (a few more than ``k`` of them) need a closer look.
+    """
+    n_rows, n = scores.shape
+    # ~4k sets: the bound then lets through ~1.15k scores. Set j is columns j, j + n_sets, ...
+    # so that its maximum is an elementwise maximum of contiguous rows (vectorised).
+    size = max(1, min(SET_SIZE, n // (4 * k)))
+    n_sets = n // size
+    whole = size * n_sets
+    sets = scores[:, :whole].reshape(n_rows, size, n_sets)
+    maxima = sets.max(axis=1)
+    bound = np.partition(maxima, n_sets - k, axis=1)[:, n_sets - k]
+    # Never -inf: excluded items are no candidates, and a row short of k keeps every finite one.
+    bound = np.maximum(bound, np.finfo(scores.dtype).min)[:, None]
+    r, j = np.nonzero(maxima >= bound)
+    hot, i = np.nonzero(sets[r, :, j] >= bound[r])
+    tail_rows, tail_cols = np.nonzero(scores[:, whole:] >= bound)  # the last n % size columns
+    rows = np.concatenate([r[hot], tail_rows])
+    cols = np.concatenate([i * n_sets + j[hot], tail_cols + whole])
+    order = np.lexsort((cols, -scores[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    keep = np.arange(rows.size) - np.searchsorted(rows, rows) < k
+    return rows[keep], cols[keep]
 
 
 def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:

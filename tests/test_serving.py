@@ -99,3 +99,111 @@ def test_a_seen_item_unknown_to_the_model_filters_nothing(tmp_path: Path) -> Non
         loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(tmp_path / name)}))
         answers.append(loaded.predict(None, pd.DataFrame({"user_id": [0, 1]}), {"k": 20}))
     pd.testing.assert_frame_equal(answers[0], answers[1])
+
+
+def _reference_predict(python_model, users: list[int], k: int, filter_seen: bool) -> pd.DataFrame:
+    """predict's contract, one user at a time: score every item, drop seen ones, sort the rest
+    best first (ties by item position), keep k; unknown users get the most popular items."""
+    model = python_model.model
+    popular = np.argsort(-python_model.popularity, kind="stable")
+    rows, cols, scores = [], [], []
+    for row, user in enumerate(users):
+        p = model.user_positions(np.array([user]))[0]
+        if p < 0:
+            best, s = popular[:k], python_model.popularity
+        else:
+            s = model.scores(np.array([p]))[0]
+            if filter_seen:
+                lo, hi = python_model.seen_indptr[p], python_model.seen_indptr[p + 1]
+                s[python_model.seen_indices[lo:hi]] = -np.inf
+            best = np.argsort(-s, kind="stable")[:k]
+            best = best[np.isfinite(s[best])]
+        rows.append(np.full(len(best), row))
+        cols.append(best)
+        scores.append(s[best])
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    known = model.user_positions(np.asarray(users))[row] >= 0
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(users, dtype=np.int64)[row],
+            "rank": np.concatenate([np.arange(1, len(c) + 1) for c in cols]),
+            "item_id": model.item_ids[col],
+            "title": python_model.titles[col],
+            "genres": python_model.genres[col],
+            "score": np.concatenate(scores).astype(float),
+            "source": np.where(known, "model", "popular"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory: pytest.TempPathFactory) -> serving.RecommenderModel:
+    """A random model of 40 users x 301 items with many tied scores, and seen items: user 100
+    has seen all but 3 items, user 101 every item, user 102 none. Embeddings and biases are
+    small multiples of 1/4, so every score is exact whatever order BLAS adds in."""
+    rng = np.random.default_rng(10)
+    n_users, n_items = 40, 301
+    user_ids = np.arange(100, 100 + n_users)
+    item_ids = np.sort(rng.choice(10_000, n_items, replace=False))
+    user_emb = rng.integers(-8, 9, (n_users, 4)).astype(np.float32) / 4
+    user_emb[-10:] = 0  # these users' scores are the item biases, which tie in fives
+    model = Recommender(
+        FMParams(factors=2), user_ids, item_ids, user_emb,
+        rng.integers(-8, 9, (n_items, 4)).astype(np.float32) / 4,
+        rng.integers(0, 60, n_items).astype(np.float32),
+    )  # fmt: skip
+    pairs = [(u, i) for u in user_ids[3:] for i in rng.choice(item_ids, 40)]
+    pairs += [(100, i) for i in item_ids[3:]] + [(101, i) for i in item_ids]
+    seen = pd.DataFrame(pairs, columns=["user_id", "item_id"])
+    items = pd.DataFrame({"item_id": item_ids, "title": [f"T{i}" for i in item_ids], "genres": "G"})
+    folder = tmp_path_factory.mktemp("random")
+    serving.write_bundle(folder, model, items, seen)
+    loaded = serving.RecommenderModel()
+    loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(folder)}))
+    return loaded
+
+
+@pytest.mark.parametrize("k", [1, 10, 77, 301, serving.MAX_K])
+@pytest.mark.parametrize("filter_seen", [True, False])
+def test_predict_equals_a_per_user_reference(
+    random_model: serving.RecommenderModel, k: int, filter_seen: bool
+) -> None:
+    """Guards the batched ranking (blocks of users, top-k bounded by set maxima, seen items set
+    to -inf in place): same rows, ranks, items, scores and sources as ranking user by user, with
+    unknown and repeated users, users who have seen (almost) everything, ties, k > n_items."""
+    users = [*range(100, 140), 7, 100, 101, 99_999, 139]
+    expected = _reference_predict(random_model, users, min(k, 301), filter_seen)
+    got = random_model.predict(
+        None, pd.DataFrame({"user_id": users}), {"k": k, "filter_seen": filter_seen}
+    )
+    pd.testing.assert_frame_equal(got, expected)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 301 * 7])
+def test_predict_does_not_depend_on_the_block_size(
+    random_model: serving.RecommenderModel, block_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = pd.DataFrame({"user_id": [*range(100, 140), 5]})
+    expected = random_model.predict(None, users, {"k": 10})
+    monkeypatch.setattr(serving, "BLOCK_BYTES", block_bytes)
+    pd.testing.assert_frame_equal(random_model.predict(None, users, {"k": 10}), expected)
+
+
+def test_no_users_gives_no_rows(random_model: serving.RecommenderModel) -> None:
+    out = random_model.predict(None, pd.DataFrame({"user_id": np.array([], dtype=np.int64)}))
+    assert list(out.columns) == serving.OUTPUT_COLS and out.empty
+
+
+@pytest.mark.parametrize(
+    ("n", "k"), [(1, 1), (5, 3), (130, 1), (1000, 10), (1000, 250), (997, 997)]
+)
+def test_top_k_finite_equals_a_full_sort(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    scores = rng.integers(0, 50, (6, n)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0] = -np.inf
+    rows, cols = serving.top_k_finite(scores, k)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    finite = np.isfinite(np.take_along_axis(scores, order, axis=1))
+    assert rows.tolist() == np.nonzero(finite)[0].tolist()
+    assert cols.tolist() == order[finite].tolist()
