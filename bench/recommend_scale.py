@@ -1,8 +1,9 @@
 """Batch scoring at ML-25M scale: the streaming ``recommend`` step vs concatenating every batch.
 
-Builds an ML-25M-shaped served model directly (random float32 embeddings for 162,541 users and
-59,047 items, a long-tailed seen table of ~19M rows) with ``recflow.serving.write_bundle`` and
-``log_model`` into a temporary tracking store, then runs, each in a fresh process:
+Builds an ML-25M-shaped served model directly (random float32 embeddings, 64 columns, for
+162,541 users and 59,047 items, a long-tailed seen table of ~19M rows) with
+``recflow.serving.write_bundle`` and ``log_model`` into a temporary tracking store, then runs,
+each in a fresh process:
 
 - new: ``python -m steps.recommend --users <first N users | all>`` (streams each batch to disk),
   at two user counts, to show peak memory does not grow with the users;
@@ -35,7 +36,8 @@ if str(ROOT) not in sys.path:
 from recflow.constants import GENRES_COL, ITEM_COL, TITLE_COL, USER_COL  # noqa: E402
 from recflow.model import FMParams, Recommender  # noqa: E402
 
-N_USERS, N_ITEMS, N_SEEN, DIM = 162_541, 59_047, 19_000_000, 40
+# DIM: 32 factors, stored as [v, x v] side by side, as bench/serve_scale.py.
+N_USERS, N_ITEMS, N_SEEN, DIM = 162_541, 59_047, 19_000_000, 64
 
 # The pre-streaming path: same loading, user list and batches, all rows held until the end.
 OLD = """
