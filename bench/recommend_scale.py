@@ -92,16 +92,29 @@ def build_model(rng: np.random.Generator, folder: Path) -> str:
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and last output line of ``cmd`` in a fresh process."""
+    """Wall seconds, peak RSS (MiB) and last output line of ``cmd`` in a fresh process.
+
+    Peak RSS is the child's VmHWM, read every 50 ms while it runs (a high-water mark, so only
+    growth in its last 50 ms could be missed). Its ru_maxrss would not do: it starts from this
+    process's RSS at fork, and this process holds the ~1.5 GB it built the model with.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
+    proc_dir, argv, peak = Path(f"/proc/{proc.pid}"), [c.encode() for c in cmd], 0.0
+    while proc.poll() is None:
+        try:
+            if (proc_dir / "cmdline").read_bytes().split(b"\0")[:-1] == argv:  # exec'd
+                hwm = (proc_dir / "status").read_text().split("VmHWM:")[1].split()[0]
+                peak = max(peak, int(hwm) / 1024)
+        except (OSError, IndexError):
+            pass  # exiting
+        time.sleep(0.05)
     wall = time.perf_counter() - t0
     out = proc.stdout.read().strip().splitlines()
     proc.stdout.close()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed")
-    return wall, usage.ru_maxrss / 1024, out[-1] if out else ""
+    return wall, peak, out[-1] if out else ""
 
 
 def main() -> None:
