@@ -40,7 +40,9 @@ from steps.common import data_dir, step
 @click.option("--metric", default=C.DEFAULT_METRIC, show_default=True,
               help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
 @click.option("--search_space", default="", help="Search-space YAML (default: the packaged one).")
-@click.option("--pruner", default="median", show_default=True, type=click.Choice(sampling.PRUNERS))
+@click.option(
+    "--pruner", default="quartile", show_default=True, type=click.Choice(sampling.PRUNERS)
+)
 @click.option("--storage", default="",
               help="optuna storage: a database URL or a journal file path "
               "(default: $RECFLOW_DATA_DIR/optuna/studies.journal).")  # fmt: skip

@@ -25,7 +25,7 @@ def test_train_best_tests_at_the_tuned_k_and_register_gates_on_it(prep_id: str) 
     assert register.data.tags["recflow.promotion_reason"].startswith("test_recall_at_20 ")
 
 
-@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+@pytest.mark.parametrize("pruner", ["quartile", "median", "hyperband"])
 def test_a_categorical_epochs_entry_is_a_valid_space(
     prep_id: str, tmp_path: Path, pruner: str
 ) -> None:

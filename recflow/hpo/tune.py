@@ -40,7 +40,7 @@ class Search:
     space: list[Dimension]
     n_trials: int
     seed: int
-    pruner: str = "median"
+    pruner: str = "quartile"
     timeout: int = 0  # seconds; 0 = no limit
     n_jobs: int = 1
     fidelity: Fidelity = Fidelity(None, None)  # what ``data`` was sampled with (fidelity.apply)
