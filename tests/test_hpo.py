@@ -21,7 +21,7 @@ from recflow.errors import UserError
 from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
 from recflow.hpo.objective import PATIENCE, Objective
-from recflow.hpo.sampling import TrialSeededTPE
+from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
@@ -149,6 +149,21 @@ def test_trials_are_child_runs_with_learning_curves(prep_id: str, tmp_path: Path
     assert best in {t.info.run_id for t in trials}
     plots = {a.path for a in client.list_artifacts(hpo_id, "plots")}
     assert "plots/optimization_history.png" in plots
+
+
+def test_the_quartile_pruner_prunes_only_the_bottom_quarter() -> None:
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("quartile", 40))
+    for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        study.add_trial(create_trial(value=v, intermediate_values={3: v}))
+    pruned = {}
+    for v in (0.15, 0.35, 0.65):
+        trial = study.ask()
+        trial.report(v, 3)
+        pruned[v] = trial.should_prune()
+        study.tell(trial, state=TrialState.PRUNED)
+    assert pruned == {0.15: True, 0.35: False, 0.65: False}
 
 
 class _PruneAfterTwo(optuna.pruners.BasePruner):

@@ -88,7 +88,8 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     (most trials stop at its first rungs); ``none`` never prunes.
     """
     if name == "quartile":
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=3)
+        # optuna's percentile is the share kept: 75.0 prunes the bottom quarter.
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
     if name == "hyperband":
