@@ -156,11 +156,11 @@ def test_the_quartile_pruner_prunes_only_the_bottom_quarter() -> None:
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner("quartile", 40))
     for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        study.add_trial(create_trial(value=v, intermediate_values={3: v}))
+        study.add_trial(create_trial(value=v, intermediate_values={5: v}))
     pruned = {}
     for v in (0.15, 0.35, 0.65):
         trial = study.ask()
-        trial.report(v, 3)
+        trial.report(v, 5)
         pruned[v] = trial.should_prune()
         study.tell(trial, state=TrialState.PRUNED)
     assert pruned == {0.15: True, 0.35: False, 0.65: False}
