@@ -14,6 +14,7 @@ import optuna
 from recflow import constants as C
 from recflow.contracts import load_prepared
 from recflow.hpo import fidelity, sampling, space, tune
+from recflow.hpo.objective import PATIENCE
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.metrics import metric_key
 from steps.common import data_dir, step
@@ -56,11 +57,14 @@ from steps.common import data_dir, step
 @click.option("--eval_users", default=fidelity.AUTO, show_default=True,
               help="Validate each trial on this many validation users (seeded sample): a number, "
               f"'all', or 'auto' (at most {fidelity.AUTO_EVAL_USERS:,}).")  # fmt: skip
+@click.option("--patience", default=PATIENCE, show_default=True, type=click.IntRange(min=0),
+              help="A trial stops after this many epochs without a better validation score "
+              "(0 = train every trial to its epochs).")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(
     preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
     pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,
-    seed: int,
+    patience: int, seed: int,
 ) -> None:  # fmt: skip
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with step("hpo") as s, tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +89,7 @@ def main(
         })  # fmt: skip
         # Each trial trains in its own process; more threads than cores only queue.
         jobs = n_jobs or len(os.sched_getaffinity(0))
-        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid)
+        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, patience)
         result = tune.tune(trial_data, search, store, name, s.run_id)
         tune.log_result(result, metric, prep)
         best, counts = result.best, result.counts

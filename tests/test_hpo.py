@@ -187,6 +187,23 @@ def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> No
         assert [m.step for m in history] == [1, 2]
 
 
+def test_patience_zero_trains_every_epoch(prep_id: str, tmp_path: Path) -> None:
+    from recflow.contracts import load_prepared
+
+    data = load_prepared(prep_id, tmp_path)
+    (tmp_path / "space.yaml").write_text(
+        "epochs: 12\nlearning_rate: {type: float, low: 0.001, high: 0.002}\n"
+    )
+    space = load_space(tmp_path / "space.yaml")
+    with mlflow.start_run() as parent:
+        study = optuna.create_study(direction="maximize")
+        study.optimize(Objective(data, space, "ndcg@10", 1, parent.info.run_id, patience=0), 1)
+    (run,) = trial_runs(parent.info.run_id)
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "ndcg_at_10")
+    assert len(history) == 12
+    assert study.trials[0].value == max(m.value for m in history)
+
+
 def test_study_with_other_metric_is_refused_untouched(prep_id: str, tmp_path: Path) -> None:
     journal = tmp_path / "j.log"
     common = ["--preprocess_run_id", prep_id, "--storage", str(journal), "--study_name", "s"]

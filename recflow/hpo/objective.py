@@ -2,7 +2,7 @@
 
 In: the prepared splits, the search space, the objective metric and the worker's hpo run. Out:
 the trial's validation objective at its best epoch (training stops once validation has not
-improved for ``PATIENCE`` epochs); a nested MLflow run with the trial's parameters, the
+improved for ``patience`` epochs, default ``PATIENCE``); a nested MLflow run with the trial's parameters, the
 objective's learning curve, and ``best_epoch`` and ``best_<metric>`` for every metric at the
 objective's k at that epoch.
 """
@@ -25,7 +25,7 @@ from recflow.model import Recommender
 from recflow.preprocess import Prepared
 from recflow.training import fit_isolated
 
-# Epochs without a better validation score before a trial stops. Learning curves on MovieLens
+# Epochs without a better validation score before a trial stops (0: never stop early). Learning curves on MovieLens
 # wobble by an epoch or two around their peak and then decline for good.
 PATIENCE = 3
 
@@ -43,9 +43,15 @@ class Objective:
     """
 
     def __init__(
-        self, data: Prepared, space: list[Dimension], metric: str, seed: int, parent_run_id: str
+        self,
+        data: Prepared,
+        space: list[Dimension],
+        metric: str,
+        seed: int,
+        parent_run_id: str,
+        patience: int = PATIENCE,
     ) -> None:
-        self.data, self.space, self.seed = data, space, seed
+        self.data, self.space, self.seed, self.patience = data, space, seed, patience
         self.key = metric_key(metric)
         self.k = parse_metric(metric)[1]
         self.parent = MlflowClient().get_run(parent_run_id)
@@ -81,7 +87,7 @@ class Objective:
             trial.report(value, epoch + 1)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
-            if epoch + 1 - best[attrs.BEST_EPOCH] >= PATIENCE:
+            if self.patience and epoch + 1 - best[attrs.BEST_EPOCH] >= self.patience:
                 raise _EarlyStop
 
         state, status = "FAILED", "FAILED"

@@ -21,7 +21,7 @@ from recflow.contracts import link_upstream, log_best_params
 from recflow.errors import UserError
 from recflow.hpo import attrs
 from recflow.hpo.fidelity import Fidelity
-from recflow.hpo.objective import Objective
+from recflow.hpo.objective import PATIENCE, Objective
 from recflow.hpo.plots import save_plots
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import Dimension, max_epochs, warm_start
@@ -44,6 +44,7 @@ class Search:
     timeout: int = 0  # seconds; 0 = no limit
     n_jobs: int = 1
     fidelity: Fidelity = Fidelity(None, None)  # what ``data`` was sampled with (fidelity.apply)
+    patience: int = PATIENCE  # epochs without improvement before a trial stops; 0 = never
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def tune(
     )  # fmt: skip
     # Skipped when any trial (another worker's included) already has these values.
     study.enqueue_trial(warm_start(search.space), skip_if_exists=True)
-    objective = Objective(data, search.space, search.metric, search.seed, parent_run_id)
+    objective = Objective(
+        data, search.space, search.metric, search.seed, parent_run_id, search.patience
+    )
     run_worker(study, storage, objective, search.n_trials, search.timeout, search.n_jobs)
     counts = {
         "n_complete": count(study, TrialState.COMPLETE),
