@@ -17,6 +17,8 @@ from recflow.constants import ITEM_COL, POPULARITY_PREFIX, TEST_PREFIX, USER_COL
 from recflow.errors import UserError
 
 METRICS = ("precision", "recall", "ndcg", "hit_rate", "mrr")
+# Most columns per set when top_k_finite bounds a row's k-th best score by set maxima.
+SET_SIZE = 128
 Scorer = Callable[[np.ndarray], np.ndarray]  # user positions (B,) -> scores (B, n_items)
 
 
@@ -57,13 +59,34 @@ def parse_metric(name: str) -> tuple[str, int]:
     return base, int(k)
 
 
-def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
-    """Column positions of the ``k`` best scores per row, best first, skipping ``exclude``."""
-    scores = np.where(exclude, -np.inf, scores)
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+def top_k_finite(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) positions of each row's ``k`` best finite scores: row by row, best first,
+    ties by column; a row with fewer than ``k`` finite scores gives all of them.
+
+    No row is sorted or partitioned whole. Split into ``k`` or more disjoint sets, a row's
+    ``k``-th largest set maximum is at most its ``k``-th largest score, so only the sets whose
+    maximum reaches that bound (a few more than ``k`` of them) need a closer look.
+    """
+    n_rows, n = scores.shape
+    # ~4k sets: the bound then lets through ~1.15k scores. Set j is columns j, j + n_sets, ...
+    # so that its maximum is an elementwise maximum of contiguous rows (vectorised).
+    size = max(1, min(SET_SIZE, n // (4 * k)))
+    n_sets = n // size
+    whole = size * n_sets
+    sets = scores[:, :whole].reshape(n_rows, size, n_sets)
+    maxima = sets.max(axis=1)
+    bound = np.partition(maxima, n_sets - k, axis=1)[:, n_sets - k]
+    # Never -inf: excluded items are no candidates, and a row short of k keeps every finite one.
+    bound = np.maximum(bound, np.finfo(scores.dtype).min)[:, None]
+    r, j = np.nonzero(maxima >= bound)
+    hot, i = np.nonzero(sets[r, :, j] >= bound[r])
+    tail_rows, tail_cols = np.nonzero(scores[:, whole:] >= bound)  # the last n % size columns
+    rows = np.concatenate([r[hot], tail_rows])
+    cols = np.concatenate([i * n_sets + j[hot], tail_cols + whole])
+    order = np.lexsort((cols, -scores[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    keep = np.arange(rows.size) - np.searchsorted(rows, rows) < k
+    return rows[keep], cols[keep]
 
 
 def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
@@ -99,19 +122,31 @@ def evaluate(
     if users.size == 0:
         raise ValueError("no held-out interactions to evaluate on")
     totals = dict.fromkeys(METRICS, 0.0)
-    # Sort both sets by user once, so each batch reads one contiguous slice of them.
+    # Seen pairs sorted by user, so that each batch reads one contiguous slice; relevant pairs
+    # as sorted user * n_items + item keys, so that a hit is one binary search per ranked item.
     seen_u, seen_i = _by_user(*seen)
-    rel_u, rel_i = _by_user(*relevant)
-    row = np.full(int(max(seen_u.max(initial=0), rel_u.max())) + 1, -1)
+    rel_keys = np.unique(relevant[0].astype(np.int64) * n_items + relevant[1])
+    n_relevant = np.bincount(rel_keys // n_items)[users]
+    row = np.full(int(max(seen_u.max(initial=0), users[-1])) + 1, -1)
+    kk = min(k, n_items)
     for start in range(0, users.size, batch_size):
         batch = users[start : start + batch_size]
+        scores = scorer(batch)
+        if not scores.flags.writeable:  # e.g. popularity's one row broadcast to all
+            scores = np.array(scores, dtype=np.float32)
+        # Seen items to -inf in place: no dense mask and no second users x items array.
+        lo, hi = np.searchsorted(seen_u, [batch[0], batch[-1] + 1])
         row[batch] = np.arange(batch.size)
-        exclude = _dense(row, seen_u, seen_i, batch, n_items)
-        rel = _dense(row, rel_u, rel_i, batch, n_items)
+        r = row[seen_u[lo:hi]]
+        scores[r[r >= 0], seen_i[lo:hi][r >= 0]] = -np.inf
         row[batch] = -1
-        ranked = top_k(scorer(batch), exclude, k)
-        hits = np.take_along_axis(rel, ranked, axis=1)
-        for name, values in ranking_metrics(hits, rel.sum(axis=1)).items():
+        rows, cols = top_k_finite(scores, kk)
+        keys = batch[rows].astype(np.int64) * n_items + cols
+        found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
+        hits = np.zeros((batch.size, kk), dtype=bool)  # a user short of k unseen items: misses
+        hits[rows, np.arange(rows.size) - np.searchsorted(rows, rows)] = rel_keys[found] == keys
+        n_rel = n_relevant[start : start + batch_size]
+        for name, values in ranking_metrics(hits, n_rel).items():
             totals[name] += float(values.sum())
     return {_key(name, k): total / users.size for name, total in totals.items()}
 
@@ -119,17 +154,6 @@ def evaluate(
 def _by_user(u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(u, kind="stable")
     return u[order], i[order]
-
-
-def _dense(
-    row: np.ndarray, u: np.ndarray, i: np.ndarray, batch: np.ndarray, n_items: int
-) -> np.ndarray:
-    # Boolean (batch, n_items) matrix of the pairs whose user is in ``batch``.
-    lo, hi = np.searchsorted(u, [batch[0], batch[-1] + 1])
-    r = row[u[lo:hi]]
-    out = np.zeros((batch.size, n_items), dtype=bool)
-    out[r[r >= 0], i[lo:hi][r >= 0]] = True
-    return out
 
 
 def popularity_scorer(train_items: np.ndarray, n_items: int) -> Scorer:

@@ -32,6 +32,7 @@ from recflow.constants import (
     TITLE_COL,
     USER_COL,
 )  # fmt: skip
+from recflow.metrics import top_k_finite
 from recflow.model import Recommender
 
 MAX_K = 1000
@@ -42,8 +43,6 @@ ARTIFACT_KEY = "recommender"
 # ML-25M's 59k items): under glibc's largest mmap threshold (32 MB), so a freed block is reused
 # from the heap rather than mapped and page-faulted in again on every call.
 BLOCK_BYTES = 16 * 2**20
-# Most columns per set when top_k_finite bounds a row's k-th best score by set maxima.
-SET_SIZE = 128
 
 
 def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
@@ -166,36 +165,6 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
         return out
-
-
-def top_k_finite(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) positions of each row's ``k`` best finite scores: row by row, best first,
-    ties by column; a row with fewer than ``k`` finite scores gives all of them.
-
-    No row is sorted or partitioned whole. Split into ``k`` or more disjoint sets, a row's
-    ``k``-th largest set maximum is at most its ``k``-th largest score, so only the sets whose
-    maximum reaches that bound (a few more than ``k`` of them) need a closer look.
-    """
-    n_rows, n = scores.shape
-    # ~4k sets: the bound then lets through ~1.15k scores. Set j is columns j, j + n_sets, ...
-    # so that its maximum is an elementwise maximum of contiguous rows (vectorised).
-    size = max(1, min(SET_SIZE, n // (4 * k)))
-    n_sets = n // size
-    whole = size * n_sets
-    sets = scores[:, :whole].reshape(n_rows, size, n_sets)
-    maxima = sets.max(axis=1)
-    bound = np.partition(maxima, n_sets - k, axis=1)[:, n_sets - k]
-    # Never -inf: excluded items are no candidates, and a row short of k keeps every finite one.
-    bound = np.maximum(bound, np.finfo(scores.dtype).min)[:, None]
-    r, j = np.nonzero(maxima >= bound)
-    hot, i = np.nonzero(sets[r, :, j] >= bound[r])
-    tail_rows, tail_cols = np.nonzero(scores[:, whole:] >= bound)  # the last n % size columns
-    rows = np.concatenate([r[hot], tail_rows])
-    cols = np.concatenate([i * n_sets + j[hot], tail_cols + whole])
-    order = np.lexsort((cols, -scores[rows, cols], rows))
-    rows, cols = rows[order], cols[order]
-    keep = np.arange(rows.size) - np.searchsorted(rows, rows) < k
-    return rows[keep], cols[keep]
 
 
 def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recflow import serving
+from recflow.metrics import top_k_finite
 from recflow.model import FMParams, Recommender
 from tests.helpers import checkerboard_data, save_checkerboard_pyfunc
 
@@ -202,7 +203,7 @@ def test_top_k_finite_equals_a_full_sort(n: int, k: int) -> None:
     scores = rng.integers(0, 50, (6, n)).astype(np.float32)  # many ties
     scores[rng.random(scores.shape) < 0.3] = -np.inf
     scores[0] = -np.inf
-    rows, cols = serving.top_k_finite(scores, k)
+    rows, cols = top_k_finite(scores, k)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     finite = np.isfinite(np.take_along_axis(scores, order, axis=1))
     assert rows.tolist() == np.nonzero(finite)[0].tolist()
