@@ -8,6 +8,7 @@ and MRR at k over users with at least one held-out item.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -118,42 +119,72 @@ def evaluate(
     ``seen`` and ``relevant`` are (user positions, item positions) pairs; positions index the
     scorer's rows and columns. Seen items are excluded from each user's ranking.
     """
-    users = np.unique(relevant[0])
-    if users.size == 0:
-        raise ValueError("no held-out interactions to evaluate on")
-    totals = dict.fromkeys(METRICS, 0.0)
-    # Seen pairs sorted by user, so that each batch reads one contiguous slice; relevant pairs
-    # as sorted user * n_items + item keys, so that a hit is one binary search per ranked item.
-    seen_u, seen_i = _by_user(*seen)
-    rel_keys = np.unique(relevant[0].astype(np.int64) * n_items + relevant[1])
-    n_relevant = np.bincount(rel_keys // n_items)[users]
-    row = np.full(int(max(seen_u.max(initial=0), users[-1])) + 1, -1)
-    kk = min(k, n_items)
-    for start in range(0, users.size, batch_size):
-        batch = users[start : start + batch_size]
-        scores = scorer(batch)
-        if not scores.flags.writeable:  # e.g. popularity's one row broadcast to all
-            scores = np.array(scores, dtype=np.float32)
-        # Seen items to -inf in place: no dense mask and no second users x items array.
-        lo, hi = np.searchsorted(seen_u, [batch[0], batch[-1] + 1])
-        row[batch] = np.arange(batch.size)
-        r = row[seen_u[lo:hi]]
-        scores[r[r >= 0], seen_i[lo:hi][r >= 0]] = -np.inf
-        row[batch] = -1
-        rows, cols = top_k_finite(scores, kk)
-        keys = batch[rows].astype(np.int64) * n_items + cols
-        found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
-        hits = np.zeros((batch.size, kk), dtype=bool)  # a user short of k unseen items: misses
-        hits[rows, np.arange(rows.size) - np.searchsorted(rows, rows)] = rel_keys[found] == keys
-        n_rel = n_relevant[start : start + batch_size]
-        for name, values in ranking_metrics(hits, n_rel).items():
-            totals[name] += float(values.sum())
-    return {_key(name, k): total / users.size for name, total in totals.items()}
+    return Holdout.from_pairs(n_items, seen, relevant).evaluate(scorer, k, batch_size)
 
 
-def _by_user(u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(u, kind="stable")
-    return u[order], i[order]
+@dataclass(frozen=True)
+class Holdout:
+    """Seen and held-out pairs as positions, indexed once for evaluating many times (every
+    epoch of a trial): seen pairs sorted by user, so that a batch of users reads one slice;
+    held-out pairs as sorted ``user * n_items + item`` keys, so that a hit is a binary search."""
+
+    n_items: int
+    users: np.ndarray  # users with held-out items, ascending
+    seen_u: np.ndarray
+    seen_i: np.ndarray
+    rel_keys: np.ndarray
+    n_relevant: np.ndarray  # distinct held-out items of each of ``users``
+
+    @classmethod
+    def from_pairs(
+        cls,
+        n_items: int,
+        seen: tuple[np.ndarray, np.ndarray],
+        relevant: tuple[np.ndarray, np.ndarray],
+    ) -> Holdout:
+        """From (user positions, item positions) pairs."""
+        users = np.unique(relevant[0])
+        if users.size == 0:
+            raise ValueError("no held-out interactions to evaluate on")
+        order = np.argsort(seen[0], kind="stable")
+        rel_keys = np.unique(relevant[0].astype(np.int64) * n_items + relevant[1])
+        n_relevant = np.bincount(rel_keys // n_items)[users]
+        return cls(n_items, users, seen[0][order], seen[1][order], rel_keys, n_relevant)
+
+    @classmethod
+    def of(cls, model: Ranker, seen: pd.DataFrame, held_out: pd.DataFrame) -> Holdout:
+        """``seen`` and ``held_out`` interactions as ``model``'s positions; pairs the model
+        cannot rank (unknown user or item) are left out."""
+        return cls.from_pairs(
+            len(model.item_ids), _positions(model, seen), _positions(model, held_out)
+        )
+
+    def evaluate(self, scorer: Scorer, k: int, batch_size: int = 1024) -> dict[str, float]:
+        """Mean metrics at ``k`` over ``users``, seen items excluded from their rankings."""
+        totals = dict.fromkeys(METRICS, 0.0)
+        users, seen_u, seen_i, rel_keys = self.users, self.seen_u, self.seen_i, self.rel_keys
+        row = np.full(int(max(seen_u.max(initial=0), users[-1])) + 1, -1)
+        kk = min(k, self.n_items)
+        for start in range(0, users.size, batch_size):
+            batch = users[start : start + batch_size]
+            scores = scorer(batch)
+            if not scores.flags.writeable:  # e.g. popularity's one row broadcast to all
+                scores = np.array(scores, dtype=np.float32)
+            # Seen items to -inf in place: no dense mask and no second users x items array.
+            lo, hi = np.searchsorted(seen_u, [batch[0], batch[-1] + 1])
+            row[batch] = np.arange(batch.size)
+            r = row[seen_u[lo:hi]]
+            scores[r[r >= 0], seen_i[lo:hi][r >= 0]] = -np.inf
+            row[batch] = -1
+            rows, cols = top_k_finite(scores, kk)
+            keys = batch[rows].astype(np.int64) * self.n_items + cols
+            found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
+            hits = np.zeros((batch.size, kk), dtype=bool)  # a user short of k unseen: misses
+            hits[rows, np.arange(rows.size) - np.searchsorted(rows, rows)] = rel_keys[found] == keys
+            n_rel = self.n_relevant[start : start + batch_size]
+            for name, values in ranking_metrics(hits, n_rel).items():
+                totals[name] += float(values.sum())
+        return {_key(name, k): total / users.size for name, total in totals.items()}
 
 
 def popularity_scorer(train_items: np.ndarray, n_items: int) -> Scorer:
@@ -166,9 +197,7 @@ def evaluate_model(
     model: Ranker, seen: pd.DataFrame, held_out: pd.DataFrame, k: int
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``held_out`` interactions, excluding ``seen`` ones from rankings."""
-    return evaluate(
-        model.scores, len(model.item_ids), _positions(model, seen), _positions(model, held_out), k
-    )
+    return Holdout.of(model, seen, held_out).evaluate(model.scores, k)
 
 
 def evaluate_popularity(

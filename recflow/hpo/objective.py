@@ -20,7 +20,7 @@ from recflow.constants import TAG_STUDY
 from recflow.hpo import attrs
 from recflow.hpo.liveness import worker_id
 from recflow.hpo.space import Dimension, suggest
-from recflow.metrics import evaluate_model, metric_key, parse_metric
+from recflow.metrics import Holdout, metric_key, parse_metric
 from recflow.model import Recommender
 from recflow.preprocess import Prepared
 from recflow.training import fit_isolated
@@ -76,9 +76,12 @@ class Objective:
         logged = {**params.to_dict(), "trial_number": trial.number}
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in logged.items()])
         best: dict[str, float] = {}  # the metrics of the best epoch so far, and that epoch
+        holdout: list[Holdout] = []  # indexed at the first epoch: the model's ids never change
 
         def on_epoch(epoch: int, model: Recommender) -> None:
-            metrics = evaluate_model(model, self.data.train, self.data.valid, self.k)
+            if not holdout:
+                holdout.append(Holdout.of(model, self.data.train, self.data.valid))
+            metrics = holdout[0].evaluate(model.scores, self.k)
             value = metrics[self.key]
             client.log_metric(run_id, self.key, value, step=epoch + 1)
             if not best or value > best[self.key]:
