@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.cache import unquote
+from recflow.metrics import metric_key
 from recflow.model import FMParams
 from recflow.preprocess import Prepared
 from recflow.promotion import Model
@@ -70,6 +71,16 @@ def linked(run: Run, param: str) -> str:
 def tuned_metric(hpo_run: Run) -> str:
     """The objective an hpo run tuned, e.g. ``ndcg@10``."""
     return unquote(hpo_run.data.params["metric"])
+
+
+def tuned_curve(hpo_run: Run) -> list[tuple[int, float]]:
+    """The validation curve (epoch, value) of an hpo run's best trial; empty if it has none."""
+    trial = hpo_run.data.tags.get(C.TAG_BEST_TRIAL_RUN)
+    if not trial:
+        return []
+    key = metric_key(tuned_metric(hpo_run))
+    history = MlflowClient().get_metric_history(trial, key)
+    return sorted((m.step, m.value) for m in history)
 
 
 def lineage(train: Run) -> dict[str, str]:

@@ -161,10 +161,16 @@ class Holdout:
 
     def evaluate(self, scorer: Scorer, k: int, batch_size: int = 1024) -> dict[str, float]:
         """Mean metrics at ``k`` over ``users``, seen items excluded from their rankings."""
-        totals = dict.fromkeys(METRICS, 0.0)
+        return self.tally(scorer, [k], batch_size).metrics(k)
+
+    def tally(self, scorer: Scorer, ks: Iterable[int], batch_size: int = 1024) -> Tally:
+        """Rank every user's top ``max(ks)`` once; metrics at each of ``ks`` and exposure."""
+        ks = sorted(set(ks))
+        top = min(ks[-1], self.n_items)
+        sums = {k: dict.fromkeys(METRICS, 0.0) for k in ks}
+        exposure = np.zeros(top * self.n_items, dtype=np.int64)
         users, seen_u, seen_i, rel_keys = self.users, self.seen_u, self.seen_i, self.rel_keys
         row = np.full(int(max(seen_u.max(initial=0), users[-1])) + 1, -1)
-        kk = min(k, self.n_items)
         for start in range(0, users.size, batch_size):
             batch = users[start : start + batch_size]
             scores = scorer(batch)
@@ -176,15 +182,67 @@ class Holdout:
             r = row[seen_u[lo:hi]]
             scores[r[r >= 0], seen_i[lo:hi][r >= 0]] = -np.inf
             row[batch] = -1
-            rows, cols = top_k_finite(scores, kk)
+            rows, cols = top_k_finite(scores, top)
+            rank = np.arange(rows.size) - np.searchsorted(rows, rows)
             keys = batch[rows].astype(np.int64) * self.n_items + cols
             found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
-            hits = np.zeros((batch.size, kk), dtype=bool)  # a user short of k unseen: misses
-            hits[rows, np.arange(rows.size) - np.searchsorted(rows, rows)] = rel_keys[found] == keys
+            hits = np.zeros((batch.size, top), dtype=bool)  # a user short of k unseen: misses
+            hits[rows, rank] = rel_keys[found] == keys
+            exposure += np.bincount(rank * self.n_items + cols, minlength=exposure.size)
             n_rel = self.n_relevant[start : start + batch_size]
-            for name, values in ranking_metrics(hits, n_rel).items():
-                totals[name] += float(values.sum())
-        return {_key(name, k): total / users.size for name, total in totals.items()}
+            for k in ks:
+                # ranking_metrics divides precision by k itself: pad a catalogue shorter than k.
+                at_k = hits[:, :k] if k <= top else np.pad(hits, ((0, 0), (0, k - top)))
+                for name, values in ranking_metrics(at_k, n_rel).items():
+                    sums[k][name] += float(values.sum())
+        return Tally(users.size, sums, exposure.reshape(top, self.n_items))
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One ranking pass over a holdout's users: each metric summed over users at each k, and
+    how often each item was recommended at each rank."""
+
+    n_users: int
+    sums: dict[int, dict[str, float]]
+    exposure: np.ndarray  # (ranks, n_items)
+
+    def metrics(self, k: int) -> dict[str, float]:
+        """Mean metrics at ``k``, keyed as logged (``ndcg_at_10``)."""
+        return {_key(name, k): total / self.n_users for name, total in self.sums[k].items()}
+
+    def shown(self, k: int) -> np.ndarray:
+        """How many users had each item in their top ``k``."""
+        return self.exposure[:k].sum(axis=0)
+
+
+BEYOND_ACCURACY = ("coverage", "gini", "novelty", "avg_popularity")
+
+
+def beyond_accuracy(shown: np.ndarray, popularity: np.ndarray, n_users: int) -> dict[str, float]:
+    """Beyond-accuracy figures of top-k lists, from how many users were shown each catalogue
+    item (``shown``) and how many training users had it (``popularity``):
+
+    - coverage: the share of the catalogue recommended to anyone;
+    - gini: the Gini index of exposure over the catalogue, 0 when every item is shown equally
+      often, (n - 1) / n when one item takes it all;
+    - novelty: the mean self-information -log2(popularity / n_users) of recommended items;
+    - avg_popularity: the mean training popularity of recommended items.
+    """
+    total = shown.sum()
+    if not total:
+        raise ValueError("no recommendations to measure")
+    n = shown.size
+    ascending = np.sort(shown).astype(np.float64)
+    gini = float(((2 * np.arange(1, n + 1) - n - 1) * ascending).sum() / (n * total))
+    # An item no training user had (only side features could rank it) is as novel as can be.
+    share = np.maximum(popularity, 1) / n_users
+    return {
+        "coverage": float((shown > 0).mean()),
+        "gini": gini,
+        "novelty": float((shown * -np.log2(share)).sum() / total),
+        "avg_popularity": float((shown * popularity).sum() / total),
+    }
 
 
 def popularity_scorer(train_items: np.ndarray, n_items: int) -> Scorer:
@@ -217,15 +275,36 @@ def _positions(model: Ranker, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]
     return u[keep], i[keep]
 
 
-def test_report(
-    model: Ranker, seen: pd.DataFrame, test: pd.DataFrame, ks: Iterable[int]
-) -> dict[str, float]:
-    """Every metric at every k in ``ks`` for the model (``test_``...) and for popularity
-    (``popularity_``...), as train_best logs them."""
-    report = {}
-    for k in sorted(set(ks)):
-        ours = evaluate_model(model, seen, test, k)
-        baseline = evaluate_popularity(model, seen, test, k)
-        report |= {TEST_PREFIX + name: value for name, value in ours.items()}
-        report |= {POPULARITY_PREFIX + name: value for name, value in baseline.items()}
-    return report
+# train_best's plots show the metrics at every k up to this.
+CURVE_K = 20
+
+
+@dataclass(frozen=True)
+class Report:
+    """train_best's test: the metrics it logs and what its plots are drawn from."""
+
+    metrics: dict[str, float]  # test_... and popularity_... at each asked k
+    tallies: dict[str, Tally]  # by prefix (test_, popularity_), ranks 1..CURVE_K at least
+    popularity: np.ndarray  # training users of each catalogue item
+
+
+def test_report(model: Ranker, seen: pd.DataFrame, test: pd.DataFrame, ks: Iterable[int]) -> Report:
+    """Every metric at every k in ``ks``, accuracy and beyond, for the model (``test_``...) and
+    for popularity (``popularity_``...), as train_best logs them; one ranking pass each."""
+    holdout = Holdout.of(model, seen, test)
+    n_items = holdout.n_items
+    popularity = np.bincount(holdout.seen_i, minlength=n_items)
+    n_users = len(model.user_positions(seen[USER_COL].unique()))
+    scorers = {
+        TEST_PREFIX: model.scores,
+        POPULARITY_PREFIX: popularity_scorer(holdout.seen_i, n_items),
+    }
+    ks = sorted(set(ks))
+    metrics, tallies = {}, {}
+    for prefix, scorer in scorers.items():
+        tally = tallies[prefix] = holdout.tally(scorer, [*ks, *range(1, CURVE_K + 1)])
+        for k in ks:
+            shown = beyond_accuracy(tally.shown(k), popularity, n_users)
+            metrics |= {prefix + key: v for key, v in tally.metrics(k).items()}
+            metrics |= {prefix + _key(name, k): v for name, v in shown.items()}
+    return Report(metrics, tallies, popularity)

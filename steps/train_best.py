@@ -12,8 +12,16 @@ import pandas as pd
 
 from recflow import constants as C
 from recflow import serving
-from recflow.contracts import link_upstream, linked, load_best_params, load_prepared, tuned_metric
+from recflow.contracts import (
+    link_upstream,
+    linked,
+    load_best_params,
+    load_prepared,
+    tuned_curve,
+    tuned_metric,
+)
 from recflow.errors import UserError
+from recflow.figures import save_figures
 from recflow.metrics import metric_key, parse_metric, test_report
 from recflow.training import fit_isolated
 from steps.common import step
@@ -25,7 +33,8 @@ log = logging.getLogger(__name__)
     help="Train the hpo run's best configuration on train+valid and evaluate it on test.\n\n"
     f"Reads: {C.DATA_DIR}/ of a preprocess run; {C.BEST_PARAMS_FILE} of an hpo run.\n"
     f"Writes: {C.TEST_PREFIX}<metric>_at_<k> and {C.POPULARITY_PREFIX}<metric>_at_<k> metrics "
-    f"at k={C.DEFAULT_K} and the tuned metric's k; the pyfunc model '{C.MODEL_NAME}'."
+    f"at k={C.DEFAULT_K} and the tuned metric's k (accuracy, coverage, gini, novelty, "
+    f"avg_popularity); {C.PLOTS_DIR}/*.png; the pyfunc model '{C.MODEL_NAME}'."
 )
 @click.option("--preprocess_run_id", default="",
               help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
@@ -34,7 +43,8 @@ log = logging.getLogger(__name__)
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
-        prep = s.upstream("preprocess_run_id", preprocess_run_id).info.run_id
+        prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
+        prep = prep_run.info.run_id
         tuned = s.upstream("hpo_run_id", hpo_run_id, preprocess_run_id=prep)
         tuned_on = linked(tuned, "preprocess_run_id")
         if tuned_on != prep:
@@ -42,6 +52,11 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         data = load_prepared(prep, Path(tmp) / "data")
         params = load_best_params(tuned.info.run_id, Path(tmp))
         mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
+        s.label(
+            prep_run.data.tags.get(C.TAG_DATASET, "?"),
+            f"{params.factors} factors",
+            f"{params.epochs} epochs",
+        )
 
         seen = pd.concat([data.train, data.valid], ignore_index=True)
         # However hpo sampled users, the final model sees them all.
@@ -55,7 +70,12 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
         ks = (C.DEFAULT_K, parse_metric(tuned_metric(tuned))[1])
         report = test_report(model, seen, data.test, ks)
-        mlflow.log_metrics(report)
+        mlflow.log_metrics(report.metrics)
+        figures = save_figures(
+            report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
+        )
+        for path in figures:
+            mlflow.log_artifact(str(path), C.PLOTS_DIR)
 
         bundle = Path(tmp) / "bundle"
         serving.write_bundle(bundle, model, data.items, seen)
@@ -64,8 +84,8 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         mlflow.set_tag(C.TAG_MODEL_URI, info.model_uri)
         link_upstream(preprocess_run_id=prep, hpo_run_id=tuned.info.run_id)
         key = metric_key(C.DEFAULT_METRIC)
-        click.echo(f"test {key} = {report[C.TEST_PREFIX + key]:.4f} "
-                   f"(popularity {report[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
+        click.echo(f"test {key} = {report.metrics[C.TEST_PREFIX + key]:.4f} "
+                   f"(popularity {report.metrics[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -198,6 +198,69 @@ def test_evaluate_model_and_popularity_use_ids_and_skip_unknown_pairs() -> None:
     assert got == {name: 0.5 for name in M.metric_names(1)}
 
 
+def test_test_report_logs_both_recommenders_accuracy_and_beyond() -> None:
+    rng = np.random.default_rng(5)
+    user_ids, item_ids = np.arange(1, 31), np.arange(101, 141)
+    model = Recommender(
+        FMParams(), user_ids, item_ids,
+        rng.normal(size=(30, 4)).astype(np.float32), rng.normal(size=(40, 4)).astype(np.float32),
+        np.zeros(40, dtype=np.float32),
+    )  # fmt: skip
+    seen = pd.DataFrame({"user_id": np.repeat(user_ids, 3), "item_id": rng.choice(item_ids, 90)})
+    seen = seen.drop_duplicates()
+    test = pd.DataFrame({"user_id": user_ids, "item_id": rng.choice(item_ids, 30)})
+    test = test.merge(seen, how="left", indicator=True).query("_merge == 'left_only'")
+    test = test.drop(columns="_merge")
+    report = M.test_report(model, seen, test, [10, 5])
+    for prefix in ("test_", "popularity_"):
+        for k in (5, 10):
+            for name in (*M.METRICS, *M.BEYOND_ACCURACY):
+                assert f"{prefix}{name}_at_{k}" in report.metrics
+        assert report.tallies[prefix].exposure.shape == (M.CURVE_K, 40)
+    # The one pass agrees with evaluating on its own.
+    assert {f"test_{k}": v for k, v in M.evaluate_model(model, seen, test, 10).items()}.items() <= (
+        report.metrics.items()
+    )
+    assert report.popularity.sum() == len(seen)
+    # Popularity shows everyone nearly the same list: far fewer items, far more concentrated.
+    assert report.metrics["popularity_coverage_at_10"] < report.metrics["test_coverage_at_10"]
+    assert report.metrics["popularity_gini_at_10"] > report.metrics["test_gini_at_10"]
+    assert report.metrics["popularity_novelty_at_10"] < report.metrics["test_novelty_at_10"]
+
+
+# --- beyond accuracy -------------------------------------------------------------------------
+
+
+def test_beyond_accuracy_hand_computed_example() -> None:
+    # 4 users; items shown 2, 1, 1, 0 times; held by 4, 2, 1 and 1 training users.
+    #   coverage = 3/4
+    #   gini: ascending [0, 1, 1, 2] weighted by 2i - n - 1 = [-3, -1, 1, 3] -> 6 / (4 * 4)
+    #   novelty: -log2(share) = [0, 1, 2, 2], weighted by shown -> (0 + 1 + 2) / 4
+    #   avg popularity: (2 * 4 + 2 + 1) / 4
+    got = M.beyond_accuracy(np.array([2, 1, 1, 0]), np.array([4, 2, 1, 1]), n_users=4)
+    assert got == pytest.approx(
+        {"coverage": 0.75, "gini": 0.375, "novelty": 0.75, "avg_popularity": 2.75}
+    )
+
+
+def test_beyond_accuracy_of_a_perfectly_even_recommender() -> None:
+    got = M.beyond_accuracy(np.full(8, 3), np.full(8, 5), n_users=10)
+    assert got == pytest.approx({"coverage": 1.0, "gini": 0.0, "novelty": 1.0, "avg_popularity": 5})
+
+
+def test_beyond_accuracy_of_a_maximally_concentrated_recommender() -> None:
+    popularity = np.array([1, 2, 3, 8])
+    got = M.beyond_accuracy(np.array([0, 0, 0, 5]), popularity, n_users=8)
+    assert got == pytest.approx(
+        {"coverage": 0.25, "gini": 0.75, "novelty": 0.0, "avg_popularity": 8}
+    )
+
+
+def test_beyond_accuracy_needs_recommendations() -> None:
+    with pytest.raises(ValueError, match="no recommendations"):
+        M.beyond_accuracy(np.zeros(3, dtype=int), np.ones(3), n_users=2)
+
+
 # --- metric names ----------------------------------------------------------------------------
 
 
