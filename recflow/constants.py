@@ -69,5 +69,11 @@ DEFAULT_METRIC = "ndcg@10"
 DEFAULT_SEED = 1492
 DEFAULT_N_TRIALS = 20
 DEFAULT_MODEL_NAME = "movielens-rankfm"
+# Where runs go when the user names no experiment: MLflow's Default experiment, renamed to this
+# while it holds only this project's runs.
+DEFAULT_EXPERIMENT_NAME = "movielens-rankfm"
+# The experiment tag MLflow's UI reads to choose its view: training runs, not GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 DEFAULT_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"

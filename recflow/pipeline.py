@@ -15,8 +15,11 @@ from mlflow.tracking import MlflowClient
 
 from recflow.cache import PROJECT_ROOT, code_version, entry_point_defaults, find_reusable_run
 from recflow.constants import (
+    POPULARITY_PREFIX,
     TAG_MAIN_STEP_RUN,
+    TAG_MODEL_NAME,
     TAG_MODEL_VERSION,
+    TAG_PROMOTED,
     TAG_PROMOTION_REASON,
     TEST_PREFIX,
 )
@@ -38,6 +41,9 @@ class Plan:
     n_jobs: int = 0
     sample_users: str = "auto"
     eval_users: str = "auto"
+    split: str = "random"
+    test_size: float = 0.2
+    valid_size: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,10 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
         return done[-1].run_id
 
     raw = step("download", dataset=plan.dataset, data_url=plan.data_url, checksum=plan.checksum)
-    prep = step("preprocess", raw_run_id=raw, seed=plan.seed)
+    prep = step(
+        "preprocess", raw_run_id=raw, split=plan.split, test_size=plan.test_size,
+        valid_size=plan.valid_size, seed=plan.seed,
+    )  # fmt: skip
     tuned = step(
         "hpo", preprocess_run_id=prep, n_trials=plan.n_trials, metric=plan.metric,
         seed=plan.seed, timeout=plan.timeout, n_jobs=plan.n_jobs,
@@ -93,20 +102,31 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
     return done
 
 
+def outcome(done: list[StepRun]) -> tuple[dict[str, float], dict[str, str]]:
+    """What main's own run carries, so that the UI shows the result without opening a step:
+    train_best's test and popularity metrics, and register's model version and verdict."""
+    client = MlflowClient()
+    steps = {r.step: r.run_id for r in done}
+    trained = client.get_run(steps["train_best"]).data.metrics
+    metrics = {k: v for k, v in trained.items() if k.startswith((TEST_PREFIX, POPULARITY_PREFIX))}
+    registered = client.get_run(steps["register"]).data
+    metrics |= {k: v for k, v in registered.metrics.items() if k == "model_version"}
+    carried = (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_PROMOTED, TAG_PROMOTION_REASON)
+    tags = {k: v for k, v in registered.tags.items() if k in carried}
+    return metrics, tags
+
+
 def summary(done: list[StepRun], model_name: str) -> list[str]:
     """The lines ``main`` prints: each step, the registry's decision and the test metrics."""
-    client = MlflowClient()
+    metrics, tags = outcome(done)
     lines = [
         f"{r.step:<11} {'reused' if r.reused else 'ran':<6} {r.run_id}  {r.seconds:7.1f}s"
         for r in done
     ]
-    steps = {r.step: r.run_id for r in done}
-    tags = client.get_run(steps["register"]).data.tags
     lines.append(f"registry: {tags.get(TAG_PROMOTION_REASON, '')}")
-    test = client.get_run(steps["train_best"]).data.metrics
     shown = ", ".join(
         f"{k.removeprefix(TEST_PREFIX)}={v:.4f}"
-        for k, v in sorted(test.items())
+        for k, v in sorted(metrics.items())
         if k.startswith(TEST_PREFIX)
     )
     lines.append(f"model {model_name} version {tags.get(TAG_MODEL_VERSION)}: {shown}")

@@ -104,6 +104,17 @@ def _holdout_counts(sizes: np.ndarray, frac: float) -> np.ndarray:
     return np.minimum(np.floor(sizes * frac + 0.5).astype(int), np.maximum(sizes - 1, 0))
 
 
+def check_split(how: str, test_size: float, valid_size: float) -> None:
+    """Refuse a split kind or sizes that :func:`split` cannot do."""
+    if how not in SPLITS:
+        raise UserError(f"unknown split {how!r}; choose one of: {', '.join(SPLITS)}")
+    if not (0 < test_size < 1 and 0 < valid_size < 1 and test_size + valid_size < 1):
+        raise UserError(
+            f"test_size ({test_size}) and valid_size ({valid_size}) must each be in (0, 1) "
+            "and sum to less than 1"
+        )
+
+
 def split(
     df: pd.DataFrame, how: str, test_size: float, valid_size: float, rng: np.random.Generator
 ) -> Splits:
@@ -114,13 +125,7 @@ def split(
     (test the latest, valid the ones before). Valid and test keep only users and items that
     appear in train, since the model cannot score anything it never saw.
     """
-    if how not in SPLITS:
-        raise UserError(f"unknown split {how!r}; choose one of: {', '.join(SPLITS)}")
-    if not (0 < test_size < 1 and 0 < valid_size < 1 and test_size + valid_size < 1):
-        raise UserError(
-            f"test_size ({test_size}) and valid_size ({valid_size}) must each be in (0, 1) "
-            "and sum to less than 1"
-        )
+    check_split(how, test_size, valid_size)
     n = len(df)
     label = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
     if how == "random":

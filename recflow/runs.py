@@ -8,6 +8,9 @@ fix come out as ``UserError``.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -15,14 +18,70 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from recflow.cache import code_version
-from recflow.constants import TAG_CODE_VERSION, TAG_ENTRY_POINT, TAG_PREFIX, TAG_STEP
+from recflow.constants import (
+    DEFAULT_EXPERIMENT_NAME,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    TAG_CODE_VERSION,
+    TAG_ENTRY_POINT,
+    TAG_PREFIX,
+    TAG_STEP,
+)
 from recflow.errors import UserError
 
+log = logging.getLogger(__name__)
 # What the tracking store answers for a run ID that does not exist or is malformed.
 MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+
+
+# MLflow names an unnamed run "<adjective>-<noun>-<number>" (e.g. defiant-swan-438).
+_GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d{1,3}")
+
+
+def is_generated_name(name: str | None) -> bool:
+    """Whether MLflow made the run name up, so that a step may replace it with its own."""
+    return not name or _GENERATED_NAME.fullmatch(name) is not None
+
+
+def name_run(step: str, *details: object) -> None:
+    """Name the active run after its step and what it ran on, e.g. ``hpo · ml-1m · 20 trials``,
+    unless the user named it (``mlflow run --run-name``)."""
+    current = MlflowClient().get_run(mlflow.active_run().info.run_id).info.run_name
+    if is_generated_name(current) or current.split(" · ")[0] == step:
+        mlflow.set_tag(MLFLOW_RUN_NAME, " · ".join([step, *map(str, details)]))
+
+
+def claim_experiment(experiment_id: str) -> None:
+    """Make the run's experiment read as ours in the UI: the training-runs view and, when it is
+    MLflow's ``Default`` experiment holding nothing but this project's runs, a sensible name.
+
+    ``mlflow run`` without ``--experiment-name`` puts every run in ``Default`` (ID 0). Renaming
+    it, rather than moving runs elsewhere, keeps the run MLflow has already created in the
+    experiment its steps use.
+    """
+    client = MlflowClient()
+    experiment = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    chosen = os.environ.get("MLFLOW_EXPERIMENT_NAME") == experiment.name  # named on purpose
+    if (
+        experiment.name != "Default"
+        or chosen
+        or client.get_experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+    ):
+        return
+    found = client.search_runs([experiment_id], max_results=1000)
+    if len(found) < 1000 and all(TAG_STEP in r.data.tags for r in found):
+        client.rename_experiment(experiment_id, DEFAULT_EXPERIMENT_NAME)
+        log.info(
+            "experiment 'Default' renamed to %r (it holds only this project's runs); "
+            "choose another with mlflow run --experiment-name",
+            DEFAULT_EXPERIMENT_NAME,
+        )
 
 
 @contextlib.contextmanager
@@ -33,6 +92,9 @@ def step_run(step: str, params: Mapping[str, object]) -> Iterator[Run]:
     """
     with mlflow.start_run() as run:
         mlflow.set_tags({TAG_STEP: step, TAG_CODE_VERSION: code_version()})
+        claim_experiment(run.info.experiment_id)
+        if is_generated_name(run.info.run_name):
+            mlflow.set_tag(MLFLOW_RUN_NAME, step)
         # `mlflow run` has logged the declared parameters already; logging a value again
         # in another spelling ("0" vs "0.0") would be an error, so add only missing ones.
         logged = MlflowClient().get_run(run.info.run_id).data.params

@@ -32,6 +32,10 @@ class Step:
     def run_id(self) -> str:
         return self.run.info.run_id
 
+    def label(self, *details: object) -> None:
+        """Name the run after the step and ``details``: ``hpo · ml-1m · 20 trials``."""
+        runs.name_run(self.name, *details)
+
     def upstream(self, param: str, run_id: str, **links: str) -> Run:
         """The finished upstream run ``param`` names or, when it is empty, the latest one in this
         experiment (linked to ``links``: upstream parameter -> run ID), saying which."""

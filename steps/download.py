@@ -26,8 +26,9 @@ from steps.common import data_dir, step
 @click.option("--checksum", default="",
               help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known.")  # fmt: skip
 def main(dataset: str, data_url: str, checksum: str) -> None:
-    with step("download"):
+    with step("download") as s:
         spec = datasets.get_spec(dataset)
+        s.label(dataset)
         fetched = archives.fetch_archive(spec, data_dir(), data_url, checksum)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

@@ -75,9 +75,16 @@ def main(
             fidelity.parse_users("eval_users", eval_users),
         )
         dims = space.load_space(Path(search_space) if search_space else space.DEFAULT_SPACE)
-        prep = s.upstream("preprocess_run_id", preprocess_run_id).info.run_id
+        prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
+        prep = prep_run.info.run_id
         data = load_prepared(prep, Path(tmp))
         fid = fidelity.resolve(data, *wanted)
+        sampled = [f"{fid.sample_users} users"] if fid.sample_users else []
+        s.label(
+            prep_run.data.tags.get(C.TAG_DATASET, "?"),
+            f"{n_trials} trial{'s' * (n_trials != 1)}",
+            *sampled,
+        )
         trial_data = fidelity.apply(data, fid, seed)  # too small a sample fails here
         name = study_name or default_study_name(prep, metric, dims, fid.label)
         store = open_storage(storage, data_dir())

@@ -38,6 +38,10 @@ def main(
     with step("preprocess") as s, tempfile.TemporaryDirectory() as tmp:
         raw = s.upstream("raw_run_id", raw_run_id)
         spec = datasets.get_spec(raw.data.params["dataset"])
+        s.label(
+            spec.name,
+            f"{split} split {1 - test_size - valid_size:.0%}/{valid_size:.0%}/{test_size:.0%}",
+        )
         folder = download(raw.info.run_id, C.RAW_DIR, Path(tmp))
         ratings = datasets.parse_ratings(spec, folder)
         settings = preprocess.Settings(

@@ -56,6 +56,7 @@ def main(
         })  # fmt: skip
         mlflow.log_metric("model_version", int(version.version))
         verdict = "promoted" if decision.promote else "not promoted"
+        s.label(model_name, f"v{version.version}", f"@{target}")
         click.echo(f"{model_name} version {version.version} is @{target} ({verdict}: "
                    f"{decision.reason})")  # fmt: skip
 

@@ -42,6 +42,35 @@ def test_download_logs_files_and_lineage_tags(raw_id: str, tiny_zip: Path) -> No
     assert names == {f"{C.RAW_DIR}/u.data", f"{C.RAW_DIR}/u.item", f"{C.RAW_DIR}/u.user"}
 
 
+def test_step_runs_are_named_after_their_step_and_data(trained: dict[str, str]) -> None:
+    names = {step: mlflow.get_run(run_id).info.run_name for step, run_id in trained.items()}
+    assert names["raw"] == "download · ml-100k"
+    assert names["preprocess"] == "preprocess · ml-100k · random split 70%/10%/20%"
+    assert names["hpo"] == "hpo · ml-100k · 1 trial"
+    assert names["train"].startswith("train_best · ml-100k · ") and "factors" in names["train"]
+
+
+def test_the_default_experiment_is_named_and_opens_on_training_runs(raw_id: str) -> None:
+    experiment = MlflowClient().get_experiment(mlflow.get_run(raw_id).info.experiment_id)
+    assert experiment.name == C.DEFAULT_EXPERIMENT_NAME
+    assert experiment.tags[C.EXPERIMENT_KIND_TAG] == C.EXPERIMENT_KIND
+
+
+def test_what_the_user_named_keeps_its_name(
+    tracking: str, tiny_zip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient()
+    with mlflow.start_run(run_name="someone else's run"):
+        pass  # the Default experiment is not only ours: it keeps its name
+    mine = client.create_run("0", run_name="my baseline")  # as `mlflow run --run-name` makes it
+    monkeypatch.setenv("MLFLOW_RUN_ID", mine.info.run_id)
+    ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
+    assert client.get_run(mine.info.run_id).info.run_name == "my baseline"
+    experiment = client.get_experiment("0")
+    assert experiment.name == "Default"
+    assert experiment.tags[C.EXPERIMENT_KIND_TAG] == C.EXPERIMENT_KIND
+
+
 def test_download_over_http_caches_verified_archive(
     tracking: str, tiny_zip: Path, http_dir, tmp_path: Path
 ) -> None:
@@ -184,6 +213,16 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
         assert f"popularity_{name}_at_10" in metrics
     # The synthetic data has two taste groups: the model must beat popularity clearly.
     assert metrics["test_ndcg_at_10"] > 1.5 * metrics["popularity_ndcg_at_10"]
+    for name in ("coverage", "gini"):
+        assert (
+            0 < metrics[f"test_{name}_at_10"] <= 1 and 0 < metrics[f"popularity_{name}_at_10"] <= 1
+        )
+    assert metrics["test_novelty_at_10"] > metrics["popularity_novelty_at_10"] >= 0
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(train_id, C.PLOTS_DIR)}
+    assert plots == {
+        f"{C.PLOTS_DIR}/{name}.png"
+        for name in ("accuracy_at_k", "exposure_by_popularity_decile", "tuned_learning_curve")
+    }
 
     fails("register", ["--train_run_id", hpo_id], "is a hpo run, not a train_best run")
     ok("register", ["--train_run_id", train_id, "--model_name", "tiny"])

@@ -52,7 +52,7 @@ def test_with_nothing_to_pick_the_step_says_what_to_run(tracking: str, step: str
     result = invoke(COMMANDS[step], [])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        f"Error: {param} not given and experiment 'Default' has no finished {upstream} run: "
+        f"Error: {param} not given and experiment 'movielens-rankfm' has no finished {upstream} run: "
         f"run `mlflow run . -e main` first, or pass -P {param}=<run ID>"
     )
     (run,) = runs_of(step)
