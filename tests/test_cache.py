@@ -91,17 +91,31 @@ def test_main_passes_the_hpo_budget_and_fidelity_through(
         return pipeline.StepRun(step, f"{step}-run", False, 0.0)
 
     monkeypatch.setattr(pipeline, "run_step", fake)
-    plan = pipeline.Plan("ml-100k", "", "", 3, "ndcg@10", 7, "m", 60, 2, "500", "all")
+    plan = pipeline.Plan(
+        "ml-100k", "", "", 3, "ndcg@10", 7, "m", 60, 2, "500", "all", "user", 0.25, 0.05
+    )
     with mlflow.start_run() as run:
         pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
     hpo = calls["hpo"]
     assert (hpo["timeout"], hpo["n_jobs"], hpo["sample_users"], hpo["eval_users"]) == (
         "60", "2", "500", "all",
     )  # fmt: skip
+    prep = calls["preprocess"]
+    assert (prep["split"], prep["test_size"], prep["valid_size"]) == ("user", "0.25", "0.05")
 
 
-@pytest.mark.parametrize("args", [["--sample_users", "0"], ["--eval_users", "some"]])
-def test_main_refuses_bad_user_counts_before_any_step(tracking: str, args: list[str]) -> None:
-    failed = fails("main", args, "must be 'auto', 'all' or a positive integer")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample_users", "0"], "must be 'auto', 'all' or a positive integer"),
+        (["--eval_users", "some"], "must be 'auto', 'all' or a positive integer"),
+        (["--split", "leave-one-out"], "unknown split 'leave-one-out'"),
+        (["--test_size", "0.8", "--valid_size", "0.3"], "must each be in (0, 1) and sum to less"),
+    ],
+)
+def test_main_refuses_bad_values_before_any_step(
+    tracking: str, args: list[str], message: str
+) -> None:
+    failed = fails("main", args, message)
     assert failed is not None
     assert runs_of("download") == []

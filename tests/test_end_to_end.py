@@ -43,6 +43,17 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
     parents = {client.get_run(rid).data.tags.get("mlflow.parentRunId") for _, rid in first.values()}
     assert len(parents) == 1 and None not in parents  # all five are children of the first main
     assert str(client.get_model_version_by_alias("movielens-rankfm", "champion").version) == "1"
+    # main's own run carries the outcome, so that the UI shows it without opening a step.
+    main_run = client.get_run(parents.pop())
+    assert main_run.info.run_name == "main · ml-100k"
+    trained = client.get_run(first["train_best"][1]).data.metrics
+    for key in ("test_ndcg_at_10", "popularity_ndcg_at_10", "test_coverage_at_10"):
+        assert main_run.data.metrics[key] == trained[key]
+    assert main_run.data.metrics["model_version"] == 1
+    assert main_run.data.tags["recflow.promoted"] == "true"
+    assert main_run.data.tags["recflow.promotion_reason"]
+    experiment = client.get_experiment(main_run.info.experiment_id)
+    assert (experiment.experiment_id, experiment.name) == ("0", "movielens-rankfm")
 
     # force=true re-runs everything.
     forced, _ = run_main(tmp_path, *params, "force=true")
