@@ -12,7 +12,7 @@ import mlflow
 import optuna
 
 from recflow import constants as C
-from recflow.contracts import load_prepared
+from recflow.contracts import load_prepared, log_splits
 from recflow.hpo import fidelity, sampling, space, tune
 from recflow.hpo.objective import PATIENCE
 from recflow.hpo.storage import default_study_name, open_storage
@@ -80,12 +80,13 @@ def main(
         data = load_prepared(prep, Path(tmp))
         fid = fidelity.resolve(data, *wanted)
         sampled = [f"{fid.sample_users} users"] if fid.sample_users else []
-        s.label(
-            prep_run.data.tags.get(C.TAG_DATASET, "?"),
-            f"{n_trials} trial{'s' * (n_trials != 1)}",
-            *sampled,
-        )
+        dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
+        s.label(dataset, f"{n_trials} trial{'s' * (n_trials != 1)}", *sampled)
         trial_data = fidelity.apply(data, fid, seed)  # too small a sample fails here
+        # What the trials trained and validated on: a user sample is a dataset of its own.
+        log_splits(
+            trial_data, " ".join([dataset, *sampled]), {"train": "training", "valid": "validation"}
+        )
         name = study_name or default_study_name(prep, metric, dims, fid.label)
         store = open_storage(storage, data_dir())
         mlflow.set_tag(C.TAG_STUDY, name)

@@ -11,7 +11,7 @@ import numpy as np
 
 from recflow import constants as C
 from recflow import datasets, preprocess
-from recflow.contracts import PREPARED_FILES, link_upstream, log_prepared
+from recflow.contracts import PREPARED_FILES, link_upstream, log_prepared, log_splits
 from recflow.runs import download
 from steps.common import step
 
@@ -55,6 +55,7 @@ def main(
             np.random.default_rng(seed),
         )
         log_prepared(data)
+        log_splits(data, spec.name)
         mlflow.log_metrics(counts)
         link_upstream(raw_run_id=raw.info.run_id)
         mlflow.set_tag(C.TAG_DATASET, spec.name)

@@ -13,6 +13,7 @@ import pandas as pd
 from recflow import constants as C
 from recflow import serving
 from recflow.contracts import (
+    as_dataset,
     link_upstream,
     linked,
     load_best_params,
@@ -52,17 +53,17 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         data = load_prepared(prep, Path(tmp) / "data")
         params = load_best_params(tuned.info.run_id, Path(tmp))
         mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
-        s.label(
-            prep_run.data.tags.get(C.TAG_DATASET, "?"),
-            f"{params.factors} factors",
-            f"{params.epochs} epochs",
-        )
+        dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
+        s.label(dataset, f"{params.factors} factors", f"{params.epochs} epochs")
 
         seen = pd.concat([data.train, data.valid], ignore_index=True)
         # However hpo sampled users, the final model sees them all.
         n_users = seen[C.USER_COL].nunique()
         mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
         mlflow.log_metrics({"n_train_users": n_users, "n_train_interactions": len(seen)})
+        test_set = as_dataset(data.test, f"{dataset} test")
+        mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
+        mlflow.log_input(test_set, context="test")
         try:
             model = fit_isolated(seen, params, seed, data.user_features, data.item_features)
         except FloatingPointError as e:
@@ -70,7 +71,6 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
         ks = (C.DEFAULT_K, parse_metric(tuned_metric(tuned))[1])
         report = test_report(model, seen, data.test, ks)
-        mlflow.log_metrics(report.metrics)
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
@@ -81,6 +81,8 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         serving.write_bundle(bundle, model, data.items, seen)
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())
         info = serving.log_model(bundle, example_users=example)
+        # Linked to the logged model and the test set: the model's page in the UI shows them.
+        mlflow.log_metrics(report.metrics, model_id=info.model_id, dataset=test_set)
         mlflow.set_tag(C.TAG_MODEL_URI, info.model_uri)
         link_upstream(preprocess_run_id=prep, hpo_run_id=tuned.info.run_id)
         key = metric_key(C.DEFAULT_METRIC)

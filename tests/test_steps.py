@@ -71,6 +71,48 @@ def test_what_the_user_named_keeps_its_name(
     assert experiment.tags[C.EXPERIMENT_KIND_TAG] == C.EXPERIMENT_KIND
 
 
+def inputs_of(run_id: str) -> dict[str, tuple[str, str]]:
+    """A run's input datasets as {context: (name, digest)}, read through the client."""
+    run = MlflowClient().get_run(run_id)
+    return {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): (
+            d.dataset.name,
+            d.dataset.digest,
+        )
+        for d in run.inputs.dataset_inputs
+    }
+
+
+def test_lineage_reads_back_through_the_client(trained: dict[str, str]) -> None:
+    client = MlflowClient()
+    prep, hpo_inputs = inputs_of(trained["preprocess"]), inputs_of(trained["hpo"])
+    assert {c: name for c, (name, _) in prep.items()} == {
+        "training": "ml-100k train", "validation": "ml-100k valid", "test": "ml-100k test",
+    }  # fmt: skip
+    # hpo consumed the same train and valid sets (the tiny data is not sampled).
+    assert hpo_inputs == {c: prep[c] for c in ("training", "validation")}
+    train = inputs_of(trained["train"])
+    assert train["test"] == prep["test"]
+    assert train["training"][0] == "ml-100k train+valid"
+
+    # The test metrics are linked to the logged model and to the test set.
+    run = client.get_run(trained["train"])
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    linked = {m.key: m for m in model.metrics}
+    ndcg = linked["test_ndcg_at_10"]
+    assert ndcg.value == run.data.metrics["test_ndcg_at_10"]
+    assert (ndcg.dataset_name, ndcg.dataset_digest) == prep["test"]
+    assert {"popularity_ndcg_at_10", "test_coverage_at_10"} <= linked.keys()
+
+
+def test_test_digests_differ_when_the_split_does(prep_id: str, raw_id: str) -> None:
+    other = ok("preprocess", ["--raw_run_id", raw_id, "--seed", "7"])
+    assert inputs_of(other)["test"][1] != inputs_of(prep_id)["test"][1]
+    again = ok("preprocess", ["--raw_run_id", raw_id])
+    assert inputs_of(again)["test"] == inputs_of(prep_id)["test"]
+
+
 def test_download_over_http_caches_verified_archive(
     tracking: str, tiny_zip: Path, http_dir, tmp_path: Path
 ) -> None:
