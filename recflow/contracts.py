@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.data
+import mlflow.pyfunc
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Run
@@ -24,7 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.cache import unquote
-from recflow.metrics import metric_key
+from recflow.errors import UserError
+from recflow.metrics import Holdout, metric_key, parse_metric
 from recflow.model import FMParams
 from recflow.preprocess import Prepared
 from recflow.promotion import Model
@@ -113,6 +115,26 @@ def tuned_curve(hpo_run: Run) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in history)
 
 
+def input_digest(run: Run, context: str) -> str:
+    """The content digest of the dataset ``run`` logged as input ``context``; "" if none."""
+    for item in run.inputs.dataset_inputs if run.inputs else ():
+        if any(t.key == "mlflow.data.context" and t.value == context for t in item.tags):
+            return item.dataset.digest
+    return ""
+
+
+def rescore(model_uri: str, data: Prepared, metric: str) -> float:
+    """``metric`` (e.g. ``ndcg@10``) of the served model at ``model_uri`` on ``data``'s test set,
+    computed now by this code, as train_best computes it."""
+    try:
+        model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    except Exception as e:  # a missing or foreign model: all mean the same here
+        raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
+    seen = pd.concat([data.train, data.valid], ignore_index=True)
+    figures = Holdout.of(model, seen, data.test).evaluate(model.scores, parse_metric(metric)[1])
+    return figures[metric_key(metric)]
+
+
 def lineage(train: Run) -> dict[str, str]:
     """Tags tracing a train_best run's model back to its data, split, hpo run and training run."""
     client = MlflowClient()
@@ -122,6 +144,7 @@ def lineage(train: Run) -> dict[str, str]:
         "dataset": raw.data.params.get("dataset", ""),
         "checksum": raw.data.tags.get(C.TAG_CHECKSUM, ""),
         "split": preprocess.data.params.get("split", ""),
+        "testset_digest": input_digest(train, "test"),
         "download_run_id": raw.info.run_id,
         "preprocess_run_id": preprocess.info.run_id,
         "hpo_run_id": linked(train, "hpo_run_id"),

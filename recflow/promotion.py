@@ -14,8 +14,9 @@ from recflow.constants import TEST_PREFIX
 from recflow.errors import UserError
 from recflow.metrics import metric_key
 
-# Test results are comparable only on the same data and the same kind of split.
-COMPARABLE = ("dataset", "checksum", "split")
+# Test results are comparable only on the same test set: the same data, kind of split and, by
+# content digest, the same held-out interactions (another test_size, seed or filter differs).
+COMPARABLE = ("dataset", "checksum", "split", "testset_digest")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class Decision:
     reason: str
 
 
+def comparable(candidate: Model, holder: Model) -> bool:
+    """Whether the two models were tested on the same test set."""
+    return all(candidate.tags.get(k) == holder.tags.get(k) for k in COMPARABLE)
+
+
 def decide(candidate: Model, holder: Model | None, policy: Policy) -> Decision:
     """Promote the first model, a forced one, or one that beats the holder by more than the
     minimum improvement; refuse (UserError) to compare models tested on different data."""
@@ -55,7 +61,7 @@ def decide(candidate: Model, holder: Model | None, policy: Policy) -> Decision:
     ours = {k: candidate.tags.get(k) for k in COMPARABLE}
     if policy.force:
         return Decision(True, "force_promote=true")
-    if theirs != ours:
+    if not comparable(candidate, holder):
         raise UserError(
             f"@{policy.alias} (version {holder.version}) was tested on {theirs}, this model on "
             f"{ours}: their {policy.metric} are not comparable. Use "

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import click
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow.contracts import alias_holder, lineage, register_version
+from recflow.contracts import alias_holder, lineage, load_prepared, register_version, rescore
 from recflow.errors import UserError
-from recflow.promotion import COMPARABLE, Model, Policy, decide
+from recflow.promotion import COMPARABLE, Model, Policy, comparable, decide
 from steps.common import step
 
 
 @click.command(
     help="Register the model of a train_best run as a new version. The alias moves to it only "
     "if its test metric beats the alias's current version by more than min_improvement "
-    f"(absolute); otherwise it becomes '{C.CHALLENGER_ALIAS}'. Models from other data or splits "
-    f"({', '.join(COMPARABLE)}) are not compared: that is an error unless force_promote is true."
+    f"(absolute); otherwise it becomes '{C.CHALLENGER_ALIAS}'. Both are re-scored on the test set "
+    "first. Models tested on another test set (by "
+    f"{', '.join(COMPARABLE)}) are not compared: that is an error unless force_promote is true."
     f"\n\nReads: the '{C.MODEL_NAME}' model and test metrics of a train_best run (--train_run_id)."
     "\nWrites: a model version with a description and lineage tags; the alias or "
     f"'{C.CHALLENGER_ALIAS}'; tags {C.TAG_MODEL_VERSION} and {C.TAG_PROMOTED} on this run."
@@ -45,20 +49,35 @@ def main(
             )
         test = {k: v for k, v in train.data.metrics.items() if k.startswith(C.TEST_PREFIX)}
         candidate = Model(lineage(train), test)
-        decision = decide(candidate, alias_holder(model_name, alias), policy)
+        holder = alias_holder(model_name, alias)
+        ours, theirs, note = candidate, holder, ""
+        if holder is not None and not policy.force and comparable(candidate, holder):
+            # The same test set: score both models again, now, with this code, so that a change
+            # in the metric code between the two versions cannot decide.
+            with tempfile.TemporaryDirectory() as tmp:
+                data = load_prepared(candidate.tags["preprocess_run_id"], Path(tmp))
+                fresh = {
+                    "candidate": rescore(train.data.tags[C.TAG_MODEL_URI], data, metric),
+                    alias: rescore(f"models:/{model_name}/{holder.version}", data, metric),
+                }
+            mlflow.log_metrics({f"{who}_{policy.key}": v for who, v in fresh.items()})
+            ours = Model(candidate.tags, {policy.key: fresh["candidate"]})
+            theirs = Model(holder.tags, {policy.key: fresh[alias]}, holder.version)
+            note = " (both re-scored now on the same test set)"
+        decision = decide(ours, theirs, policy)
         version = register_version(train, model_name, candidate)
         target = alias if decision.promote else C.CHALLENGER_ALIAS
         MlflowClient().set_registered_model_alias(model_name, target, version.version)
         mlflow.set_tags({
             C.TAG_MODEL_NAME: model_name, C.TAG_MODEL_VERSION: version.version,
             C.TAG_PROMOTED: str(decision.promote).lower(),
-            C.TAG_PROMOTION_REASON: decision.reason,
+            C.TAG_PROMOTION_REASON: decision.reason + note,
         })  # fmt: skip
         mlflow.log_metric("model_version", int(version.version))
         verdict = "promoted" if decision.promote else "not promoted"
         s.label(model_name, f"v{version.version}", f"@{target}")
         click.echo(f"{model_name} version {version.version} is @{target} ({verdict}: "
-                   f"{decision.reason})")  # fmt: skip
+                   f"{decision.reason}{note})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from recflow.errors import UserError
-from recflow.promotion import Model, Policy, decide
+from recflow.promotion import Model, Policy, comparable, decide
 
-DATA = {"dataset": "ml-100k", "checksum": "sha256:ab", "split": "random"}
+DATA = {"dataset": "ml-100k", "checksum": "sha256:ab", "split": "random", "testset_digest": "fe"}
 
 
 def model(ndcg: float, version: str = "", **lineage: str) -> Model:
@@ -52,6 +52,13 @@ def test_models_from_other_data_are_not_compared_unless_forced() -> None:
         decide(model(0.1), other, POLICY)
     forced = decide(model(0.1), other, Policy("champion", "ndcg@10", force=True))
     assert forced.promote and forced.reason == "force_promote=true"
+
+
+def test_another_test_set_is_not_compared_even_on_the_same_split() -> None:
+    other = Model({**DATA, "testset_digest": "0123456789abcdef"}, {"test_ndcg_at_10": 0.9}, "3")
+    assert not comparable(model(0.1), other)
+    with pytest.raises(UserError, match="are not comparable"):
+        decide(model(0.1), other, POLICY)
 
 
 def test_an_unknown_metric_is_a_user_error() -> None:

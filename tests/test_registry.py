@@ -34,20 +34,38 @@ def test_promotion_is_gated_on_the_test_metric(trained: dict[str, str]) -> None:
     assert versions("m") == {"1": [], "2": ["challenger"], "3": ["champion"]}
 
 
-def test_a_lower_bar_promotes(trained: dict[str, str]) -> None:
-    # Sanity check of the comparison itself: with the champion's tag lowered, the same
-    # metric now beats it.
+def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) -> None:
+    # The champion's recorded figure is not taken at its word: lowered to 0, the same model
+    # still does not beat it, because both are scored again by the code that decides.
     train = trained["train"]
     ok("register", ["--train_run_id", train, "--model_name", "m"])
     client = mlflow.MlflowClient()
     client.set_model_version_tag("m", "1", "test_ndcg_at_10", "0.0")
-    ok("register", ["--train_run_id", train, "--model_name", "m"])
-    assert versions("m")["2"] == ["champion"]
+    run = mlflow.get_run(ok("register", ["--train_run_id", train, "--model_name", "m"]))
+    assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
+    logged = mlflow.get_run(train).data.metrics["test_ndcg_at_10"]
+    assert run.data.metrics["candidate_test_ndcg_at_10"] == pytest.approx(logged, abs=1e-9)
+    assert run.data.metrics["champion_test_ndcg_at_10"] == pytest.approx(logged, abs=1e-9)
+    assert run.data.tags["recflow.promotion_reason"].endswith(
+        "(both re-scored now on the same test set)"
+    )
     fails(
         "register",
         ["--train_run_id", train, "--model_name", "m", "--metric", "auc@10"],
         "unknown metric",
     )
+
+
+def test_another_test_set_of_the_same_split_kind_is_not_compared(trained: dict[str, str]) -> None:
+    # Same dataset, checksum and split kind, another seed: another test set, by its digest.
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    prep = ok("preprocess", ["--raw_run_id", trained["raw"], "--seed", "7"])
+    other = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"]])
+    # The refusal names the digests that differ.
+    fails("register", ["--train_run_id", other, "--model_name", "m"], "'testset_digest': '")
+    assert versions("m") == {"1": ["champion"]}
+    ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
+    assert versions("m") == {"1": [], "2": ["champion"]}
 
 
 def test_version_carries_lineage(trained: dict[str, str]) -> None:

@@ -106,7 +106,7 @@ def test_lineage_reads_back_through_the_client(trained: dict[str, str]) -> None:
     assert {"popularity_ndcg_at_10", "test_coverage_at_10"} <= linked.keys()
 
 
-def test_test_digests_differ_when_the_split_does(prep_id: str, raw_id: str) -> None:
+def test_testset_digests_differ_when_the_split_does(prep_id: str, raw_id: str) -> None:
     other = ok("preprocess", ["--raw_run_id", raw_id, "--seed", "7"])
     assert inputs_of(other)["test"][1] != inputs_of(prep_id)["test"][1]
     again = ok("preprocess", ["--raw_run_id", raw_id])
