@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
+# MLflow's usage telemetry (which cannot reach its endpoint from here) sets and unsets an
+# environment variable from a background thread, while click's CliRunner copies os.environ in
+# the test's thread: the two race (KeyError '_MLFLOW_TELEMETRY_SESSION_ID'). Off before import.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+import mlflow  # noqa: E402
 import numpy as np
 import pandas as pd
 import pytest
