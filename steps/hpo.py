@@ -22,8 +22,8 @@ from steps.common import data_dir, step
 
 @click.command(
     help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning, early "
-    "stopping at each trial's best epoch, which becomes the tuned epochs). The first trial is "
-    "the default configuration. Big data is tuned on a seeded sample of users (--sample_users) "
+    "stopping at each trial's best epoch, which becomes the tuned epochs). The first trials are "
+    "known-good configurations (the default first). Big data is tuned on a seeded sample of users (--sample_users) "
     "and validated on a sample (--eval_users); train_best trains on everything. Re-running with "
     "the same study continues it until n_trials trials are complete; several processes sharing "
     "a storage and study split the work.\n\n"

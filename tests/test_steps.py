@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.contracts import PREPARED_FILES
-from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start
+from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.preprocess import Prepared
 from recflow.runs import get_step_run
 from steps import hpo
@@ -236,11 +236,12 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     assert "best_ndcg_at_10" in hpo_run.data.metrics
     best = mlflow.artifacts.load_dict(f"runs:/{hpo_id}/{C.BEST_PARAMS_FILE}")
     assert hpo_run.data.params["best.factors"] == str(best["factors"])
-    # The first trial is the default configuration (warm start).
-    first = next(t for t in trials if t.data.params["trial_number"] == "0")
-    assert {k: first.data.params[k] for k in warm_start(load_space(DEFAULT_SPACE))} == {
-        k: str(v) for k, v in warm_start(load_space(DEFAULT_SPACE)).items()
-    }
+    # The first trials are the known-good configurations, the default first (warm start).
+    starts = warm_starts(load_space(DEFAULT_SPACE))
+    assert starts[0] == warm_start(load_space(DEFAULT_SPACE)) and len(starts) == 2
+    for number, values in enumerate(starts):
+        trial = next(t for t in trials if t.data.params["trial_number"] == str(number))
+        assert {k: trial.data.params[k] for k in values} == {k: str(v) for k, v in values.items()}
     # The tuned epochs are the best trial's best epoch.
     best_trial = mlflow.get_run(hpo_run.data.tags[C.TAG_BEST_TRIAL_RUN])
     assert best["epochs"] == best_trial.data.metrics["best_epoch"]

@@ -106,11 +106,25 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
     return FMParams.from_dict(values)
 
 
-def warm_start(space: list[Dimension]) -> dict[str, Any]:
-    """The default configuration (rankfm's published example) as values of ``space``'s searched
-    dimensions, for a study's first trial. Left to the sampler: epochs (early stopping decides
-    them) and dimensions that cannot take the default (out of range, condition not met)."""
-    default = FMParams().to_dict()
+# A study's first trials, in order: known-good configurations, so that a study never ends worse
+# than them. rankfm's published example (the defaults), then the best region found on ML-100K's
+# per-user 75/25 protocol: more factors and WARP samples, stronger regularisation (mean test
+# NDCG@10 over three split seeds 0.462 at the epoch early stopping picks, 0.478 at 76 epochs;
+# the example 0.444 and 0.452 at its 20 epochs).
+WARM_STARTS = (FMParams(), FMParams(factors=40, max_samples=40, alpha=0.02))
+
+
+def warm_starts(space: list[Dimension]) -> list[dict[str, Any]]:
+    """:data:`WARM_STARTS` as :func:`warm_start` fits each to ``space``, without repeats."""
+    fitted = [warm_start(space, params) for params in WARM_STARTS]
+    return [v for i, v in enumerate(fitted) if v not in fitted[:i]]
+
+
+def warm_start(space: list[Dimension], params: FMParams = WARM_STARTS[0]) -> dict[str, Any]:
+    """``params`` (by default rankfm's published example) as values of ``space``'s searched
+    dimensions, for a study's first trials. Left to the sampler: epochs (early stopping decides
+    them) and dimensions that cannot take the value (out of range, condition not met)."""
+    default = params.to_dict()
     values: dict[str, Any] = {}  # what the trial will have, fixed dimensions included
     for dim in space:
         value = dim.choices[0] if dim.type == "fixed" else default[dim.name]

@@ -26,7 +26,7 @@ from recflow.hpo.fidelity import Fidelity
 from recflow.hpo.objective import PATIENCE, Objective
 from recflow.hpo.plots import save_plots
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
-from recflow.hpo.space import Dimension, max_epochs, warm_start
+from recflow.hpo.space import Dimension, max_epochs, warm_starts
 from recflow.hpo.storage import open_study
 from recflow.hpo.workers import count, run_worker
 from recflow.metrics import metric_key
@@ -68,7 +68,8 @@ def tune(
 ) -> TuneResult:
     """Join (or create) the study and run trials until it has ``n_trials`` complete ones.
 
-    The study's first trial is the default configuration, so a study never ends worse than it.
+    The study's first trials are known-good configurations (``space.WARM_STARTS``), so a study
+    never ends worse than them.
     """
     study = open_study(
         storage, study_name, search.metric, search.space,
@@ -78,7 +79,8 @@ def tune(
         search.fidelity.label,
     )  # fmt: skip
     # Skipped when any trial (another worker's included) already has these values.
-    study.enqueue_trial(warm_start(search.space), skip_if_exists=True)
+    for values in warm_starts(search.space):
+        study.enqueue_trial(values, skip_if_exists=True)
     objective = Objective(
         data, search.space, search.metric, search.seed, parent_run_id, search.patience
     )
