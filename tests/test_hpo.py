@@ -268,7 +268,12 @@ def test_rerun_continues_study_to_n_trials(prep_id: str, tmp_path: Path) -> None
     ]
     first = ok("hpo", [*common, "--n_trials", "3"])
     second = ok("hpo", [*common, "--n_trials", "5"])
-    assert len(trial_runs(first)) == 3 and len(trial_runs(second)) == 2
+    # Complete trials count (on this tiny catalogue the second warm start diverges: FAILED).
+    complete = [
+        [t for t in trial_runs(run) if t.data.tags["trial_state"] == "COMPLETE"]
+        for run in (first, second)
+    ]
+    assert [len(c) for c in complete] == [3, 2]
     assert mlflow.get_run(second).data.metrics["n_complete"] == 5
     third = ok("hpo", [*common, "--n_trials", "5"])  # nothing left to do
     assert trial_runs(third) == []
