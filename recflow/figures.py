@@ -37,14 +37,18 @@ def save_figures(
     }
     if curve:
         drawn["tuned_learning_curve"] = _learning_curve(plt, curve, tuned_epochs, objective)
-    written = []
-    for name, fig in drawn.items():
-        fig.tight_layout()
-        path = folder / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
+    return [save_png(fig, folder, name) for name, fig in drawn.items()]
+
+
+def save_png(fig, folder: Path, name: str) -> Path:
+    """Write a matplotlib figure as ``folder/name.png`` and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _accuracy_at_k(plt, report: Report):

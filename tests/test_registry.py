@@ -56,18 +56,6 @@ def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) 
     )
 
 
-def test_another_test_set_of_the_same_split_kind_is_not_compared(trained: dict[str, str]) -> None:
-    # Same dataset, checksum and split kind, another seed: another test set, by its digest.
-    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
-    prep = ok("preprocess", ["--raw_run_id", trained["raw"], "--seed", "7"])
-    other = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"]])
-    # The refusal names the digests that differ.
-    fails("register", ["--train_run_id", other, "--model_name", "m"], "'testset_digest': '")
-    assert versions("m") == {"1": ["champion"]}
-    ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
-    assert versions("m") == {"1": [], "2": ["champion"]}
-
-
 def test_version_carries_lineage(trained: dict[str, str]) -> None:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
     version = mlflow.MlflowClient().get_model_version_by_alias("m", "champion")
@@ -81,11 +69,21 @@ def test_version_carries_lineage(trained: dict[str, str]) -> None:
     assert "ndcg_at_10" in version.description
 
 
-def test_models_from_another_split_are_not_compared(trained: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("prep_args", "message"),
+    [
+        (["--split", "user"], "are not comparable"),
+        # Same dataset, archive and split kind, another seed: another test set, by its digest.
+        (["--seed", "7"], "'testset_digest': '"),
+    ],
+)
+def test_models_tested_on_another_test_set_are_not_compared(
+    trained: dict[str, str], prep_args: list[str], message: str
+) -> None:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
-    prep = ok("preprocess", ["--raw_run_id", trained["raw"], "--split", "user"])
+    prep = ok("preprocess", ["--raw_run_id", trained["raw"], *prep_args])
     other = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"]])
-    fails("register", ["--train_run_id", other, "--model_name", "m"], "are not comparable")
+    fails("register", ["--train_run_id", other, "--model_name", "m"], message)
     assert versions("m") == {"1": ["champion"]}
     ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
     assert versions("m") == {"1": [], "2": ["champion"]}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import optuna
 
+from recflow.figures import save_png
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,6 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
     plots = {
@@ -39,9 +40,5 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
             continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
         fig.set_size_inches(10, 6)
-        fig.tight_layout()
-        path = folder / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_png(fig, folder, name))
     return written
