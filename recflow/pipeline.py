@@ -24,6 +24,7 @@ from recflow.constants import (
     TEST_PREFIX,
 )
 from recflow.errors import UserError
+from recflow.runs import ui_link
 
 
 @dataclass(frozen=True)
@@ -130,4 +131,6 @@ def summary(done: list[StepRun], model_name: str) -> list[str]:
         if k.startswith(TEST_PREFIX)
     )
     lines.append(f"model {model_name} version {tags.get(TAG_MODEL_VERSION)}: {shown}")
+    experiment = MlflowClient().get_run(done[0].run_id).info.experiment_id
+    lines.append(f"runs: {ui_link(experiment)}")
     return lines

@@ -84,6 +84,15 @@ def claim_experiment(experiment_id: str) -> None:
         )
 
 
+def ui_link(experiment_id: str) -> str:
+    """Where the MLflow UI shows the experiment's runs in its model-training view. MLflow 3.17's
+    UI picks its view from the GenAI / Model training toggle (remembered per browser, GenAI
+    until changed) or this URL's ``workflowType``, not from the experiment's kind tag."""
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 @contextlib.contextmanager
 def step_run(step: str, params: Mapping[str, object]) -> Iterator[Run]:
     """Open (or, under ``mlflow run``, resume) the step's run, tag it and log its parameters.
