@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from recflow import constants as C  # noqa: E402
 from recflow.archives import pack  # noqa: E402
 from recflow.datasets import get_spec  # noqa: E402
+from recflow.metrics import BEYOND_ACCURACY  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 METRICS = ("precision", "recall", "ndcg", "hit_rate", "mrr")
@@ -117,6 +118,11 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " | bench/protocol.py |")
     for name, (p, ndcg) in PUBLISHED.items():
         print(f"| {name} | {p:.3f} | | {ndcg:.3f} | | | {SOURCE} |")
+    print("\n| beyond accuracy @10 | coverage | Gini | novelty (bits) | avg popularity |")
+    print("|---|---|---|---|---|")
+    for prefix, name in ((C.TEST_PREFIX, "ours"), (C.POPULARITY_PREFIX, "popularity")):
+        cells = [cell([r[f"{prefix}{m}_at_10"] for r in results]) for m in BEYOND_ACCURACY]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     ours = {m: np.mean([r[f"{C.TEST_PREFIX}{m}_at_10"] for r in results]) for m in METRICS}
     best_p, best_ndcg = PUBLISHED["BiVAE (best published)"]
     print(
