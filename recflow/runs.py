@@ -76,7 +76,10 @@ def claim_experiment(experiment_id: str) -> None:
         return
     found = client.search_runs([experiment_id], max_results=1000)
     if len(found) < 1000 and all(TAG_STEP in r.data.tags for r in found):
-        client.rename_experiment(experiment_id, DEFAULT_EXPERIMENT_NAME)
+        try:
+            client.rename_experiment(experiment_id, DEFAULT_EXPERIMENT_NAME)
+        except MlflowException:  # a concurrent first run renamed it, or took the name
+            return
         log.info(
             "experiment 'Default' renamed to %r (it holds only this project's runs); "
             "choose another with mlflow run --experiment-name",
