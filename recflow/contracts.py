@@ -129,15 +129,14 @@ def input_digest(run: Run, context: str) -> str:
     return ""
 
 
-def rescore(model_uri: str, data: Prepared, metric: str) -> float:
-    """``metric`` (e.g. ``ndcg@10``) of the served model at ``model_uri`` on ``data``'s test set,
-    computed now by this code, as train_best computes it."""
+def rescore(model_uri: str, seen: pd.DataFrame, test: pd.DataFrame, metric: str) -> float:
+    """``metric`` (e.g. ``ndcg@10``) of the served model at ``model_uri`` on ``test``, ``seen``
+    items excluded, computed now by this code, as train_best computes it."""
     try:
         model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
     except Exception as e:  # a missing or foreign model: all mean the same here
         raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
-    seen = pd.concat([data.train, data.valid], ignore_index=True)
-    figures = Holdout.of(model, seen, data.test).evaluate(model.scores, parse_metric(metric)[1])
+    figures = Holdout.of(model, seen, test).evaluate(model.scores, parse_metric(metric)[1])
     return figures[metric_key(metric)]
 
 

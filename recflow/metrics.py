@@ -294,7 +294,7 @@ def test_report(model: Ranker, seen: pd.DataFrame, test: pd.DataFrame, ks: Itera
     holdout = Holdout.of(model, seen, test)
     n_items = holdout.n_items
     popularity = np.bincount(holdout.seen_i, minlength=n_items)
-    n_users = len(model.user_positions(seen[USER_COL].unique()))
+    n_users = seen[USER_COL].nunique()
     scorers = {
         TEST_PREFIX: model.scores,
         POPULARITY_PREFIX: popularity_scorer(holdout.seen_i, n_items),

@@ -117,9 +117,15 @@ def outcome(done: list[StepRun]) -> tuple[dict[str, float], dict[str, str]]:
     return metrics, tags
 
 
-def summary(done: list[StepRun], model_name: str) -> list[str]:
-    """The lines ``main`` prints: each step, the registry's decision and the test metrics."""
-    metrics, tags = outcome(done)
+def summary(
+    done: list[StepRun],
+    model_name: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    experiment_id: str,
+) -> list[str]:
+    """The lines ``main`` prints: each step, the registry's decision and the test metrics (the
+    :func:`outcome`), and where the UI shows the runs."""
     lines = [
         f"{r.step:<11} {'reused' if r.reused else 'ran':<6} {r.run_id}  {r.seconds:7.1f}s"
         for r in done
@@ -131,6 +137,5 @@ def summary(done: list[StepRun], model_name: str) -> list[str]:
         if k.startswith(TEST_PREFIX)
     )
     lines.append(f"model {model_name} version {tags.get(TAG_MODEL_VERSION)}: {shown}")
-    experiment = MlflowClient().get_run(done[0].run_id).info.experiment_id
-    lines.append(f"runs: {ui_link(experiment)}")
+    lines.append(f"runs: {ui_link(experiment_id)}")
     return lines

@@ -42,6 +42,10 @@ class Prepared:
     item_features: pd.DataFrame
     items: pd.DataFrame
 
+    def seen(self) -> pd.DataFrame:
+        """Train and valid together: what the final model trains on and test rankings exclude."""
+        return pd.concat([self.train, self.valid], ignore_index=True)
+
 
 def prepare(
     ratings: pd.DataFrame,

@@ -56,10 +56,12 @@ def main(
             # in the metric code between the two versions cannot decide.
             with tempfile.TemporaryDirectory() as tmp:
                 data = load_prepared(candidate.tags["preprocess_run_id"], Path(tmp))
-                fresh = {
-                    "candidate": rescore(train.data.tags[C.TAG_MODEL_URI], data, metric),
-                    alias: rescore(f"models:/{model_name}/{holder.version}", data, metric),
-                }
+            seen = data.seen()
+            uris = {
+                "candidate": train.data.tags[C.TAG_MODEL_URI],
+                alias: f"models:/{model_name}/{holder.version}",
+            }
+            fresh = {who: rescore(uri, seen, data.test, metric) for who, uri in uris.items()}
             mlflow.log_metrics({f"{who}_{policy.key}": v for who, v in fresh.items()})
             ours = Model(candidate.tags, {policy.key: fresh["candidate"]})
             theirs = Model(holder.tags, {policy.key: fresh[alias]}, holder.version)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 import mlflow
-import pandas as pd
 
 from recflow import constants as C
 from recflow import serving
@@ -56,7 +55,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
         s.label(dataset, f"{params.factors} factors", f"{params.epochs} epochs")
 
-        seen = pd.concat([data.train, data.valid], ignore_index=True)
+        seen = data.seen()
         # However hpo sampled users, the final model sees them all.
         n_users = seen[C.USER_COL].nunique()
         mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
