@@ -85,15 +85,53 @@ class Splits:
 def to_implicit(ratings: pd.DataFrame, min_rating: float) -> pd.DataFrame:
     """One row per (user, item), the latest rating, kept if it is >= ``min_rating`` (0 keeps all).
 
-    De-duplicating first means a later low rating overrides an earlier high one.
+    De-duplicating first means a later low rating overrides an earlier high one. Rows come out
+    ordered by user, timestamp and item.
     """
-    latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
-    latest = latest.drop_duplicates([USER_COL, ITEM_COL], keep="last")
+    order = _user_time_item_order(ratings)
+    if order is None:  # some pair was rated twice (or keys too wide): pandas' general path
+        latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+        latest = latest.drop_duplicates([USER_COL, ITEM_COL], keep="last")
+    else:
+        latest = ratings.take(order)
     return latest[latest[RATING_COL] >= min_rating].reset_index(drop=True)
+
+
+def _user_time_item_order(df: pd.DataFrame) -> np.ndarray | None:
+    """Row positions in (user, timestamp, item) order, or None if a (user, item) pair repeats
+    or the keys do not pack into 64-bit integers.
+
+    pandas' three-column stable sort took 34 s on ML-25M's 25M rows; this takes a few seconds. With
+    every (user, item) pair unique, (user, timestamp, item) is unique too, so the order is total
+    and equals the stable sort's: sort on (user, timestamp) packed into one integer, then order
+    the rows that tie on it (one user rating several items in the same second) by item.
+    """
+    u, t, i = (np.asarray(df[c], dtype=np.int64) for c in (USER_COL, TIMESTAMP_COL, ITEM_COL))
+    if len(u) == 0:
+        return np.arange(0)
+    u, t, i = u - u.min(), t - t.min(), i - i.min()
+    n_u, n_t, n_i = int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
+    if max(n_u * n_i, n_u * n_t, len(u) * n_i) >= 2**62:
+        return None
+    pairs = np.sort(u * n_i + i)
+    if (pairs[1:] == pairs[:-1]).any():
+        return None
+    user_time = u * n_t + t
+    order = np.argsort(user_time)
+    ranked = user_time[order]
+    same = ranked[1:] == ranked[:-1]
+    tied = np.r_[same, False] | np.r_[False, same]
+    if tied.any():
+        at = np.flatnonzero(tied)
+        group = np.cumsum(np.r_[True, ~same])[at]  # increasing along the order, so blocks stay put
+        order[at] = order[at[np.argsort(group * n_i + i[order[at]])]]
+    return order
 
 
 def k_core(df: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Drop users and items with too few interactions, repeatedly, until both bounds hold."""
+    if min_user <= 1 and min_item <= 1:  # every row already holds (counting costs 4 s on ML-25M)
+        return df.reset_index(drop=True)
     while True:
         users = df[USER_COL].map(df[USER_COL].value_counts())
         items = df[ITEM_COL].map(df[ITEM_COL].value_counts())
@@ -150,7 +188,7 @@ def split(
         label[order[pos_from_end < n_test]] = 2
         label[order[(pos_from_end >= n_test) & (pos_from_end < n_test + n_valid)]] = 1
     train = df[label == 0].reset_index(drop=True)
-    seen_u, seen_i = set(train[USER_COL]), set(train[ITEM_COL])
+    seen_u, seen_i = train[USER_COL].unique(), train[ITEM_COL].unique()
 
     def known(part: pd.DataFrame) -> pd.DataFrame:
         mask = part[USER_COL].isin(seen_u) & part[ITEM_COL].isin(seen_i)

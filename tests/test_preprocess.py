@@ -71,6 +71,25 @@ def test_to_implicit_keeps_the_latest_of_duplicate_pairs() -> None:
     assert rows(out) == {(1, 10, 2.0, 300), (2, 10, 3.0, 50), (1, 11, 1.0, 1)}
 
 
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("repeats", [False, True])
+def test_to_implicit_orders_rows_as_a_stable_pandas_sort_would(seed: int, repeats: bool) -> None:
+    # The fast path (unique pairs) packs keys into integers; both paths must give pandas' order,
+    # ties on (user, timestamp) included, since the row order decides a seeded split.
+    rng = np.random.default_rng(seed)
+    n = 400
+    df = pd.DataFrame({
+        "user_id": rng.integers(-3, 12, n) * 10**6,
+        "item_id": rng.permutation(n) if not repeats else rng.integers(0, 30, n),
+        "rating": rng.integers(1, 6, n).astype(np.float32),
+        "timestamp": rng.integers(0, 4, n) + 1_500_000_000,  # many ties within a user
+    })  # fmt: skip
+    expected = df.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    expected = expected.drop_duplicates(["user_id", "item_id"], keep="last")
+    out = P.to_implicit(df, 0)
+    pd.testing.assert_frame_equal(out, expected.reset_index(drop=True))
+
+
 def test_k_core_iterates_to_a_fixed_point() -> None:
     # One pass drops user 3 and item 10; that leaves user 1 and item 12 with one interaction
     # each, and dropping those leaves user 2 and item 11 with one: the whole chain unravels.
