@@ -124,11 +124,15 @@ class Recommender:
         user_features: pd.DataFrame | None = None,
         item_features: pd.DataFrame | None = None,
         on_epoch: Callable[[int, Recommender], None] | None = None,
+        threads: int = 1,
     ) -> Recommender:
         """Train for ``params.epochs`` epochs; ``on_epoch(epoch, model)`` runs after each one.
 
         Epochs run one at a time so callers can evaluate (and stop) along the way; the
         ``invscaling`` schedule is applied here per epoch, as rankfm would inside one call.
+        ``threads`` > 1 trains with rankfmc's lock-free parallel SGD (Hogwild): faster on big
+        data, but the result then depends on thread timing, so it is no longer bit-for-bit
+        reproducible from the seed.
         """
         from rankfmc import RankFM  # imported here: scoring a saved model does not need it
 
@@ -145,7 +149,7 @@ class Recommender:
             factors=params.factors, loss=params.loss, max_samples=params.max_samples,
             alpha=params.alpha, beta=params.beta, sigma=params.sigma,
             learning_rate=params.learning_rate, learning_schedule=params.learning_schedule,
-            learning_exponent=params.learning_exponent,
+            learning_exponent=params.learning_exponent, n_jobs=threads,
         )  # fmt: skip
         with _numpy_global_seed(seed), _diverged_as_error():
             if on_epoch is None:

@@ -8,6 +8,7 @@ calling process after every epoch and may stop training by raising.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import types
 from collections.abc import Callable
@@ -15,6 +16,17 @@ from collections.abc import Callable
 import pandas as pd
 
 from recflow.model import FMParams, Recommender
+
+# From this many training interactions, ``threads=0`` trains on every core. Below it training
+# takes under a minute on one core, and one thread keeps the model bit-for-bit reproducible.
+PARALLEL_FROM = 2_000_000
+
+
+def training_threads(requested: int, n_interactions: int) -> int:
+    """``requested`` threads, or for 0 the automatic choice (see ``PARALLEL_FROM``)."""
+    if requested > 0:
+        return requested
+    return len(os.sched_getaffinity(0)) if n_interactions >= PARALLEL_FROM else 1
 
 
 class TrainingDiverged(FloatingPointError):
@@ -28,6 +40,7 @@ def fit_isolated(
     user_features: pd.DataFrame | None = None,
     item_features: pd.DataFrame | None = None,
     on_epoch: Callable[[int, Recommender], None] | None = None,
+    threads: int = 1,
 ) -> Recommender:
     """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
 
@@ -39,7 +52,10 @@ def fit_isolated(
     """
     ctx = _context()
     conn, child_conn = ctx.Pipe()
-    args = (child_conn, train, params, seed, user_features, item_features, on_epoch is not None)
+    args = (
+        child_conn, train, params, seed, user_features, item_features, on_epoch is not None,
+        threads,
+    )  # fmt: skip
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
     proc.start()
     child_conn.close()
@@ -98,7 +114,9 @@ class _Stop(Exception):
     pass
 
 
-def _fit_child(conn, train, params, seed, user_features, item_features, report: bool) -> None:
+def _fit_child(
+    conn, train, params, seed, user_features, item_features, report: bool, threads: int
+) -> None:
     def on_epoch(epoch: int, model: Recommender) -> None:
         conn.send(("epoch", (epoch, model)))
         if not conn.recv():
@@ -106,7 +124,13 @@ def _fit_child(conn, train, params, seed, user_features, item_features, report: 
 
     try:
         model = Recommender.fit(
-            train, params, seed, user_features, item_features, on_epoch if report else None
+            train,
+            params,
+            seed,
+            user_features,
+            item_features,
+            on_epoch if report else None,
+            threads,
         )
         conn.send(("done", model))
     except _Stop:

@@ -23,7 +23,7 @@ from recflow.contracts import (
 from recflow.errors import UserError
 from recflow.figures import save_figures
 from recflow.metrics import metric_key, parse_metric, test_report
-from recflow.training import fit_isolated
+from recflow.training import PARALLEL_FROM, fit_isolated, training_threads
 from steps.common import step
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
               help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
 @click.option("--hpo_run_id", default="",
               help="Run ID of a finished hpo run (default: the latest on that preprocess run).")  # fmt: skip
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Training threads. 0: every core from "
+              f"{PARALLEL_FROM:,} interactions on (parallel SGD, not bit-for-bit reproducible), "
+              "else one.")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
-def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
+def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
         prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
         prep = prep_run.info.run_id
@@ -59,12 +63,17 @@ def main(preprocess_run_id: str, hpo_run_id: str, seed: int) -> None:
         # However hpo sampled users, the final model sees them all.
         n_users = seen[C.USER_COL].nunique()
         mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
-        mlflow.log_metrics({"n_train_users": n_users, "n_train_interactions": len(seen)})
+        threads = training_threads(threads, len(seen))
+        mlflow.log_metrics({
+            "n_train_users": n_users, "n_train_interactions": len(seen), "train_threads": threads
+        })  # fmt: skip
         test_set = as_dataset(data.test, f"{dataset} test")
         mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
         mlflow.log_input(test_set, context="test")
         try:
-            model = fit_isolated(seen, params, seed, data.user_features, data.item_features)
+            model = fit_isolated(
+                seen, params, seed, data.user_features, data.item_features, threads=threads
+            )
         except FloatingPointError as e:
             raise UserError(f"training the best configuration failed: {e}") from e
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recflow.model import FMParams, Recommender
-from recflow.training import TrainingDiverged, fit_isolated
+from recflow.training import PARALLEL_FROM, TrainingDiverged, fit_isolated, training_threads
 
 SMALL = FMParams(factors=4, loss="bpr", epochs=3, learning_rate=0.05)
 
@@ -109,6 +110,28 @@ def test_seeds_and_global_rng(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -
     np.testing.assert_array_equal(a.user_emb, b.user_emb)
     assert not np.array_equal(a.user_emb, c.user_emb)
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # caller's RNG untouched
+
+
+def test_parallel_training_learns_the_checkerboard_too(
+    checkerboard: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, held = checkerboard
+    params = FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05)
+    model = fit_isolated(train, params, 1, threads=2)
+    scores = model.scores(model.user_positions(held.user_id.to_numpy()))
+    item_pos = model.item_positions(np.arange(20))
+    right = [
+        scores[r, item_pos[u % 2 :: 2]].mean() > scores[r, item_pos[1 - u % 2 :: 2]].mean()
+        for r, u in enumerate(held.user_id)
+    ]
+    assert all(right)
+
+
+def test_training_threads_one_on_small_data_every_core_on_big() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert training_threads(0, PARALLEL_FROM - 1) == 1  # bit-for-bit reproducible
+    assert training_threads(0, PARALLEL_FROM) == cores
+    assert training_threads(3, 10) == 3  # an explicit count wins
 
 
 def test_on_epoch_and_save_load(
