@@ -19,14 +19,19 @@ from recflow.model import FMParams, Recommender
 
 # From this many training interactions, ``threads=0`` trains on every core. Below it training
 # takes under a minute on one core, and one thread keeps the model bit-for-bit reproducible.
+# Parallel SGD pays only without side features: every sample updates the shared feature weights,
+# and two threads writing them gave no speed-up (bench/train_threads.py, ML-1M scale, item
+# features: 0.97x; without: 1.46x per epoch at ML-10M scale).
 PARALLEL_FROM = 2_000_000
 
 
-def training_threads(requested: int, n_interactions: int) -> int:
+def training_threads(requested: int, n_interactions: int, params: FMParams) -> int:
     """``requested`` threads, or for 0 the automatic choice (see ``PARALLEL_FROM``)."""
     if requested > 0:
         return requested
-    return len(os.sched_getaffinity(0)) if n_interactions >= PARALLEL_FROM else 1
+    if n_interactions < PARALLEL_FROM or params.features != "none":
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 class TrainingDiverged(FloatingPointError):

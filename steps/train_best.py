@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
               help="Run ID of a finished hpo run (default: the latest on that preprocess run).")  # fmt: skip
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Training threads. 0: every core from "
-              f"{PARALLEL_FROM:,} interactions on (parallel SGD, not bit-for-bit reproducible), "
-              "else one.")  # fmt: skip
+              f"{PARALLEL_FROM:,} interactions on without side features (parallel SGD, not "
+              "bit-for-bit reproducible), else one.")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +63,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> No
         # However hpo sampled users, the final model sees them all.
         n_users = seen[C.USER_COL].nunique()
         mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
-        threads = training_threads(threads, len(seen))
+        threads = training_threads(threads, len(seen), params)
         mlflow.log_metrics({
             "n_train_users": n_users, "n_train_interactions": len(seen), "train_threads": threads
         })  # fmt: skip

@@ -129,9 +129,11 @@ def test_parallel_training_learns_the_checkerboard_too(
 
 def test_training_threads_one_on_small_data_every_core_on_big() -> None:
     cores = len(os.sched_getaffinity(0))
-    assert training_threads(0, PARALLEL_FROM - 1) == 1  # bit-for-bit reproducible
-    assert training_threads(0, PARALLEL_FROM) == cores
-    assert training_threads(3, 10) == 3  # an explicit count wins
+    assert training_threads(0, PARALLEL_FROM - 1, FMParams()) == 1  # bit-for-bit reproducible
+    assert training_threads(0, PARALLEL_FROM, FMParams()) == cores
+    # Side features: every sample writes the shared feature weights; threads only contend.
+    assert training_threads(0, PARALLEL_FROM, FMParams(features="item")) == 1
+    assert training_threads(3, 10, FMParams()) == 3  # an explicit count wins
 
 
 def test_on_epoch_and_save_load(
