@@ -14,7 +14,7 @@ import optuna
 from recflow import constants as C
 from recflow.contracts import load_prepared, log_splits
 from recflow.hpo import fidelity, sampling, space, tune
-from recflow.hpo.objective import PATIENCE
+from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, auto_patience, parse_patience
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.metrics import metric_key
 from steps.common import data_dir, step
@@ -57,19 +57,21 @@ from steps.common import data_dir, step
 @click.option("--eval_users", default=fidelity.AUTO, show_default=True,
               help="Validate each trial on this many validation users (seeded sample): a number, "
               f"'all', or 'auto' (at most {fidelity.AUTO_EVAL_USERS:,}).")  # fmt: skip
-@click.option("--patience", default=PATIENCE, show_default=True, type=click.IntRange(min=0),
+@click.option("--patience", default="auto", show_default=True,
               help="A trial stops after this many epochs without a better validation score "
-              "(0 = train every trial to its epochs).")  # fmt: skip
+              f"(0 = train every trial to its epochs); 'auto': {PATIENCE}, up to {MAX_PATIENCE} "
+              "on small data, where epochs are cheap.")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 def main(
     preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
     pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,
-    patience: int, seed: int,
+    patience: str, seed: int,
 ) -> None:  # fmt: skip
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     with step("hpo") as s, tempfile.TemporaryDirectory() as tmp:
         # Everything that can be wrong is checked before the first trial.
         metric_key(metric)
+        wait = parse_patience(patience)
         wanted = (
             fidelity.parse_users("sample_users", sample_users),
             fidelity.parse_users("eval_users", eval_users),
@@ -95,9 +97,12 @@ def main(
             "fidelity.sample_users": fid.sample_users or fidelity.ALL,
             "fidelity.eval_users": fid.eval_users or fidelity.ALL,
         })  # fmt: skip
+        if wait == "auto":
+            wait = auto_patience(len(trial_data.train))
+        mlflow.log_param("early_stopping.patience", wait)
         # Each trial trains in its own process; more threads than cores only queue.
         jobs = n_jobs or len(os.sched_getaffinity(0))
-        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, patience)
+        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, wait)
         result = tune.tune(trial_data, search, store, name, s.run_id)
         tune.log_result(result, metric, prep)
         best, counts = result.best, result.counts

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from recflow.errors import UserError
 from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
-from recflow.hpo.objective import PATIENCE, Objective
+from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, Objective, auto_patience, parse_patience
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
@@ -137,11 +137,12 @@ def test_trials_are_child_runs_with_learning_curves(prep_id: str, tmp_path: Path
             history = client.get_metric_history(t.info.run_id, "ndcg_at_10")
             ran = len(history)
             assert [m.step for m in history] == list(range(1, ran + 1))
-            # Scored at its best epoch; stopped at the cap or PATIENCE epochs after the best.
+            # Scored at its best epoch; stopped at the cap or `patience` epochs after the best.
+            patience = int(run.data.params["early_stopping.patience"])
             best_epoch = int(t.data.metrics["best_epoch"])
             assert t.data.metrics["best_ndcg_at_10"] == max(m.value for m in history)
             assert history[best_epoch - 1].value == t.data.metrics["best_ndcg_at_10"]
-            assert ran == epochs or ran - best_epoch == PATIENCE
+            assert ran == epochs or ran - best_epoch == patience
             assert {"best_precision_at_10", "best_recall_at_10", "best_mrr_at_10"} <= set(
                 t.data.metrics
             )
@@ -185,6 +186,18 @@ def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> No
         assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "PRUNED"
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "ndcg_at_10")
         assert [m.step for m in history] == [1, 2]
+
+
+def test_auto_patience_waits_longer_only_where_epochs_are_cheap() -> None:
+    assert auto_patience(65_000) == MAX_PATIENCE  # ML-100K's training split
+    assert auto_patience(700_000) == PATIENCE  # ML-1M's
+    assert auto_patience(2_000_000) == PATIENCE  # a tuning sample of big data
+    assert PATIENCE < auto_patience(150_000) < MAX_PATIENCE
+    assert parse_patience("auto") == "auto"
+    assert parse_patience("0") == 0 and parse_patience("5.0") == 5  # MLproject passes floats
+    for bad in ("-2", "1.5", "later"):
+        with pytest.raises(UserError, match="patience must be 'auto'"):
+            parse_patience(bad)
 
 
 def test_patience_zero_trains_every_epoch(prep_id: str, tmp_path: Path) -> None:

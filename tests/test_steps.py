@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.contracts import PREPARED_FILES
+from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.preprocess import Prepared
 from recflow.runs import get_step_run
@@ -283,6 +284,8 @@ def test_hpo_rejects_bad_user_counts_before_any_trial(prep_id: str) -> None:
         (["--eval_users", "ten"], "eval_users must be 'auto', 'all' or a positive integer"),
         (["--sample_users", "1000"], "sample_users=1000 is more than the 40 users"),
         (["--eval_users", "1000"], "eval_users=1000 is more than the"),
+        (["--patience", "-1"], "patience must be 'auto' or a non-negative integer, got '-1'"),
+        (["--patience", "soon"], "patience must be 'auto' or a non-negative integer"),
     ):
         run = fails("hpo", common + args, message)
         trials = mlflow.search_runs(
@@ -313,6 +316,9 @@ def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) ->
     assert full.data.tags[C.TAG_TUNED_ON_SAMPLE] == "false"
     assert full.data.params["fidelity.sample_users"] == "all"
     assert "users=" not in full.data.tags[C.TAG_STUDY]
+    # A tiny training split waits as long as "auto" ever does.
+    assert full.data.params["early_stopping.patience"] == str(MAX_PATIENCE)
+    assert run.data.params["early_stopping.patience"] == str(MAX_PATIENCE)
 
 
 def test_every_prepared_field_crosses_the_boundary_by_name() -> None:
