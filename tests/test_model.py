@@ -24,19 +24,22 @@ def test_params_coerce_strings_and_reject_unknowns() -> None:
         FMParams(loss="hinge")
 
 
-def test_learns_the_checkerboard(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    train, held = checkerboard
-    model = Recommender.fit(
-        train, FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05), seed=1
-    )
+CHECKERBOARD = FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05)
+
+
+def learned_checkerboard(model: Recommender, held: pd.DataFrame) -> bool:
+    """Whether each held-out user's own-parity items outscore the other parity ones."""
     scores = model.scores(model.user_positions(held.user_id.to_numpy()))
     item_pos = model.item_positions(np.arange(20))
-    # Each user's own-parity items must outscore the other parity ones.
-    right = [
+    return all(
         scores[r, item_pos[u % 2 :: 2]].mean() > scores[r, item_pos[1 - u % 2 :: 2]].mean()
         for r, u in enumerate(held.user_id)
-    ]
-    assert all(right)
+    )
+
+
+def test_learns_the_checkerboard(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, held = checkerboard
+    assert learned_checkerboard(Recommender.fit(train, CHECKERBOARD, seed=1), held)
 
 
 @pytest.mark.parametrize("features", ["none", "both"])
@@ -116,15 +119,7 @@ def test_parallel_training_learns_the_checkerboard_too(
     checkerboard: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     train, held = checkerboard
-    params = FMParams(factors=4, loss="bpr", epochs=30, learning_rate=0.05)
-    model = fit_isolated(train, params, 1, threads=2)
-    scores = model.scores(model.user_positions(held.user_id.to_numpy()))
-    item_pos = model.item_positions(np.arange(20))
-    right = [
-        scores[r, item_pos[u % 2 :: 2]].mean() > scores[r, item_pos[1 - u % 2 :: 2]].mean()
-        for r, u in enumerate(held.user_id)
-    ]
-    assert all(right)
+    assert learned_checkerboard(fit_isolated(train, CHECKERBOARD, 1, threads=2), held)
 
 
 def test_training_threads_one_on_small_data_every_core_on_big() -> None:
