@@ -34,6 +34,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores(workers: int) -> None:
+    """Give each worker's BLAS its share of the cores, unless the environment already says.
+
+    A worker's OpenBLAS starts one thread per core and its idle threads spin, so N workers
+    would run N x cores BLAS threads on the cores. Set before the workers start: each reads
+    the variables when it imports NumPy.
+    """
+    share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, share)
+
+
 def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | None = None) -> None:
     """Download the model and serve it until interrupted."""
     import mlflow.artifacts
@@ -46,6 +61,7 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
     # workers import the app, which loads the model named in the environment.
     command, env = scoring_server.get_cmd(local, port, host, timeout, workers)
     os.environ.update(env)
+    share_cores(workers)
     config = uvicorn.Config(shlex.split(command)[-1], host=host, port=port, workers=workers)
     sock = bind_socket(host, port)
     if workers > 1:

@@ -90,6 +90,21 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         proc.wait(timeout=30)
 
 
+def test_workers_share_the_cores_between_their_blas_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for var in server.BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # what the user set is kept
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    server.share_cores(2)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["MKL_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    server.share_cores(8)  # more workers than cores: one thread each
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
+
 @pytest.mark.slow
 def test_two_workers_serve_the_models_answers(two_workers) -> None:
     url, direct = two_workers
