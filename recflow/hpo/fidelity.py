@@ -27,20 +27,26 @@ AUTO_EVAL_USERS = 10_000
 AUTO, ALL = "auto", "all"
 
 
-def parse_users(name: str, value: str) -> str | int:
-    """'auto', 'all' or a positive integer; anything else is a one-line error naming ``name``."""
+def parse_count(name: str, value: str, words: tuple[str, ...], minimum: int) -> str | int:
+    """One of ``words`` or an integer >= ``minimum`` (0 or 1); anything else is a one-line error
+    naming ``name``. Integral floats pass: MLproject hands numbers over as e.g. ``5.0``."""
     text = str(value).strip().lower()
-    if text in (AUTO, ALL):
+    if text in words:
         return text
     try:
         number = float(text)
     except ValueError:
-        raise UserError(
-            f"{name} must be 'auto', 'all' or a positive integer, got {value!r}"
-        ) from None
-    if number != int(number) or number < 1:
-        raise UserError(f"{name} must be 'auto', 'all' or a positive integer, got {value!r}")
+        number = minimum - 1.0
+    if number != int(number) or number < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        allowed = ", ".join(f"'{w}'" for w in words)
+        raise UserError(f"{name} must be {allowed} or {kind}, got {value!r}")
     return int(number)
+
+
+def parse_users(name: str, value: str) -> str | int:
+    """'auto', 'all' or a positive integer; anything else is a one-line error naming ``name``."""
+    return parse_count(name, value, (AUTO, ALL), minimum=1)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import TAG_STUDY
-from recflow.errors import UserError
 from recflow.hpo import attrs
+from recflow.hpo.fidelity import AUTO, parse_count
 from recflow.hpo.liveness import worker_id
 from recflow.hpo.space import Dimension, suggest
 from recflow.metrics import Holdout, metric_key, parse_metric
@@ -45,16 +45,7 @@ def auto_patience(n_train_rows: int) -> int:
 
 def parse_patience(value: str) -> str | int:
     """'auto' or a non-negative integer; anything else is a one-line error."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return text
-    try:
-        number = float(text)
-    except ValueError:
-        number = -1.0
-    if number < 0 or number != int(number):
-        raise UserError(f"patience must be 'auto' or a non-negative integer, got {value!r}")
-    return int(number)
+    return parse_count("patience", value, (AUTO,), minimum=0)
 
 
 class _EarlyStop(Exception):
