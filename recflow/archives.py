@@ -134,7 +134,14 @@ class Fetched:
     source: str
     checksum: str  # "<algo>:<hex>" actually computed
     verified: bool  # True when it matched a known checksum
-    cached: bool
+    cached: bool  # reused from the cache rather than fetched now
+    owned: bool = True  # lives in our cache (False: the user's own file, used in place)
+
+    def discard(self) -> None:
+        """Remove a rejected archive from the cache, so no later run reuses it; a user's own
+        file is never touched."""
+        if self.owned:
+            self.path.unlink(missing_ok=True)
 
 
 def fetch_archive(
@@ -166,7 +173,9 @@ def fetch_archive(
             raise UserError(f"data_url {source!r} is not an existing file or an http(s)/file URL")
         digest = file_digest(path, algo)
         check(digest, str(path))
-        return Fetched(path, str(path), f"{algo}:{digest}", expected is not None, cached=False)
+        return Fetched(
+            path, str(path), f"{algo}:{digest}", expected is not None, cached=False, owned=False
+        )
     if parsed.scheme not in ("http", "https", "file"):
         raise UserError(f"unsupported URL scheme in {source!r}; use http(s)://, file:// or a path")
 

@@ -32,11 +32,17 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
         fetched = archives.fetch_archive(spec, data_dir(), data_url, checksum)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            archives.extract(spec, fetched.path, folder)
-            # Parse now so a wrong format fails here, not one step later.
-            ratings = datasets.parse_ratings(spec, folder)
-            datasets.parse_items(spec, folder)
-            datasets.parse_users(spec, folder)
+            try:
+                archives.extract(spec, fetched.path, folder)
+                # Parse now so a wrong format fails here, not one step later.
+                ratings = datasets.parse_ratings(spec, folder)
+                datasets.parse_items(spec, folder)
+                datasets.parse_users(spec, folder)
+            except Exception:
+                # A checksum proves only that the file is the one asked for, not that it is
+                # usable: a rejected archive must not stay in the cache to be reused.
+                fetched.discard()
+                raise
             mlflow.log_artifacts(tmp, C.RAW_DIR)
         mlflow.set_tags({
             C.TAG_DATASET: dataset, C.TAG_SOURCE_URL: fetched.source,

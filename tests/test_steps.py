@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import mlflow
@@ -170,6 +171,43 @@ def test_download_checksum_mismatch_keeps_cache_intact(
 def test_download_rejects_wrong_layout(tracking: str, tmp_path: Path) -> None:
     bad = write_zip(tmp_path / "flat.zip", ml100k_files(), folder="")
     fails("download", ["--dataset", "ml-100k", "--data_url", str(bad)], "not in the ml-100k layout")
+
+
+def _truncated(path: Path) -> Path:
+    data = write_zip(path, ml100k_files()).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _zip_slip(path: Path) -> Path:
+    write_zip(path, ml100k_files())
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("../evil", b"pwned")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: write_zip(p, ml100k_files(), folder=""), "not in the ml-100k layout"),
+        (_truncated, "not a readable zip"),
+        (_zip_slip, "outside the target folder"),
+    ],
+    ids=["layout", "truncated", "zip-slip"],
+)  # fmt: skip
+def test_download_removes_a_rejected_archive_from_the_cache(
+    tracking: str, http_dir, tmp_path: Path, make, message: str
+) -> None:
+    root, base = http_dir
+    served = make(root / "ml-100k.zip")
+    url = f"{base}/ml-100k.zip"
+    fails("download", ["--dataset", "ml-100k", "--data_url", url, "--checksum", sha256(served)],
+          message)  # fmt: skip
+    cache = tmp_path / "data" / "ml-100k"
+    assert [p.name for p in cache.iterdir()] == []
+    # A user's own file is read in place and never removed, however bad.
+    fails("download", ["--dataset", "ml-100k", "--data_url", str(served)], message)
+    assert served.is_file()
 
 
 def test_preprocess_writes_splits_and_counts(prep_id: str) -> None:
