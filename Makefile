@@ -16,7 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-binary rankfmc -e '.[test]'
 	touch $@
 
+# The store first, under a lock: MLflow creates a new SQLite store's tables without one, so two
+# `make main` started together on a fresh mlflow.db would race (recflow/store.py).
 main: $(VENV)/.installed
+	$(BIN)/python -m recflow.store
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
 
 lint: $(VENV)/.installed

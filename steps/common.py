@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from recflow import runs
 from recflow.constants import UPSTREAM
 from recflow.errors import UserError
+from recflow.store import prepare_store
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Step:
 def step(name: str) -> Iterator[Step]:
     """Open the step's run and log the invoking command's options as its parameters."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    prepare_store()  # a step may be the first process to open a new local store
     try:
         with runs.step_run(name, click.get_current_context().params) as run:
             yield Step(name, run)
