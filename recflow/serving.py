@@ -22,6 +22,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from recflow.constants import (
     GENRES_COL,
@@ -71,6 +73,41 @@ def seen_arrays(model: Recommender, seen: pd.DataFrame) -> dict[str, np.ndarray]
     return {"seen_indptr": indptr, "seen_indices": indices, "popularity": popularity}
 
 
+class BadRequest(MlflowException, ValueError):
+    """A request the model cannot answer. MLflow's scoring server answers it with a 400 and this
+    message; any other exception would reach the client as "an unexpected error"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def parse_request(
+    model_input: pd.DataFrame, params: dict[str, Any]
+) -> tuple[np.ndarray, int, bool]:
+    """User IDs, k and filter_seen of a request, or ``BadRequest`` saying what is wrong."""
+    try:
+        k = int(params.get("k", 10))
+    except (TypeError, ValueError):
+        raise BadRequest(f"k must be an integer, got {params.get('k')!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise BadRequest(f"k must be between 1 and {MAX_K}, got {k}")
+    filter_seen = params.get("filter_seen", True)
+    if isinstance(filter_seen, str):  # in-process callers may pass "false"
+        filter_seen = filter_seen.strip().lower() not in ("false", "0", "no")
+    if USER_COL not in model_input.columns:
+        raise BadRequest(f"input needs a '{USER_COL}' column, got {list(model_input.columns)}")
+    try:
+        users = pd.to_numeric(model_input[USER_COL], errors="raise").to_numpy()
+    except (TypeError, ValueError):
+        users = np.array([np.nan])
+    exact = users.dtype.kind in "iub" or (
+        users.dtype.kind == "f" and np.all(np.mod(users, 1) == 0) and np.all(np.abs(users) < 2**63)
+    )
+    if not exact or (users.dtype.kind == "u" and users.size and users.max() >= 2**63):
+        raise BadRequest(f"'{USER_COL}' values must be integers")
+    return users.astype(np.int64), k, bool(filter_seen)
+
+
 class RecommenderModel(mlflow.pyfunc.PythonModel):
     """Top-k recommendations for many users per call."""
 
@@ -99,19 +136,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        params = params or {}
-        k = int(params.get("k", 10))
-        filter_seen = params.get("filter_seen", True)
-        if isinstance(filter_seen, str):  # in-process callers may pass "false"
-            filter_seen = filter_seen.strip().lower() not in ("false", "0", "no")
-        if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
-        if USER_COL not in model_input.columns:
-            raise ValueError(f"input needs a '{USER_COL}' column, got {list(model_input.columns)}")
-        users = pd.to_numeric(model_input[USER_COL], errors="raise").to_numpy()
-        if not np.all(np.equal(np.mod(users, 1), 0)):
-            raise ValueError(f"'{USER_COL}' values must be integers")
-        users = users.astype(np.int64)
+        users, k, filter_seen = parse_request(model_input, params or {})
         pos = self.model.user_positions(users)
         known = pos >= 0
         n_items = len(self.model.item_ids)
