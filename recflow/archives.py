@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from recflow import disk
 from recflow.datasets import DatasetSpec
 from recflow.errors import UserError
 
@@ -75,8 +76,11 @@ def _save(resp: requests.Response, dest: Path, algo: str) -> str:
     """Write the body of ``resp`` to ``dest`` with a progress bar; return its digest."""
     h = hashlib.new(algo)
     total = int(resp.headers.get("content-length") or 0) or None
+    name = dest.name.split(".part")[0]
+    if total:
+        disk.require(dest.parent, total, f"the archive {name}")
     with open(dest, "wb") as f, tqdm(
-        total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0], disable=None,
+        total=total, unit="B", unit_scale=True, desc=name, disable=None,
     ) as bar:  # fmt: skip
         for chunk in resp.iter_content(chunk_size=1 << 20):
             f.write(chunk)
@@ -96,6 +100,7 @@ def _stream_to(url: str, dest: Path, algo: str, retries: int) -> str:
         src = Path(urllib.request.url2pathname(parsed.path))
         if not src.is_file():
             raise UserError(f"no such file: {src}; check data_url")
+        disk.require(dest.parent, src.stat().st_size, f"the archive {src.name}")
         shutil.copyfile(src, dest)
         return file_digest(dest, algo)
     retry = _retry_budget(retries)
@@ -196,6 +201,14 @@ def fetch_archive(
         digest = _stream_to(source, tmp, algo, retries)
         check(digest, source)
         os.replace(tmp, target)
+    except OSError as e:
+        if e.errno not in disk.NO_SPACE:
+            raise
+        # Known sizes were checked before the first byte; this one was not announced.
+        raise UserError(
+            f"no space left in {target.parent} for the archive {name} "
+            f"({disk.size(tmp.stat().st_size)} written, then the disk was full)"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
     return Fetched(target, source, f"{algo}:{digest}", expected is not None, cached=False)

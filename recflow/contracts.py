@@ -25,6 +25,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
+from recflow import disk
 from recflow.cache import unquote
 from recflow.errors import UserError
 from recflow.metrics import Holdout, metric_key, parse_metric
@@ -46,6 +47,7 @@ def log_prepared(data: Prepared) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, file in PREPARED_FILES.items():
             getattr(data, name).to_parquet(Path(tmp) / file, index=False)
+        disk.require_for_artifacts("the prepared splits", Path(tmp))
         mlflow.log_artifacts(tmp, C.DATA_DIR)
 
 

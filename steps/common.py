@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from mlflow.entities import Run
 
-from recflow import runs
+from recflow import disk, runs
 from recflow.constants import UPSTREAM
 from recflow.errors import UserError
 from recflow.store import prepare_store
@@ -55,7 +55,13 @@ def step(name: str) -> Iterator[Step]:
     prepare_store()  # a step may be the first process to open a new local store
     try:
         with runs.step_run(name, click.get_current_context().params) as run:
-            yield Step(name, run)
+            try:
+                yield Step(name, run)
+            except OSError as e:
+                # A full disk mid-write: said in one line, while the run can still be named.
+                if e.errno not in disk.NO_SPACE:
+                    raise
+                raise disk.no_space(e) from e
     except UserError as e:
         raise click.ClickException(str(e)) from e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow import archives, datasets
+from recflow import archives, datasets, disk
 from recflow import constants as C
 from steps.common import data_dir, step
 
@@ -43,6 +43,7 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
                 # usable: a rejected archive must not stay in the cache to be reused.
                 fetched.discard()
                 raise
+            disk.require_for_artifacts("the raw files", folder)
             mlflow.log_artifacts(tmp, C.RAW_DIR)
         mlflow.set_tags({
             C.TAG_DATASET: dataset, C.TAG_SOURCE_URL: fetched.source,

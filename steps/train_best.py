@@ -10,7 +10,7 @@ import click
 import mlflow
 
 from recflow import constants as C
-from recflow import serving
+from recflow import disk, serving
 from recflow.contracts import (
     as_dataset,
     link_upstream,
@@ -82,11 +82,12 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> No
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
-        for path in figures:
-            mlflow.log_artifact(str(path), C.PLOTS_DIR)
-
         bundle = Path(tmp) / "bundle"
         serving.write_bundle(bundle, model, data.items, seen)
+        # Everything this run logs must fit before any of it is logged.
+        disk.require_for_artifacts("the model and its plots", bundle, *figures)
+        for path in figures:
+            mlflow.log_artifact(str(path), C.PLOTS_DIR)
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())
         info = serving.log_model(bundle, example_users=example)
         # Linked to the logged model and the test set: the model's page in the UI shows them.

@@ -1,0 +1,81 @@
+"""Running out of disk space: a one-line error naming the place and the space needed.
+
+In: a folder about to be written and the bytes it will take, or an ``OSError`` raised while
+writing. Out: ``UserError``s (which a step turns into one line and a FAILED run). Writes whose
+size is known are checked before they start, so nothing partial is written; anything else that
+runs out of space mid-write is named by ``no_space``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import urllib.parse
+from pathlib import Path
+
+import mlflow
+
+from recflow.errors import UserError
+
+# Full device, exhausted quota, or a file-size limit (ulimit -f).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def size(n: int) -> str:
+    """Bytes for people: 512 B, 40.0 KiB, 3.2 MiB, 1.5 GiB."""
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that holds ``path`` (or would, once created)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return shutil.disk_usage(folder).free
+    return 0
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of a file or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def require(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing ``needed`` bytes of ``what`` into ``folder`` if they cannot fit."""
+    free = free_bytes(folder)
+    if needed > free:
+        raise UserError(
+            f"not enough disk space for {what} in {folder}: needs {size(needed)}, {size(free)} free"
+        )
+
+
+def artifact_folder() -> Path | None:
+    """The active run's artifact folder when it is on a local filesystem (else None: a tracking
+    server stores the artifacts and reports its own errors)."""
+    parsed = urllib.parse.urlparse(mlflow.get_artifact_uri())
+    return Path(parsed.path) if parsed.scheme in ("", "file") else None
+
+
+def require_for_artifacts(what: str, *local: Path) -> None:
+    """Check that ``local`` (files or folders about to be logged) fit in the artifact folder."""
+    folder = artifact_folder()
+    if folder is not None:
+        require(folder, sum(tree_bytes(p) for p in local), what)
+
+
+def no_space(e: OSError) -> UserError:
+    """The one-line error for a write that ran out of space after it started (inside a run, a
+    write that names no file is taken to be the run's artifacts)."""
+    where = Path(e.filename) if e.filename else None
+    if where is None and mlflow.active_run() is not None:
+        where = artifact_folder()
+    place = f" writing {where} ({size(free_bytes(where))} free there)" if where else ""
+    return UserError(f"{os.strerror(e.errno or errno.ENOSPC).lower()}{place}; free some space")
