@@ -48,6 +48,8 @@ def recommend(
 ) -> Iterator[pd.DataFrame]:
     """The model's top-k rows for the users in ``ids``, one frame per ``batch_size`` users,
     produced lazily so the caller can write each one before the next is computed."""
+    # The per-request limit protects a server's other clients; a batch job has none.
+    model.unwrap_python_model().max_users = None
     for i in range(0, len(ids), batch_size):
         yield model.predict(pd.DataFrame({USER_COL: ids[i : i + batch_size]}), params={"k": k})
 

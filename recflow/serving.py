@@ -25,6 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from recflow import disk
 from recflow.constants import (
     GENRES_COL,
     ITEM_COL,
@@ -38,6 +39,10 @@ from recflow.metrics import top_k_finite
 from recflow.model import Recommender
 
 MAX_K = 1000
+# Users per request to the server: one request of 10,000 users held a worker for a second and
+# more, stalling every other client queued behind it (bench/serve_abuse.py: p99 of one-user
+# requests 584 ms, server memory +15 % after 200 of them). Batch scoring lifts the limit.
+MAX_USERS = 1000
 SOURCE_COL = "source"
 OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, SOURCE_COL]
 ARTIFACT_KEY = "recommender"
@@ -82,7 +87,7 @@ class BadRequest(MlflowException, ValueError):
 
 
 def parse_request(
-    model_input: pd.DataFrame, params: dict[str, Any]
+    model_input: pd.DataFrame, params: dict[str, Any], max_users: int | None = MAX_USERS
 ) -> tuple[np.ndarray, int, bool]:
     """User IDs, k and filter_seen of a request, or ``BadRequest`` saying what is wrong."""
     try:
@@ -96,6 +101,11 @@ def parse_request(
         filter_seen = filter_seen.strip().lower() not in ("false", "0", "no")
     if USER_COL not in model_input.columns:
         raise BadRequest(f"input needs a '{USER_COL}' column, got {list(model_input.columns)}")
+    if max_users is not None and len(model_input) > max_users:
+        raise BadRequest(
+            f"at most {max_users} users per request, got {len(model_input)}; split the request "
+            "or score many users with the recommend entry point"
+        )
     try:
         users = pd.to_numeric(model_input[USER_COL], errors="raise").to_numpy()
     except (TypeError, ValueError):
@@ -109,7 +119,9 @@ def parse_request(
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
-    """Top-k recommendations for many users per call."""
+    """Top-k recommendations for many users per call (up to ``max_users``; None: no limit)."""
+
+    max_users: int | None = MAX_USERS
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         path = Path(context.artifacts[ARTIFACT_KEY])
@@ -136,7 +148,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        users, k, filter_seen = parse_request(model_input, params or {})
+        users, k, filter_seen = parse_request(model_input, params or {}, self.max_users)
         pos = self.model.user_positions(users)
         known = pos >= 0
         n_items = len(self.model.item_ids)
@@ -213,6 +225,7 @@ def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.Mod
     python_model.load_context(_Context({ARTIFACT_KEY: str(bundle)}))
     params = {"k": 10, "filter_seen": True}
     signature = infer_signature(example, python_model.predict(None, example, params), params)
+    disk.require_for_artifacts("the model", bundle)
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=RecommenderModel(),

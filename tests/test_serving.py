@@ -62,12 +62,26 @@ def test_a_user_who_saw_almost_everything_gets_fewer_rows(saved) -> None:
         (pd.DataFrame({"user_id": [1.5]}), {}, "must be integers"),
         (pd.DataFrame({"user_id": [1]}), {"k": 0}, "k must be between"),
         (pd.DataFrame({"user_id": [1]}), {"k": serving.MAX_K + 1}, "k must be between"),
+        (pd.DataFrame({"user_id": [1]}), {"k": "ten"}, "k must be an integer"),
+        (pd.DataFrame({"user_id": ["a"]}), {}, "must be integers"),
+        (pd.DataFrame({"user_id": [2.0**64]}), {}, "must be integers"),
+        (pd.DataFrame({"user_id": range(serving.MAX_USERS + 1)}), {}, "at most 1000 users"),
     ],
 )
 def test_bad_input_raises(saved, frame: pd.DataFrame, params: dict, message: str) -> None:
     direct, _, _ = saved
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(serving.BadRequest, match=message):
         direct.predict(None, frame, params)
+
+
+def test_batch_scoring_lifts_the_users_per_request_limit(saved) -> None:
+    direct, _, _ = saved
+    many = pd.DataFrame({"user_id": np.arange(serving.MAX_USERS + 1) % 20})
+    direct.max_users = None
+    try:
+        assert len(direct.predict(None, many, {"k": 1})) == serving.MAX_USERS + 1
+    finally:
+        del direct.max_users  # back to the class's limit
 
 
 def test_seen_arrays_are_csr_over_model_positions() -> None:
