@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import urllib.parse
 import urllib.request
@@ -28,6 +29,8 @@ from urllib3.util.retry import Retry
 from recflow import disk
 from recflow.datasets import DatasetSpec
 from recflow.errors import UserError
+from recflow.failpoints import failpoint
+from recflow.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ def _save(resp: requests.Response, dest: Path, algo: str) -> str:
     ) as bar:  # fmt: skip
         for chunk in resp.iter_content(chunk_size=1 << 20):
             f.write(chunk)
+            failpoint("download:mid-archive")
             h.update(chunk)
             bar.update(len(chunk))
     return h.hexdigest()
@@ -194,7 +198,10 @@ def fetch_archive(
         return Fetched(target, source, f"{algo}:{expected[1]}", True, cached=True)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".part", dir=target.parent)
+    _remove_dead_parts(target)
+    # Named by host and process, so that a later run can tell a dead download's leftover from
+    # one in progress (a killed process runs no ``finally``).
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{target.name}.part-{_me()}-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -212,6 +219,22 @@ def fetch_archive(
     finally:
         tmp.unlink(missing_ok=True)
     return Fetched(target, source, f"{algo}:{digest}", expected is not None, cached=False)
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_dead_parts(target: Path) -> None:
+    """Delete partial downloads of ``target`` left by processes of this host that are gone."""
+    host = socket.gethostname()
+    for part in target.parent.glob(f"{target.name}.part-*"):
+        # <host>-<pid>-<random>: the host may hold dashes, mkstemp's random part never does.
+        owner_pid = part.name.removeprefix(f"{target.name}.part-").rpartition("-")[0]
+        owner, _, pid = owner_pid.rpartition("-")
+        if owner == host and pid.isdigit() and not pid_alive(int(pid)):
+            log.info("removing %s, left by a download that was killed", part)
+            part.unlink(missing_ok=True)
 
 
 def extract(spec: DatasetSpec, archive: Path, dest: Path) -> list[Path]:

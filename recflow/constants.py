@@ -31,6 +31,7 @@ MODEL_NAME = "model"
 # validation read them); upstream run IDs are linked as "recflow.<parameter>".
 TAG_PREFIX = "recflow."
 TAG_STEP = "recflow.step"
+TAG_PROCESS = "recflow.process"  # host:pid:start of the process that ran the step
 TAG_CODE_VERSION = "recflow.code_version"
 TAG_DATASET = "recflow.dataset"
 TAG_SOURCE_URL = "recflow.source_url"

@@ -28,6 +28,7 @@ from recflow import constants as C
 from recflow import disk
 from recflow.cache import unquote
 from recflow.errors import UserError
+from recflow.failpoints import failpoint
 from recflow.metrics import Holdout, metric_key, parse_metric
 from recflow.model import FMParams
 from recflow.preprocess import Prepared
@@ -47,6 +48,7 @@ def log_prepared(data: Prepared) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, file in PREPARED_FILES.items():
             getattr(data, name).to_parquet(Path(tmp) / file, index=False)
+            failpoint("preprocess:mid-splits")
         disk.require_for_artifacts("the prepared splits", Path(tmp))
         mlflow.log_artifacts(tmp, C.DATA_DIR)
 

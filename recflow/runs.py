@@ -28,9 +28,11 @@ from recflow.constants import (
     TAG_CODE_VERSION,
     TAG_ENTRY_POINT,
     TAG_PREFIX,
+    TAG_PROCESS,
     TAG_STEP,
 )
 from recflow.errors import UserError
+from recflow.processes import gone, process_tag
 
 log = logging.getLogger(__name__)
 # What the tracking store answers for a run ID that does not exist or is malformed.
@@ -103,7 +105,9 @@ def step_run(step: str, params: Mapping[str, object]) -> Iterator[Run]:
     An exception inside marks the run FAILED.
     """
     with mlflow.start_run() as run:
-        mlflow.set_tags({TAG_STEP: step, TAG_CODE_VERSION: code_version()})
+        mlflow.set_tags(
+            {TAG_STEP: step, TAG_CODE_VERSION: code_version(), TAG_PROCESS: process_tag()}
+        )
         claim_experiment(run.info.experiment_id)
         if is_generated_name(run.info.run_name):
             mlflow.set_tag(MLFLOW_RUN_NAME, step)
@@ -178,3 +182,20 @@ def download(run_id: str, artifact_path: str, dst: Path) -> Path:
             f"{MlflowClient().get_run(run_id).info.artifact_uri}: {str(e).splitlines()[0]}"
         ) from e
     return Path(path)
+
+
+def end_orphans(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING step runs of ``experiment_id`` whose process, on this host, is gone
+    (killed, or its machine restarted): nothing else would ever end them. Returns their IDs."""
+    client = MlflowClient()
+    ended = []
+    for run in client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`{TAG_PROCESS}` != ''",
+        max_results=1000,
+    ):  # fmt: skip
+        if gone(run.data.tags[TAG_PROCESS]):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("marked %d runs of dead processes KILLED: %s", len(ended), ", ".join(ended))
+    return ended

@@ -9,6 +9,7 @@ from recflow import constants as C
 from recflow import preprocess
 from recflow.hpo import fidelity
 from recflow.pipeline import Plan, outcome, run_pipeline, summary
+from recflow.runs import end_orphans
 from steps.common import step
 
 
@@ -55,6 +56,9 @@ def main(
             dataset, data_url, checksum, n_trials, metric, seed, model_name,
             timeout, n_jobs, sample_users, eval_users, split, test_size, valid_size,
         )  # fmt: skip
+        # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.
+        for run_id in end_orphans(s.run.info.experiment_id):
+            click.echo(f"run {run_id}: its process is gone; marked KILLED")
         done = run_pipeline(plan, s.run.info.experiment_id, force=force == "true")
         metrics, tags = outcome(done)
         mlflow.log_metrics({**metrics, "n_reused": sum(r.reused for r in done)})

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from recflow import constants as C
 from recflow.contracts import alias_holder, lineage, load_prepared, register_version, rescore
 from recflow.errors import UserError
+from recflow.failpoints import failpoint
 from recflow.promotion import COMPARABLE, Model, Policy, comparable, decide
 from steps.common import step
 
@@ -68,6 +69,7 @@ def main(
             note = " (both re-scored now on the same test set)"
         decision = decide(ours, theirs, policy)
         version = register_version(train, model_name, candidate)
+        failpoint("register:before-alias")
         target = alias if decision.promote else C.CHALLENGER_ALIAS
         MlflowClient().set_registered_model_alias(model_name, target, version.version)
         mlflow.set_tags({

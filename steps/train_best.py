@@ -21,6 +21,7 @@ from recflow.contracts import (
     tuned_metric,
 )
 from recflow.errors import UserError
+from recflow.failpoints import failpoint
 from recflow.figures import save_figures
 from recflow.metrics import metric_key, parse_metric, test_report
 from recflow.training import PARALLEL_FROM, fit_isolated, training_threads
@@ -90,6 +91,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> No
             mlflow.log_artifact(str(path), C.PLOTS_DIR)
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())
         info = serving.log_model(bundle, example_users=example)
+        failpoint("train_best:model-logged")
         # Linked to the logged model and the test set: the model's page in the UI shows them.
         mlflow.log_metrics(report.metrics, model_id=info.model_id, dataset=test_set)
         mlflow.set_tag(C.TAG_MODEL_URI, info.model_uri)

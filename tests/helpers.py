@@ -94,14 +94,23 @@ def user_env(tmp_path: Path, tracking_uri: str = "") -> dict[str, str]:
     return env
 
 
+def mlflow_cmd(
+    entry: str, *params: str, uri: str = str(PROJECT),
+    extra: tuple[str, ...] = ("--env-manager", "local"),
+) -> list[str]:  # fmt: skip
+    """The command line of `mlflow run <uri> -e <entry> -P <param>...`."""
+    args = [MLFLOW, "run", uri, "-e", entry, *extra]
+    for p in params:
+        args += ["-P", p]
+    return args
+
+
 def mlflow_run(
     env: dict[str, str], entry: str, *params: str, uri: str = str(PROJECT), cwd: Path = PROJECT,
     extra: tuple[str, ...] = ("--env-manager", "local"), ok: bool = True,
 ) -> subprocess.CompletedProcess:  # fmt: skip
     """`mlflow run <uri> -e <entry> -P <param>...`; with ``ok``, it must succeed."""
-    args = [MLFLOW, "run", uri, "-e", entry, *extra]
-    for p in params:
-        args += ["-P", p]
+    args = mlflow_cmd(entry, *params, uri=uri, extra=extra)
     proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
     if ok:
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -107,3 +107,101 @@ def test_a_write_that_runs_out_of_space_midway_is_one_line(
     monkeypatch.setattr(disk, "require", lambda *a, **k: None)
     args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
     fails("train_best", args, f"no space left on device writing {full_artifact_root}")
+
+
+@pytest.mark.slow
+def test_serving_under_load_and_abuse(tmp_path: Path) -> None:
+    """20,000 requests from 8 clients, 10 % malformed, against a real `mlflow models serve`:
+    every answer a 200 or a 4xx, none missing, memory flat (bench/serve_abuse.py at ML-1M scale
+    prints the same figures)."""
+    import numpy as np
+
+    from bench.serve_abuse import make_requests, print_report, run
+    from bench.servers import free_port, served, stock_cmd
+    from tests.helpers import save_checkerboard_pyfunc
+
+    save_checkerboard_pyfunc(tmp_path)
+    rng = np.random.default_rng(3)
+    bodies = make_requests(20_000, 20, 0.1, rng)
+    warmup = make_requests(2_000, 20, 0.1, rng)
+    port = free_port()
+    with served(stock_cmd(tmp_path / "pyfunc", port, 1), port, tmp_path / "serve.log") as (
+        url, _, proc,
+    ):  # fmt: skip
+        report = run(url, proc.pid, bodies, 8, warmup)
+    print_report(report, len(bodies), 8)
+    assert report.failures == 0
+    for (kind, cls), n in report.counts.items():
+        expected = "2xx" if kind in ("good", "unknown_fields") else "4xx"
+        assert cls == expected, (kind, cls, n)
+    assert report.rss_after <= 1.10 * report.rss_warm
+
+
+KILL_POINTS = (
+    "download:mid-archive",
+    "preprocess:mid-splits",
+    "hpo:mid-trial",
+    "train_best:model-logged",
+    "register:before-alias",
+)
+
+
+@pytest.mark.slow
+def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> None:
+    """SIGKILL a step at each failpoint (recflow/failpoints.py) in a forced main, then run main
+    again: it completes, reusing only runs that finished; no run stays RUNNING; the champion
+    always loads; no partial download is left."""
+    import os
+
+    import pandas as pd
+
+    from tests.helpers import PROJECT, mlflow_cmd, mlflow_run, step_lines, user_env
+    from tests.synthetic import ml100k_files, write_zip
+
+    root, base = http_dir
+    archive = write_zip(root / "ml-100k.zip", ml100k_files())
+    params = ("dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={sha256(archive)}",
+              "n_trials=2")  # fmt: skip
+    env = user_env(tmp_path)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    rows = []
+    for point in KILL_POINTS:
+        killed = mlflow_run(
+            env | {"RECFLOW_KILL_AT": point}, "main", *params, "force=true", ok=False
+        )
+        assert killed.returncode != 0, point
+        before = {r.info.run_id: r.info.status for r in client.search_runs(["0"], max_results=500)}
+        again = mlflow_run(env, "main", *params)
+        reused = [rid for state, rid in step_lines(again.stdout).values() if state == "reused"]
+        corrupt = [rid for rid in reused if before.get(rid) != "FINISHED"]
+        running = client.search_runs(["0"], "attributes.status = 'RUNNING'")
+        champion = mlflow.pyfunc.load_model("models:/movielens-rankfm@champion")
+        answer = champion.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})
+        parts = [p for p in (tmp_path / "data").rglob("*.part-*")]
+        rows.append((point, len(reused), len(corrupt), len(running), len(answer), len(parts)))
+        assert not corrupt and not running and len(answer) == 3 and not parts, rows[-1]
+    # The whole process tree at once (mlflow run, main, hpo and its trial): nothing is left to
+    # end the runs but the next main, which marks those of dead processes KILLED.
+    tree = subprocess.run(
+        mlflow_cmd("main", *params, "force=true"), start_new_session=True, timeout=1800,
+        cwd=PROJECT, capture_output=True, text=True,
+        env=env | {"RECFLOW_KILL_AT": "hpo:mid-trial", "RECFLOW_KILL_GROUP": "1"},
+    )  # fmt: skip
+    assert tree.returncode != 0
+    orphans = client.search_runs(["0"], "attributes.status = 'RUNNING'")
+    assert {r.data.tags.get("recflow.step") for r in orphans} >= {"main", "hpo"}, orphans
+    again = mlflow_run(env, "main", *params)
+    assert "marked KILLED" in again.stdout
+    for run in orphans:
+        assert client.get_run(run.info.run_id).info.status == "KILLED", run.data.tags
+    reused = [rid for state, rid in step_lines(again.stdout).values() if state == "reused"]
+    running = client.search_runs(["0"], "attributes.status = 'RUNNING'")
+    rows.append(("hpo:mid-trial, whole process tree", len(reused), 0, len(running), 3, 0))
+    assert not running
+    print(
+        "\n| kill point | re-run | reused | corrupt reuses | left RUNNING |\n|---|---|---|---|---|"
+    )
+    for point, n_reused, n_corrupt, n_running, _, _ in rows:
+        print(f"| {point} | completed | {n_reused} | {n_corrupt} | {n_running} |")
+    assert os.environ.get("RECFLOW_KILL_AT") is None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -143,6 +144,40 @@ def test_main_through_the_server_caches_registers_and_serves(
         serve.terminate()
         serve.wait(timeout=30)
         log.close()
+
+
+def test_two_mains_started_together_both_succeed_without_mixing(
+    server: MlflowServer, archive: Path, tmp_path: Path
+) -> None:
+    """Two users start the same main at the same moment against one server (sharing a data
+    folder, as on one machine): both succeed, each chain of runs is its own, and the champion is
+    a version one of them registered, and loads."""
+    env = team_env(server.url, tmp_path, "team-together")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=together")
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda _: mlflow_run(env, "main", *params, ok=False), range(2)))
+    for proc in procs:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    client = MlflowClient()
+    chains = []
+    for proc in procs:
+        main = client.get_run(last_run_id(proc))
+        chain = {k.removeprefix("recflow.run."): v for k, v in main.data.tags.items()
+                 if k.startswith("recflow.run.")}  # fmt: skip
+        assert set(chain) == {"download", "preprocess", "hpo", "train_best", "register"}
+        chains.append(chain)
+        # Every step read its upstream from this main's own chain.
+        train = client.get_run(chain["train_best"])
+        assert train.data.params["preprocess_run_id"] == chain["preprocess"]
+        assert train.data.params["hpo_run_id"] == chain["hpo"]
+        assert client.get_run(chain["hpo"]).data.params["preprocess_run_id"] == chain["preprocess"]
+        assert client.get_run(chain["register"]).data.params["train_run_id"] == chain["train_best"]
+        model = client.get_logged_model(train.data.tags["recflow.model_uri"].split("/")[-1])
+        assert model.source_run_id == chain["train_best"]
+    champion = client.get_model_version_by_alias("together", "champion")
+    assert champion.run_id in {c["train_best"] for c in chains}
+    loaded = mlflow.pyfunc.load_model("models:/together@champion")
+    assert len(loaded.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
 
 
 def hpo_worker(

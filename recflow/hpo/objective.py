@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import TAG_STUDY
+from recflow.failpoints import failpoint
 from recflow.hpo import attrs
 from recflow.hpo.fidelity import AUTO, parse_count
 from recflow.hpo.liveness import worker_id
@@ -99,6 +100,7 @@ class Objective:
         def on_epoch(epoch: int, model: Recommender) -> None:
             if not holdout:
                 holdout.append(Holdout.of(model, self.data.train, self.data.valid))
+            failpoint("hpo:mid-trial")
             metrics = holdout[0].evaluate(model.scores, self.k)
             value = metrics[self.key]
             client.log_metric(run_id, self.key, value, step=epoch + 1)
