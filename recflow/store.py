@@ -1,4 +1,5 @@
-"""Creating a brand-new local tracking store safely when several processes open it at once.
+"""Opening the tracking store: a brand-new local one created safely when several processes open
+it at once; a tracking server's refusal of our credentials said in one line.
 
 MLflow's SQLite tracking and registry stores create their tables (by running every schema
 migration) when they find none, without a lock: two processes opening the same new file together
@@ -14,12 +15,16 @@ Usage: ``python -m recflow.store [TRACKING_URI]`` (default: MLflow's tracking UR
 from __future__ import annotations
 
 import fcntl
+import os
 import sys
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
+
+from recflow.errors import UserError
 
 SQLITE = "sqlite"
 
@@ -33,8 +38,12 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def prepare_store(uri: str | None = None) -> None:
-    """Make sure a local SQLite store has its tables, creating them under a lock if needed."""
+    """Make sure a local SQLite store has its tables, creating them under a lock if needed, and
+    that a tracking server accepts our credentials (a ``UserError`` of one line if not)."""
     uri = uri or mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        check_credentials(uri)
+        return
     path = sqlite_path(uri)
     if path is None:
         return
@@ -52,5 +61,24 @@ def prepare_store(uri: str | None = None) -> None:
             fcntl.flock(held, fcntl.LOCK_UN)
 
 
+def check_credentials(uri: str) -> None:
+    """One cheap request to the tracking server; refused credentials become a one-line error
+    (MLflow's own is a traceback, raised at the first request of a step)."""
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        if e.error_code != "UNAUTHENTICATED":
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        who = f"the credentials of {user}" if user else "anonymous access"
+        raise UserError(
+            f"the tracking server {uri} refused {who}: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to an account it knows"
+        ) from None
+
+
 if __name__ == "__main__":
-    prepare_store(sys.argv[1] if len(sys.argv) > 1 else None)
+    try:
+        prepare_store(sys.argv[1] if len(sys.argv) > 1 else None)
+    except UserError as e:
+        sys.exit(f"Error: {e}")

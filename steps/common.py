@@ -52,8 +52,8 @@ class Step:
 def step(name: str) -> Iterator[Step]:
     """Open the step's run and log the invoking command's options as its parameters."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    prepare_store()  # a step may be the first process to open a new local store
     try:
+        prepare_store()  # a step may be the first process to open a new local store
         with runs.step_run(name, click.get_current_context().params) as run:
             try:
                 yield Step(name, run)

@@ -103,8 +103,12 @@ class Postgres:
 class MlflowServer:
     """``mlflow server`` on a free loopback port: a database backend, proxied artifacts."""
 
-    def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None) -> None:
+    def __init__(
+        self, backend_uri: str, artifacts: Path, port: int | None = None,
+        extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.backend_uri, self.artifacts = backend_uri, artifacts
+        self.extra, self.env = extra, env or {}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
@@ -115,9 +119,9 @@ class MlflowServer:
         cmd = [
             MLFLOW, "server", "--backend-store-uri", self.backend_uri,
             "--artifacts-destination", self.artifacts.as_uri(),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2", *self.extra,
         ]  # fmt: skip
-        env = os.environ | {"PGPASSWORD": PASSWORD}
+        env = os.environ | {"PGPASSWORD": PASSWORD} | self.env
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
