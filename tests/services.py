@@ -46,7 +46,10 @@ def postgres_bin() -> Path:
 class Postgres:
     """A throwaway PostgreSQL cluster on a free loopback port, password authentication only."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: str = "127.0.0.1", clients: str = "") -> None:
+        """``listen``: listen_addresses; ``clients``: a network (e.g. 10.77.0.0/16) allowed in
+        besides loopback."""
+        self.listen, self.clients = listen, clients
         self.bin = postgres_bin()
         # PostgreSQL refuses to run as root: run it as Debian's `postgres` user then.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -71,12 +74,24 @@ class Postgres:
             f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync",
         )  # fmt: skip
         pwfile.unlink()
-        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        if self.clients:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} scram-sha-256\n")
+        opts = f"-p {self.port} -c listen_addresses={self.listen} -k {self.root} -c fsync=off"
+        self._start(opts)
+        return self
+
+    def _start(self, opts: str) -> None:
+        self.opts = opts
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
             "-l", str(self.root / "server.log"), "-w", "start",
         )  # fmt: skip
-        return self
+
+    def restart(self) -> None:
+        """Stop at once (as a crash would) and start again on the same port and data."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        self._start(self.opts)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -105,10 +120,10 @@ class MlflowServer:
 
     def __init__(
         self, backend_uri: str, artifacts: Path, port: int | None = None,
-        extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (), env: dict[str, str] | None = None, host: str = "127.0.0.1",
     ) -> None:  # fmt: skip
         self.backend_uri, self.artifacts = backend_uri, artifacts
-        self.extra, self.env = extra, env or {}
+        self.extra, self.env, self.host = extra, env or {}, host
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
@@ -119,7 +134,7 @@ class MlflowServer:
         cmd = [
             MLFLOW, "server", "--backend-store-uri", self.backend_uri,
             "--artifacts-destination", self.artifacts.as_uri(),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2", *self.extra,
+            "--host", self.host, "--port", str(self.port), "--workers", "2", *self.extra,
         ]  # fmt: skip
         env = os.environ | {"PGPASSWORD": PASSWORD} | self.env
         with self.log.open("a") as log:
@@ -163,3 +178,47 @@ def team_services(artifacts: Path) -> Iterator[tuple[Postgres, MlflowServer]]:
             server.stop()
     finally:
         pg.stop()
+
+
+class NetHost:
+    """A "host" of its own on this machine: a network namespace joined to this one by a veth
+    pair, this side ``10.77.<n>.1``, its side ``10.77.<n>.2`` (root only). Its link can be cut
+    and restored like a pulled cable: packets are dropped, connections hang, nothing is reset."""
+
+    def __init__(self, n: int) -> None:
+        self.name, self.link = f"recflow-host{n}", f"rf{n}-h"
+        self.gateway, self.address = f"10.77.{n}.1", f"10.77.{n}.2"
+
+    @staticmethod
+    def available() -> bool:
+        return os.geteuid() == 0 and shutil.which("ip") is not None
+
+    def create(self) -> NetHost:
+        inside = f"rf{self.link[2:-2]}-n"
+        for cmd in (
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.link, "type", "veth", "peer", "name", inside],
+            ["ip", "link", "set", inside, "netns", self.name],
+            ["ip", "addr", "add", f"{self.gateway}/24", "dev", self.link],
+            ["ip", "link", "set", self.link, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "addr", "add", f"{self.address}/24", "dev",
+             inside],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", inside, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+        ):  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+        return self
+
+    def run(self, cmd: list[str]) -> list[str]:
+        """``cmd`` run on this host."""
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+    def cut(self) -> None:
+        subprocess.run(["ip", "link", "set", self.link, "down"], check=True)
+
+    def restore(self) -> None:
+        subprocess.run(["ip", "link", "set", self.link, "up"], check=True)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

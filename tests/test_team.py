@@ -40,7 +40,7 @@ from tests.helpers import (
     step_lines,
     user_env,
 )
-from tests.services import PASSWORD, MlflowServer, Postgres
+from tests.services import PASSWORD, MlflowServer, NetHost, Postgres
 from tests.synthetic import ml100k_files, write_zip
 
 pytestmark = pytest.mark.slow
@@ -180,18 +180,23 @@ def test_two_mains_started_together_both_succeed_without_mixing(
     assert len(loaded.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
 
 
-def hpo_worker(
-    env: dict[str, str], prep: str, storage: str, n_trials: int, space: Path, host: str = ""
-) -> subprocess.Popen:
-    """An `mlflow run -e hpo` worker in its own process group. With ``host``, the worker runs
-    under that host name (a UTS namespace), so only heartbeats can tell when it died."""
-    args = [
+def hpo_worker_args(prep: str, storage: str, n_trials: int, space: Path) -> list[str]:
+    """`mlflow run -e hpo` of one shared study, one slow trial at a time."""
+    return [
         MLFLOW, "run", str(PROJECT), "-e", "hpo", "--env-manager", "local",
         "-P", f"preprocess_run_id={prep}", "-P", f"storage={storage}", "-P", "study_name=shared",
         "-P", f"n_trials={n_trials}", "-P", "pruner=none", "-P", f"search_space={space}",
         # One slow trial at a time per worker: trials train all their epochs, one per worker.
         "-P", "patience=0", "-P", "n_jobs=1",
     ]  # fmt: skip
+
+
+def hpo_worker(
+    env: dict[str, str], prep: str, storage: str, n_trials: int, space: Path, host: str = ""
+) -> subprocess.Popen:
+    """An `mlflow run -e hpo` worker in its own process group. With ``host``, the worker runs
+    under that host name (a UTS namespace), so only heartbeats can tell when it died."""
+    args = hpo_worker_args(prep, storage, n_trials, space)
     if host:
         args = ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {shlex.join(args)}"]
     return subprocess.Popen(
@@ -311,6 +316,114 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
         assert {
             k.removeprefix("best."): v for k, v in run.data.params.items() if k.startswith("best.")
         } == {k: str(v) for k, v in tuned.items()}
+
+
+def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Two hpo workers on hosts of their own (network namespaces) share a study in PostgreSQL.
+    One's link is cut mid-trial: the other fails that trial once its heartbeat is stale and runs
+    a replacement. The link comes back: the cut-off worker's late result is dropped, not counted
+    twice, and it finishes the study cleanly with the other."""
+    if not NetHost.available():
+        pytest.skip("network namespaces need root and iproute2")
+    hosts = [NetHost(1), NetHost(2)]
+    pg = None
+    srv = None
+    workers: list[subprocess.Popen] = []
+    try:
+        for h in hosts:
+            h.delete()  # left over from an interrupted run
+            h.create()
+        pg = Postgres(listen="*", clients="10.77.0.0/16").start()
+        port = free_port()
+        allowed = ",".join(
+            f"{a}:{port}" for a in ("127.0.0.1", "localhost", *(h.gateway for h in hosts))
+        )
+        srv = MlflowServer(
+            pg.create_database("mlflow"), tmp_path / "artifacts", port=port, host="0.0.0.0",
+            extra=("--allowed-hosts", allowed),
+        ).start()  # fmt: skip
+        mlflow.set_tracking_uri(srv.url)
+        env = team_env(srv.url, tmp_path, "team-partition") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
+        raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}"))
+        prep = last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
+        pg.create_database("optuna")
+        store = optuna.storages.RDBStorage(pg.url("optuna"))
+        space = tmp_path / "slow.yaml"
+        space.write_text(SLOW_SPACE)
+        n_trials = 4
+
+        def trials() -> list[optuna.trial.FrozenTrial]:
+            try:
+                return optuna.load_study(study_name="shared", storage=store).get_trials()
+            except KeyError:
+                return []
+
+        def worker_on(h: NetHost) -> subprocess.Popen:
+            there = env | {"MLFLOW_TRACKING_URI": f"http://{h.gateway}:{port}"}
+            storage = f"postgresql://recflow@{h.gateway}:{pg.port}/optuna"
+            cmd = hpo_worker_args(prep, storage, n_trials, space)
+            return subprocess.Popen(
+                h.run(cmd), env=there, cwd=PROJECT, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            )  # fmt: skip
+
+        def running_trial_of(worker: subprocess.Popen) -> optuna.trial.FrozenTrial:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, worker.communicate()[0][-4000:]
+                mine = [t for t in trials() if t.state == TrialState.RUNNING
+                        and _is_child_of(t, worker)]  # fmt: skip
+                if mine:
+                    return mine[0]
+                time.sleep(0.2)
+            pytest.fail("the worker never started a trial")
+
+        cut_off = worker_on(hosts[0])
+        workers.append(cut_off)
+        running_trial_of(cut_off)
+        other = worker_on(hosts[1])
+        workers.append(other)
+        running_trial_of(other)
+        lost = running_trial_of(cut_off)
+        hosts[0].cut()
+        deadline = time.monotonic() + 180
+        while trials()[lost.number].state == TrialState.RUNNING:
+            assert time.monotonic() < deadline, "the other worker never failed the lost trial"
+            time.sleep(0.5)
+        hosts[0].restore()
+        outputs = [w.communicate(timeout=900)[0] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+        for h in hosts:
+            h.delete()
+    try:
+        for w, out in zip(workers, outputs, strict=True):
+            assert w.returncode == 0, out[-4000:]
+        study = optuna.load_study(study_name="shared", storage=store)
+        assert count(study, TrialState.COMPLETE) == n_trials
+        assert study.trials[lost.number].state == TrialState.FAIL
+        client = MlflowClient()
+        exp = client.get_experiment_by_name("team-partition")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        complete = [r for r in runs if r.data.tags.get("trial_state") == "COMPLETE"]
+        assert len(complete) == n_trials  # the late result was not counted as well
+        late = client.get_run(lost.user_attrs["mlflow_run_id"])
+        assert late.info.status == "KILLED"
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        print(f"\ntrials lost: 0; counted twice: {len(complete) - n_trials}; study complete "
+              f"trials: {count(study, TrialState.COMPLETE)} of {n_trials}; lost trial "
+              f"{lost.number}: {study.trials[lost.number].state.name}, its run "
+              f"{late.info.status} ({late.data.tags.get('trial_state')})")  # fmt: skip
+    finally:
+        if srv is not None:
+            srv.stop()
+        if pg is not None:
+            pg.stop()
 
 
 def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> bool:

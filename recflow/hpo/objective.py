@@ -136,5 +136,18 @@ class Objective:
             state, status = "PRUNED", "FINISHED"
             raise
         finally:
-            client.set_tag(run_id, attrs.TRIAL_STATE_TAG, state)
-            client.set_terminated(run_id, status)
+            if _taken_over(trial):
+                # Another worker failed this trial while this one was cut off from the storage
+                # (and ended its run KILLED): the result comes too late to count.
+                client.set_tag(run_id, attrs.TRIAL_STATE_TAG, "LATE")
+            else:
+                client.set_tag(run_id, attrs.TRIAL_STATE_TAG, state)
+                client.set_terminated(run_id, status)
+
+
+def _taken_over(trial: optuna.Trial) -> bool:
+    """Whether the storage already holds this trial as finished (failed by another worker)."""
+    try:
+        return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+    except Exception:  # the storage is unreachable: nothing was taken over that we can see
+        return False

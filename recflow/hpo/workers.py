@@ -19,6 +19,8 @@ from recflow.hpo.liveness import fail_stale_trials, heartbeat_seconds
 
 log = logging.getLogger(__name__)
 IN_BUDGET = (TrialState.COMPLETE, TrialState.RUNNING)
+# How optuna refuses to record a result for a trial that another worker has already failed.
+LATE = "Cannot tell a"
 
 
 def count(study: optuna.Study, *states: TrialState) -> int:
@@ -70,8 +72,16 @@ def run_worker(
             log.warning("stopping after %d attempts of this worker", attempts)
             return
         else:
-            # No more threads than free places: each thread starts a trial at once.
-            study.optimize(
-                counted, n_trials=max_attempts - attempts, timeout=left,
-                n_jobs=min(n_jobs, free), catch=(FloatingPointError,), callbacks=[budget],
-            )  # fmt: skip
+            try:
+                # No more threads than free places: each thread starts a trial at once.
+                study.optimize(
+                    counted, n_trials=max_attempts - attempts, timeout=left,
+                    n_jobs=min(n_jobs, free), catch=(FloatingPointError,), callbacks=[budget],
+                )  # fmt: skip
+            except ValueError as e:
+                if not str(e).startswith(LATE):
+                    raise
+                # This worker was cut off from the storage long enough for another to fail its
+                # trial and run a replacement: the late result must not count twice.
+                log.warning("a trial of this worker was failed by another while this one was "
+                            "unreachable; its late result is dropped")  # fmt: skip
