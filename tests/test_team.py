@@ -426,6 +426,45 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
             pg.stop()
 
 
+def test_a_postgres_restart_mid_study_is_ridden_out(
+    server: MlflowServer, prepared: str, tmp_path: Path
+) -> None:
+    """The study's database restarts (an immediate stop, as a crash) while a worker is mid-trial:
+    the worker carries on and the study ends with exactly n_trials complete trials."""
+    pg = Postgres().start()
+    try:
+        storage = pg.create_database("optuna")
+        store = optuna.storages.RDBStorage(storage)
+        space = tmp_path / "slow.yaml"
+        space.write_text(SLOW_SPACE)
+        env = team_env(server.url, tmp_path, "team-pg-restart") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
+        worker = hpo_worker(env, prepared, storage, 3, space)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, worker.communicate()[0][-4000:]
+                try:
+                    study = optuna.load_study(study_name="shared", storage=store)
+                    if study.get_trials(states=(TrialState.RUNNING,)):
+                        break
+                except KeyError:
+                    pass
+                time.sleep(0.2)
+            store.remove_session()
+            store.engine.dispose()
+            pg.restart()
+            out = worker.communicate(timeout=900)[0]
+            assert worker.returncode == 0, out[-4000:]
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        study = optuna.load_study(study_name="shared", storage=optuna.storages.RDBStorage(storage))
+        assert count(study, TrialState.COMPLETE) == 3
+    finally:
+        pg.stop()
+
+
 def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> bool:
     """Whether ``trial`` runs in ``proc``'s process tree (same host: its recorded pid)."""
     pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")[2]

@@ -7,6 +7,7 @@ and a study name, metric and search space. Out: an optuna storage and study, or 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from recflow.hpo.liveness import end_dead_trial_runs, first_line, heartbeat_seco
 from recflow.hpo.space import Dimension, space_digest
 
 log = logging.getLogger(__name__)
+# How long a storage operation waits for a database that is restarting.
+RECONNECT_SECONDS = 60
 
 
 def default_study_name(
@@ -66,7 +69,7 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     beat = heartbeat_seconds()
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.storages.RDBStorage(
+            return PatientRDBStorage(
                 url, heartbeat_interval=beat, grace_period=3 * beat,
                 heartbeat_stale_trial_callback=end_dead_trial_runs,
                 engine_kwargs={"pool_pre_ping": True},
@@ -76,6 +79,50 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                 raise
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")
+
+
+class PatientRDBStorage(optuna.storages.RDBStorage):
+    """An optuna database storage whose operations ride out a database restart.
+
+    A restart (or failover) closes every connection: a query in flight fails, and so do new
+    connections while the server is down. Then a worker died mid-study (one of three restarts
+    mid-trial). Here every storage operation that fails with a connection error is retried, on a
+    new session, for up to RECONNECT_SECONDS.
+    """
+
+
+def _patient(method):  # noqa: ANN001, ANN202
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.25
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
+                # optuna reports a failed commit as StorageInternalError, the cause inside.
+                lost = e if isinstance(e, sqlalchemy.exc.OperationalError) else e.__cause__
+                if not isinstance(lost, sqlalchemy.exc.OperationalError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("optuna database unreachable (%s); retrying", first_line(lost))
+                self.remove_session()
+                time.sleep(delay)
+                delay = min(2 * delay, 4.0)
+
+    return call
+
+
+# Every public operation, and the private ones that optuna's caching layer (which wraps every
+# RDBStorage) calls directly; each opens and commits a session of its own.
+_CALLED_BY_CACHE = (
+    "_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials",
+    "_set_trial_param",
+)  # fmt: skip
+for _name, _method in vars(optuna.storages.RDBStorage).items():
+    public = not _name.startswith("_") and _name != "remove_session"
+    if callable(_method) and (public or _name in _CALLED_BY_CACHE):
+        setattr(PatientRDBStorage, _name, _patient(_method))
 
 
 def has_password(storage: str) -> bool:
