@@ -4,9 +4,6 @@ any input, not only for the examples we thought of."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,7 +17,7 @@ from recflow.constants import ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
 from recflow.errors import UserError
 from recflow.metrics import METRICS, evaluate
 from recflow.preprocess import SPLITS, _holdout_counts, split
-from tests.helpers import free_port, save_checkerboard_pyfunc
+from tests.helpers import save_checkerboard_pyfunc
 
 KEY = [USER_COL, ITEM_COL]
 
@@ -142,29 +139,13 @@ def test_metrics_stay_in_0_1_and_a_perfect_ranking_scores_1(case) -> None:
 @pytest.fixture(scope="module")
 def scoring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The checkerboard model behind MLflow's scoring app (python -m recflow.server)."""
+    from bench.servers import fixed_cmd, free_port, served
+
     folder = tmp_path_factory.mktemp("served")
     save_checkerboard_pyfunc(folder)
     port = free_port()
-    log = (folder / "serve.log").open("w")
-    cmd = [sys.executable, "-m", "recflow.server", "-m", str(folder / "pyfunc"), "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (folder / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("server did not start: " + (folder / "serve.log").read_text()[-3000:])
+    with served(fixed_cmd(folder / "pyfunc", port, 1), port, folder / "serve.log") as (url, _, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 # Any JSON value, and bodies shaped like requests (the formats, params, extra fields) whose
