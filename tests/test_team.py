@@ -36,6 +36,7 @@ from tests.helpers import (
     RUN_ID,
     free_port,
     last_run_id,
+    mlflow_cmd,
     mlflow_run,
     step_lines,
     user_env,
@@ -631,6 +632,46 @@ def test_a_server_restart_during_a_step_is_ridden_out(
         srv.stop()
     run = mlflow.get_run(RUN_ID.findall(out)[-1])
     assert run.info.status == "FINISHED" and run.data.metrics["n_complete"] == 3
+
+
+def test_a_server_restart_mid_main_is_ridden_out(
+    server: MlflowServer, postgres: Postgres, archive: Path, tmp_path: Path
+) -> None:
+    """The tracking server restarts while main is in its hpo step: main (and the step it is
+    waiting for) ride it out and finish, and the champion loads."""
+    srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
+    env = team_env(srv.url, tmp_path, "team-restart-main")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=restarted")
+    main = subprocess.Popen(
+        mlflow_cmd("main", *params), env=env, cwd=PROJECT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        client = MlflowClient(srv.url)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert main.poll() is None, main.stdout.read()[-4000:]
+            exp = client.get_experiment_by_name("team-restart-main")
+            trials = exp and client.search_runs(
+                [exp.experiment_id],
+                "attributes.status = 'RUNNING' and params.trial_number LIKE '%'",
+            )
+            if trials:
+                break
+            time.sleep(0.5)
+        srv.stop()
+        time.sleep(3)
+        srv.start()
+        out = main.communicate(timeout=900)[0]
+        assert main.returncode == 0, out[-4000:]
+        steps = step_lines(out)
+        assert [state for state, _ in steps.values()] == ["ran"] * 5
+        loaded = mlflow.pyfunc.load_model("models:/restarted@champion")
+        assert len(loaded.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
+    finally:
+        if main.poll() is None:
+            main.kill()
+        srv.stop()
 
 
 @pytest.mark.parametrize(
