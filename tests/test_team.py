@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -406,6 +407,11 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
                 w.wait()
         for h in hosts:
             h.delete()
+        if sys.exc_info()[0] is not None:  # the checks below will not run: stop the services
+            if srv is not None:
+                srv.stop()
+            if pg is not None:
+                pg.stop()
     try:
         for w, out in zip(workers, outputs, strict=True):
             assert w.returncode == 0, out[-4000:]
