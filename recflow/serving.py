@@ -25,7 +25,6 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from recflow import disk
 from recflow.constants import (
     GENRES_COL,
     ITEM_COL,
@@ -225,7 +224,6 @@ def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.Mod
     python_model.load_context(_Context({ARTIFACT_KEY: str(bundle)}))
     params = {"k": 10, "filter_seen": True}
     signature = infer_signature(example, python_model.predict(None, example, params), params)
-    disk.require_for_artifacts("the model", bundle)
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=RecommenderModel(),

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from recflow.errors import UserError
 from recflow.hpo import attrs
+from recflow.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage)
             start = t.datetime_start
             if start is None or datetime.datetime.now(start.tzinfo) - start < ORPHAN_AFTER:
                 continue
-        elif worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        elif worker_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -96,13 +97,3 @@ def end_dead_trial_runs(study: optuna.Study, trial: optuna.trial.FrozenTrial) ->
 def first_line(e: Exception) -> str:
     """The first line of an exception's message (drivers append pages of context)."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
