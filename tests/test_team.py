@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -237,29 +237,16 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     doomed_host = "doomed-host" if can_fake_hosts() else ""
     workers: list[subprocess.Popen] = []
 
-    def running_trial_of(worker: subprocess.Popen) -> optuna.trial.FrozenTrial:
-        """Wait until ``worker`` is in the middle of a trial; return that trial."""
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert worker.poll() is None, worker.communicate()[0][-4000:]
-            mine = [
-                t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, worker)
-            ]
-            if mine:
-                return mine[0]
-            time.sleep(0.2)
-        pytest.fail("the worker never started a trial")
-
     try:
         # Three workers overlap: the doomed one dies mid-trial while the survivor is mid-trial,
         # and a latecomer joins after the kill.
         doomed = hpo_worker(env, prepared, storage, n_trials, space, host=doomed_host)
         workers.append(doomed)
-        running_trial_of(doomed)
+        running_trial_of(doomed, trials)
         survivor = hpo_worker(env, prepared, storage, n_trials, space)
         workers.append(survivor)
-        running_trial_of(survivor)
-        killed_trial = running_trial_of(doomed)
+        running_trial_of(survivor, trials)
+        killed_trial = running_trial_of(doomed, trials)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         # A new worker joins after the kill and helps finish the study.
@@ -375,24 +362,13 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
             )  # fmt: skip
 
-        def running_trial_of(worker: subprocess.Popen) -> optuna.trial.FrozenTrial:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                assert worker.poll() is None, worker.communicate()[0][-4000:]
-                mine = [t for t in trials() if t.state == TrialState.RUNNING
-                        and _is_child_of(t, worker)]  # fmt: skip
-                if mine:
-                    return mine[0]
-                time.sleep(0.2)
-            pytest.fail("the worker never started a trial")
-
         cut_off = worker_on(hosts[0])
         workers.append(cut_off)
-        running_trial_of(cut_off)
+        running_trial_of(cut_off, trials)
         other = worker_on(hosts[1])
         workers.append(other)
-        running_trial_of(other)
-        lost = running_trial_of(cut_off)
+        running_trial_of(other, trials)
+        lost = running_trial_of(cut_off, trials)
         hosts[0].cut()
         deadline = time.monotonic() + 600  # once in CI, 180 s were not enough (cause unknown)
         while trials()[lost.number].state == TrialState.RUNNING:
@@ -474,6 +450,20 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
         assert count(study, TrialState.COMPLETE) == 3
     finally:
         pg.stop()
+
+
+def running_trial_of(
+    worker: subprocess.Popen, trials: Callable[[], list[optuna.trial.FrozenTrial]]
+) -> optuna.trial.FrozenTrial:
+    """Wait until ``worker`` is in the middle of one of the study's ``trials``; return it."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, worker.communicate()[0][-4000:]
+        mine = [t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, worker)]
+        if mine:
+            return mine[0]
+        time.sleep(0.2)
+    pytest.fail("the worker never started a trial")
 
 
 def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> bool:
