@@ -117,6 +117,25 @@ def mlflow_run(
     return proc
 
 
+class Spawned(subprocess.Popen):
+    """A background process whose output goes to a file rather than a pipe: a pipe that nobody
+    reads while the test waits fills up (64 KiB) and stalls the process, and a file can still
+    be read when a check fails."""
+
+    def __init__(self, args: list[str], log: Path, **kwargs) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            super().__init__(args, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the process to end; its output."""
+        self.wait(timeout)
+        return self.output()
+
+
 def step_lines(stdout: str) -> dict[str, tuple[str, str]]:
     """{step: (ran|reused, run ID)} from the summary `main` prints."""
     return {m[0]: (m[1], m[2]) for m in STEP_LINE.findall(stdout)}

@@ -35,6 +35,7 @@ from tests.helpers import (
     MLFLOW,
     PROJECT,
     RUN_ID,
+    Spawned,
     free_port,
     last_run_id,
     mlflow_cmd,
@@ -198,17 +199,15 @@ def hpo_worker_args(prep: str, storage: str, n_trials: int, space: Path) -> list
 
 
 def hpo_worker(
-    env: dict[str, str], prep: str, storage: str, n_trials: int, space: Path, host: str = ""
-) -> subprocess.Popen:
+    env: dict[str, str], prep: str, storage: str, n_trials: int, space: Path, log: Path,
+    host: str = "",
+) -> Spawned:  # fmt: skip
     """An `mlflow run -e hpo` worker in its own process group. With ``host``, the worker runs
     under that host name (a UTS namespace), so only heartbeats can tell when it died."""
     args = hpo_worker_args(prep, storage, n_trials, space)
     if host:
         args = ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {shlex.join(args)}"]
-    return subprocess.Popen(
-        args, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    return Spawned(args, log, env=env, cwd=PROJECT, start_new_session=True)
 
 
 def can_fake_hosts() -> bool:
@@ -235,24 +234,26 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     # The doomed worker claims to be another machine, so its trials are only failed through
     # their stopped heartbeats, as for a machine that died.
     doomed_host = "doomed-host" if can_fake_hosts() else ""
-    workers: list[subprocess.Popen] = []
+    workers: list[Spawned] = []
 
     try:
         # Three workers overlap: the doomed one dies mid-trial while the survivor is mid-trial,
         # and a latecomer joins after the kill.
-        doomed = hpo_worker(env, prepared, storage, n_trials, space, host=doomed_host)
+        doomed = hpo_worker(
+            env, prepared, storage, n_trials, space, tmp_path / "doomed.log", host=doomed_host
+        )
         workers.append(doomed)
         running_trial_of(doomed, trials)
-        survivor = hpo_worker(env, prepared, storage, n_trials, space)
+        survivor = hpo_worker(env, prepared, storage, n_trials, space, tmp_path / "survivor.log")
         workers.append(survivor)
         running_trial_of(survivor, trials)
         killed_trial = running_trial_of(doomed, trials)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         # A new worker joins after the kill and helps finish the study.
-        latecomer = hpo_worker(env, prepared, storage, n_trials, space)
+        latecomer = hpo_worker(env, prepared, storage, n_trials, space, tmp_path / "late.log")
         workers.append(latecomer)
-        outputs = [w.communicate(timeout=900)[0] for w in (survivor, latecomer)]
+        outputs = [w.finish(timeout=900) for w in (survivor, latecomer)]
         for w, out in zip((survivor, latecomer), outputs, strict=True):
             assert w.returncode == 0, out[-4000:]
     finally:
@@ -323,7 +324,7 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
     hosts = [NetHost(1), NetHost(2)]
     pg = None
     srv = None
-    workers: list[subprocess.Popen] = []
+    workers: list[Spawned] = []
     try:
         for h in hosts:
             h.delete()  # left over from an interrupted run
@@ -353,14 +354,12 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
             except KeyError:
                 return []
 
-        def worker_on(h: NetHost) -> subprocess.Popen:
+        def worker_on(h: NetHost) -> Spawned:
             there = env | {"MLFLOW_TRACKING_URI": f"http://{h.gateway}:{port}"}
             storage = f"postgresql://recflow@{h.gateway}:{pg.port}/optuna"
             cmd = hpo_worker_args(prep, storage, n_trials, space)
-            return subprocess.Popen(
-                h.run(cmd), env=there, cwd=PROJECT, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            )  # fmt: skip
+            log = tmp_path / f"{h.name}.log"
+            return Spawned(h.run(cmd), log, env=there, cwd=PROJECT, start_new_session=True)
 
         cut_off = worker_on(hosts[0])
         workers.append(cut_off)
@@ -370,12 +369,15 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
         running_trial_of(other, trials)
         lost = running_trial_of(cut_off, trials)
         hosts[0].cut()
-        deadline = time.monotonic() + 600  # once in CI, 180 s were not enough (cause unknown)
+        deadline = time.monotonic() + 600
         while trials()[lost.number].state == TrialState.RUNNING:
-            assert time.monotonic() < deadline, "the other worker never failed the lost trial"
+            assert time.monotonic() < deadline, (
+                "the other worker never failed the lost trial; its output:\n"
+                + other.output()[-4000:]
+            )
             time.sleep(0.5)
         hosts[0].restore()
-        outputs = [w.communicate(timeout=900)[0] for w in workers]
+        outputs = [w.finish(timeout=900) for w in workers]
     finally:
         for w in workers:
             if w.poll() is None:
@@ -425,11 +427,11 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
         space = tmp_path / "slow.yaml"
         space.write_text(SLOW_SPACE)
         env = team_env(server.url, tmp_path, "team-pg-restart") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
-        worker = hpo_worker(env, prepared, storage, 3, space)
+        worker = hpo_worker(env, prepared, storage, 3, space, tmp_path / "worker.log")
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                assert worker.poll() is None, worker.communicate()[0][-4000:]
+                assert worker.poll() is None, worker.output()[-4000:]
                 try:
                     study = optuna.load_study(study_name="shared", storage=store)
                     if study.get_trials(states=(TrialState.RUNNING,)):
@@ -440,7 +442,7 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
             store.remove_session()
             store.engine.dispose()
             pg.restart()
-            out = worker.communicate(timeout=900)[0]
+            out = worker.finish(timeout=900)
             assert worker.returncode == 0, out[-4000:]
         finally:
             if worker.poll() is None:
@@ -453,12 +455,12 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
 
 
 def running_trial_of(
-    worker: subprocess.Popen, trials: Callable[[], list[optuna.trial.FrozenTrial]]
+    worker: Spawned, trials: Callable[[], list[optuna.trial.FrozenTrial]]
 ) -> optuna.trial.FrozenTrial:
     """Wait until ``worker`` is in the middle of one of the study's ``trials``; return it."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        assert worker.poll() is None, worker.communicate()[0][-4000:]
+        assert worker.poll() is None, worker.output()[-4000:]
         mine = [t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, worker)]
         if mine:
             return mine[0]
@@ -605,13 +607,11 @@ def test_a_server_restart_during_a_step_is_ridden_out(
         "-P", f"preprocess_run_id={prepared}", "-P", f"storage={journal}", "-P", "n_trials=3",
         "-P", "pruner=none", "-P", f"search_space={space}", "-P", "study_name=restart",
     ]  # fmt: skip
-    worker = subprocess.Popen(
-        args, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    worker = Spawned(args, tmp_path / "worker.log", env=env, cwd=PROJECT)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            assert worker.poll() is None, worker.stdout.read()[-4000:]
+            assert worker.poll() is None, worker.output()[-4000:]
             if journal.exists():
                 storage = open_storage(str(journal), tmp_path)
                 try:
@@ -624,7 +624,7 @@ def test_a_server_restart_during_a_step_is_ridden_out(
         srv.stop()
         time.sleep(3)
         srv.start()
-        out = worker.communicate(timeout=900)[0]
+        out = worker.finish(timeout=900)
         assert worker.returncode == 0, out[-4000:]
     finally:
         if worker.poll() is None:
@@ -642,15 +642,12 @@ def test_a_server_restart_mid_main_is_ridden_out(
     srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
     env = team_env(srv.url, tmp_path, "team-restart-main")
     params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=restarted")
-    main = subprocess.Popen(
-        mlflow_cmd("main", *params), env=env, cwd=PROJECT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    main = Spawned(mlflow_cmd("main", *params), tmp_path / "main.log", env=env, cwd=PROJECT)
     try:
         client = MlflowClient(srv.url)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            assert main.poll() is None, main.stdout.read()[-4000:]
+            assert main.poll() is None, main.output()[-4000:]
             exp = client.get_experiment_by_name("team-restart-main")
             trials = exp and client.search_runs(
                 [exp.experiment_id],
@@ -662,7 +659,7 @@ def test_a_server_restart_mid_main_is_ridden_out(
         srv.stop()
         time.sleep(3)
         srv.start()
-        out = main.communicate(timeout=900)[0]
+        out = main.finish(timeout=900)
         assert main.returncode == 0, out[-4000:]
         steps = step_lines(out)
         assert [state for state, _ in steps.values()] == ["ran"] * 5
