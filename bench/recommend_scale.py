@@ -45,7 +45,7 @@ import sys, pandas as pd, mlflow.pyfunc
 from pathlib import Path
 from recflow import batch
 model = mlflow.pyfunc.load_model(sys.argv[1])
-ids = batch.user_ids(sys.argv[2], model)
+ids = batch.users_frame(sys.argv[2], model)
 recs = pd.concat(list(batch.recommend(model, ids, 10)), ignore_index=True)
 out = Path(sys.argv[3]); staged = out.with_name(f".{out.name}.part")
 recs.to_parquet(staged, index=False); staged.replace(out)

@@ -1,6 +1,8 @@
 """Batch scoring: top-k recommendations for many users from a loaded pyfunc model, to a file.
 
-In: a user list ('all' or a CSV/Parquet file with a user_id column), a pyfunc recommender and k.
+In: a user list ('all' or a CSV/Parquet file with a user_id column and, optionally, a history
+column: a list of item IDs per user, oldest first, as JSON text in a CSV), a pyfunc recommender
+and k.
 Out: a .parquet or .csv file of recommendation rows, streamed batch by batch (memory does not grow
 with the number of users) into a file beside its final name and renamed into place, so a failure
 never leaves a half-written output.
@@ -8,6 +10,7 @@ never leaves a half-written output.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import pyarrow.parquet as pq
 
 from recflow.constants import USER_COL
 from recflow.errors import UserError
-from recflow.serving import OUTPUT_COLS, known_users
+from recflow.serving import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history, known_users
 
 # Users per predict call. predict scores them a 16 MB block at a time (serving.BLOCK_BYTES), so
 # a call holds that block and its output rows (100,000 at k=10, ~30 MB): larger calls only
@@ -27,10 +30,11 @@ BATCH = 10_000
 FORMATS = (".parquet", ".csv")
 
 
-def user_ids(users: str, model: mlflow.pyfunc.PyFuncModel) -> list[int]:
-    """'all' (every user the model knows) or the distinct user IDs of a CSV/Parquet file."""
+def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
+    """'all' (every user the model knows) or the distinct users of a CSV/Parquet file, with
+    their histories if the file has a history column."""
     if users == "all":
-        return known_users(model).tolist()
+        return pd.DataFrame({USER_COL: known_users(model)})
     path = Path(users)
     if not path.is_file():
         raise UserError(f"users {users!r} is neither 'all' nor an existing file")
@@ -40,18 +44,37 @@ def user_ids(users: str, model: mlflow.pyfunc.PyFuncModel) -> list[int]:
     ids = pd.to_numeric(frame[USER_COL], errors="coerce")
     if ids.isna().any() or (ids % 1 != 0).any():
         raise UserError(f"{users}: '{USER_COL}' must hold integers only")
-    return ids.astype("int64").drop_duplicates().tolist()
+    out = pd.DataFrame({USER_COL: ids.astype("int64")})
+    if HISTORY_COL in frame.columns:
+        out[HISTORY_COL] = [_history(users, row, h) for row, h in enumerate(frame[HISTORY_COL])]
+    return out.drop_duplicates(USER_COL).reset_index(drop=True)
+
+
+def _history(users: str, row: int, value: object) -> list[int]:
+    # A history cell: a list (Parquet) or its JSON text (CSV); empty or missing: no history.
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            raise UserError(
+                f"{users}: '{HISTORY_COL}' of row {row} is not a JSON list of item IDs "
+                f"(like [1, 50, 181]): {value[:50]!r}"
+            ) from None
+    try:
+        return check_history(value, row).tolist()
+    except BadRequest as e:
+        raise UserError(f"{users}: {e.message}") from None
 
 
 def recommend(
-    model: mlflow.pyfunc.PyFuncModel, ids: list[int], k: int, batch_size: int = BATCH
+    model: mlflow.pyfunc.PyFuncModel, users: pd.DataFrame, k: int, batch_size: int = BATCH
 ) -> Iterator[pd.DataFrame]:
-    """The model's top-k rows for the users in ``ids``, one frame per ``batch_size`` users,
-    produced lazily so the caller can write each one before the next is computed."""
+    """The model's top-k rows for the ``users`` frame (``users_frame``), one frame per
+    ``batch_size`` users, produced lazily so the caller can write each one before the next."""
     # The per-request limit protects a server's other clients; a batch job has none.
     model.unwrap_python_model().max_users = None
-    for i in range(0, len(ids), batch_size):
-        yield model.predict(pd.DataFrame({USER_COL: ids[i : i + batch_size]}), params={"k": k})
+    for i in range(0, len(users), batch_size):
+        yield model.predict(users.iloc[i : i + batch_size], params={"k": k})
 
 
 def check_output(out: Path) -> None:

@@ -6,6 +6,18 @@ first (equal scores: the item first in the model's order). With filter_seen (the
 user's seen items are left out, so one who has seen almost everything gets fewer than k rows.
 Users the model never saw get the most popular items, with source "popular".
 
+A ``history`` column (a list of item IDs per row, oldest first, up to ``MAX_HISTORY``) is folded
+in at request time (``foldin``): an unknown user gets a vector fitted to it, a known user's
+vector moves on from where training left it. Recent items weigh more (param ``half_life``, in
+items; 0 weighs all alike). Those rows have source "history", leave the history items out (with
+filter_seen) and count the history items the model does not know in ``history_ignored``. A
+history of unknown items only falls back to the model or popularity.
+
+An ``item_id`` column instead of ``user_id`` asks for similar items ("more like this"): each
+item's ``k`` nearest items by cosine on the item vectors, itself excluded, in rows
+(similar_to, rank, item_id, title, genres, score, source "similar"); unknown items get the
+most popular items (source "popular").
+
 The bundle (``write_bundle``) is the model's arrays (``Recommender.save``), ``items.parquet``
 (titles, genres) and the seen table as CSR over the model's user and item positions, so that
 loading it is a memory map, not a sort of millions of rows: the user at position ``u`` has seen
@@ -16,6 +28,8 @@ the items at positions ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]``
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +39,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from recflow import foldin
 from recflow.constants import (
     GENRES_COL,
     ITEM_COL,
@@ -42,8 +57,15 @@ MAX_K = 1000
 # more, stalling every other client queued behind it (bench/serve_abuse.py: p99 of one-user
 # requests 584 ms, server memory +15 % after 200 of them). Batch scoring lifts the limit.
 MAX_USERS = 1000
+# Items per history: folding one in costs ~0.1 ms per item (bench/foldin_latency.py), and a
+# longer history adds little that its latest few hundred items do not already say.
+MAX_HISTORY = 500
 SOURCE_COL = "source"
+HISTORY_COL = "history"
+IGNORED_COL = "history_ignored"
+SIMILAR_TO_COL = "similar_to"
 OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, SOURCE_COL]
+SIMILAR_COLS = [SIMILAR_TO_COL, *OUTPUT_COLS[1:]]
 ARTIFACT_KEY = "recommender"
 # Scores of known users are computed this many bytes at a time (a block of 70 users at
 # ML-25M's 59k items): under glibc's largest mmap threshold (32 MB), so a freed block is reused
@@ -85,10 +107,22 @@ class BadRequest(MlflowException, ValueError):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
+@dataclass(frozen=True)
+class Request:
+    """A parsed request: users (each with a history, if the request has any) or items."""
+
+    ids: np.ndarray
+    k: int
+    filter_seen: bool
+    items: bool = False  # "more like this": ``ids`` are items
+    histories: list[np.ndarray] | None = None  # per user, item IDs; None: no history column
+    half_life: float = foldin.HALF_LIFE
+
+
 def parse_request(
     model_input: pd.DataFrame, params: dict[str, Any], max_users: int | None = MAX_USERS
-) -> tuple[np.ndarray, int, bool]:
-    """User IDs, k and filter_seen of a request, or ``BadRequest`` saying what is wrong."""
+) -> Request:
+    """The request's rows and params, or ``BadRequest`` saying what is wrong."""
     try:
         k = int(params.get("k", 10))
     except (TypeError, ValueError):
@@ -98,23 +132,80 @@ def parse_request(
     filter_seen = params.get("filter_seen", True)
     if isinstance(filter_seen, str):  # in-process callers may pass "false"
         filter_seen = filter_seen.strip().lower() not in ("false", "0", "no")
-    if USER_COL not in model_input.columns:
-        raise BadRequest(f"input needs a '{USER_COL}' column, got {list(model_input.columns)}")
+    try:
+        half_life = float(params.get("half_life", foldin.HALF_LIFE))
+    except (TypeError, ValueError):
+        half_life = -1.0
+    if not 0 <= half_life < float("inf"):
+        raise BadRequest(f"half_life must be a number >= 0, got {params.get('half_life')!r}")
+    columns = list(model_input.columns)
+    if (USER_COL in columns) == (ITEM_COL in columns):
+        raise BadRequest(
+            f"input needs a '{USER_COL}' column (or '{ITEM_COL}' for similar items), "
+            f"{'not both' if USER_COL in columns else f'got {columns}'}"
+        )
+    items = ITEM_COL in columns
+    if items and HISTORY_COL in columns:
+        raise BadRequest(f"'{HISTORY_COL}' goes with '{USER_COL}' rows, not '{ITEM_COL}' rows")
     if max_users is not None and len(model_input) > max_users:
         raise BadRequest(
-            f"at most {max_users} users per request, got {len(model_input)}; split the request "
+            f"at most {max_users} {'items' if items else 'users'} per request, got "
+            f"{len(model_input)}; split the request "
             "or score many users with the recommend entry point"
         )
+    column = ITEM_COL if items else USER_COL
+    ids = _integers(model_input[column])
+    if ids is None:
+        raise BadRequest(f"'{column}' values must be integers")
+    histories = None
+    if HISTORY_COL in columns:
+        histories = [check_history(h, row) for row, h in enumerate(model_input[HISTORY_COL])]
+    return Request(ids, k, bool(filter_seen), items, histories, half_life)
+
+
+def _integers(values: Any) -> np.ndarray | None:
+    # Integer-valued numbers as int64, or None.
     try:
-        users = pd.to_numeric(model_input[USER_COL], errors="raise").to_numpy()
-    except (TypeError, ValueError):
-        users = np.array([np.nan])
-    exact = users.dtype.kind in "iub" or (
-        users.dtype.kind == "f" and np.all(np.mod(users, 1) == 0) and np.all(np.abs(users) < 2**63)
+        array = np.asarray(pd.to_numeric(values, errors="raise"))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    exact = array.dtype.kind in "iu" or (
+        array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0) and np.all(np.abs(array) < 2**63)
     )
-    if not exact or (users.dtype.kind == "u" and users.size and users.max() >= 2**63):
-        raise BadRequest(f"'{USER_COL}' values must be integers")
-    return users.astype(np.int64), k, bool(filter_seen)
+    if not exact or (array.dtype.kind == "u" and array.size and array.max() >= 2**63):
+        return None
+    return array.astype(np.int64)
+
+
+def check_history(value: Any, row: int) -> np.ndarray:
+    """One row's history as int64 item IDs (missing: empty), or ``BadRequest``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.empty(0, dtype=np.int64)
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+        raise BadRequest(
+            f"'{HISTORY_COL}' of row {row} must be a list of item IDs, got {type(value).__name__}"
+        )
+    if len(value) > MAX_HISTORY:
+        raise BadRequest(
+            f"'{HISTORY_COL}' of row {row} has {len(value)} items; at most {MAX_HISTORY}"
+        )
+    items = _integers(list(value)) if all(_is_number(v) for v in value) else None
+    if items is None:
+        raise BadRequest(f"'{HISTORY_COL}' of row {row} must hold integer item IDs only")
+    return items
+
+
+def _latest_first(items: np.ndarray) -> np.ndarray:
+    # Distinct items of a history given oldest first, the latest first.
+    latest = items[::-1]
+    _, first = np.unique(latest, return_index=True)
+    return latest[np.sort(first)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -135,6 +226,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         self.popularity = np.load(path / "popularity.npy").astype(np.float32)
         # What unknown users get: every item, most popular first (ties by position).
         self.popular = np.argsort(-self.popularity, kind="stable")
+        # For histories and similar items: items as a user vector [p, p] sees them.
+        self.vectors = foldin.item_vectors(self.model).astype(np.float64)
+        self.unit = foldin.unit_vectors(self.vectors)
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -147,48 +241,90 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        users, k, filter_seen = parse_request(model_input, params or {}, self.max_users)
+        request = parse_request(model_input, params or {}, self.max_users)
+        if request.items:
+            return self._similar(request)
+        users = request.ids
         pos = self.model.user_positions(users)
-        known = pos >= 0
         n_items = len(self.model.item_ids)
-        k = min(k, n_items)
+        k = min(request.k, n_items)
+        # Each row's history as item positions; items the model does not know are counted.
+        history = [np.empty(0, dtype=np.int64)] * len(users)
+        ignored = np.zeros(len(users), dtype=np.int64)
+        if request.histories is not None:
+            for row, ids in enumerate(request.histories):
+                found = self.model.item_positions(ids)
+                history[row] = _latest_first(found[found >= 0])
+                ignored[row] = np.count_nonzero(found < 0)
+        folded = np.array([h.size > 0 for h in history], dtype=bool)
+        known = (pos >= 0) & ~folded
         rows, cols, scores = [], [], []
         # Known users a block at a time, into one buffer reused for the whole call: memory stays
         # at one block whatever the number of users, and the block's pages stay mapped.
         known_rows = np.flatnonzero(known)
-        step = max(2, BLOCK_BYTES // (4 * n_items))
-        bounds = list(range(0, known_rows.size, step)) + [known_rows.size]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            # No one-user block after others: BLAS scores one user with a matrix-vector
-            # product, whose rounding differs from the matrix product of the other blocks.
-            del bounds[-2]
-        buffer = np.empty((min(step + 1, known_rows.size), n_items), dtype=np.float32)
-        for start, stop in itertools.pairwise(bounds):
-            block_rows = known_rows[start:stop]
-            block = self._scores(pos[block_rows], buffer[: block_rows.size], filter_seen)
+        for block_rows, block in self._blocks(known_rows, n_items):
+            self._scores(pos[block_rows], block, request.filter_seen)
             r, c = top_k_finite(block, k)
             rows.append(block_rows[r])
             cols.append(c)
             scores.append(block[r, c])
+        # Users with a history, one at a time: a few milliseconds each.
+        for row in np.flatnonzero(folded):
+            user_scores = self._folded(
+                users[row], pos[row], history[row], request.filter_seen, request.half_life
+            )
+            _, c = top_k_finite(user_scores[None, :], k)
+            rows.append(np.full(c.size, row))
+            cols.append(c)
+            scores.append(user_scores[c])
         # Unknown users all get the same list: the most popular items.
-        unknown = np.flatnonzero(~known)
+        unknown = np.flatnonzero(~known & ~folded)
         rows.append(np.repeat(unknown, k))
         cols.append(np.tile(self.popular[:k], unknown.size))
         scores.append(np.tile(self.popularity[self.popular[:k]], unknown.size))
-        row = np.concatenate(rows)
-        order = np.argsort(row, kind="stable")  # back to the input's order, best first per user
+        source = np.where(folded, "history", np.where(known, "model", "popular"))
+        extra = {IGNORED_COL: ignored} if request.histories is not None else {}
+        return self._rows(USER_COL, users, rows, cols, scores, source, extra)
+
+    def _blocks(self, rows: np.ndarray, n_items: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # (rows, score buffer) blocks of at most BLOCK_BYTES, the buffer reused.
+        step = max(2, BLOCK_BYTES // (4 * n_items))
+        bounds = list(range(0, rows.size, step)) + [rows.size]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            # No one-row block after others: BLAS scores one row with a matrix-vector
+            # product, whose rounding differs from the matrix product of the other blocks.
+            del bounds[-2]
+        buffer = np.empty((min(step + 1, rows.size), n_items), dtype=np.float32)
+        for start, stop in itertools.pairwise(bounds):
+            yield rows[start:stop], buffer[: stop - start]
+
+    def _rows(
+        self,
+        id_col: str,
+        ids: np.ndarray,
+        rows: list[np.ndarray],
+        cols: list[np.ndarray],
+        scores: list[np.ndarray],
+        source: np.ndarray,
+        extra: dict[str, np.ndarray] | None = None,
+    ) -> pd.DataFrame:
+        # The output frame: rows back in the input's order, best first per input row; ``extra``
+        # holds more columns, a value per input row.
+        row = np.concatenate(rows).astype(np.int64)
+        order = np.argsort(row, kind="stable")
         row, col = row[order], np.concatenate(cols)[order]
         return pd.DataFrame(
             {
-                USER_COL: users[row],
+                id_col: ids[row],
                 RANK_COL: np.arange(1, row.size + 1) - np.searchsorted(row, row),
                 ITEM_COL: self.model.item_ids[col],
                 TITLE_COL: self.titles[col],
                 GENRES_COL: self.genres[col],
                 SCORE_COL: np.concatenate(scores)[order].astype(float),
-                SOURCE_COL: np.where(known[row], "model", "popular"),
+                SOURCE_COL: source[row],
+                **{name: values[row] for name, values in (extra or {}).items()},
             },
-            columns=OUTPUT_COLS,
+            columns=[id_col, *OUTPUT_COLS[1:], *(extra or {})],
         )
 
     def _scores(self, pos: np.ndarray, out: np.ndarray, filter_seen: bool) -> np.ndarray:
@@ -201,6 +337,48 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
         return out
+
+    def _folded(
+        self, user: int, pos: int, history: np.ndarray, filter_seen: bool, half_life: float
+    ) -> np.ndarray:
+        # Every item's score for a user with a history (item positions, latest first); the
+        # history (and a known user's seen items) at -inf with filter_seen.
+        mine = np.zeros(len(self.model.item_ids), dtype=bool)
+        mine[history] = True
+        start = None
+        base = self.model.item_bias.astype(np.float64)
+        if pos >= 0:  # a known user: on from their trained vector, their seen items are theirs
+            mine[self.seen_indices[self.seen_indptr[pos] : self.seen_indptr[pos + 1]]] = True
+            base = self.model.scores(np.array([pos]))[0].astype(np.float64)
+            start = np.zeros(self.vectors.shape[1])
+        weights = foldin.recency_weights(history.size, half_life)
+        params = self.model.params
+        p = foldin.fold_in(self.vectors, base, history, mine, params, user, start, weights)
+        scores = (base + self.vectors @ p).astype(np.float32)
+        if filter_seen:
+            scores[mine] = -np.inf
+        return scores
+
+    def _similar(self, request: Request) -> pd.DataFrame:
+        # Each item's k most similar items (cosine), itself excluded; unknown items: popular.
+        pos = self.model.item_positions(request.ids)
+        n_items = len(self.model.item_ids)
+        k = min(request.k, n_items)
+        known = pos >= 0
+        rows, cols, scores = [], [], []
+        for block_rows, block in self._blocks(np.flatnonzero(known), n_items):
+            np.matmul(self.unit[pos[block_rows]], self.unit.T, out=block)
+            block[np.arange(block_rows.size), pos[block_rows]] = -np.inf
+            r, c = top_k_finite(block, k)
+            rows.append(block_rows[r])
+            cols.append(c)
+            scores.append(block[r, c])
+        unknown = np.flatnonzero(~known)
+        rows.append(np.repeat(unknown, k))
+        cols.append(np.tile(self.popular[:k], unknown.size))
+        scores.append(np.tile(self.popularity[self.popular[:k]], unknown.size))
+        source = np.where(known, "similar", "popular")
+        return self._rows(SIMILAR_TO_COL, request.ids, rows, cols, scores, source)
 
 
 def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:
@@ -215,21 +393,37 @@ def requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow")]
 
 
-def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.ModelInfo:
-    """Log the bundle as a pyfunc model named ``model`` with signature and input example."""
-    from mlflow.models import infer_signature
+def signature(bundle: Path, example: pd.DataFrame) -> mlflow.models.ModelSignature:
+    """The served model's signature: inputs, the output of ``example`` and the params."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    example = pd.DataFrame({USER_COL: np.asarray(example_users, dtype=np.int64)})
     python_model = RecommenderModel()
     python_model.load_context(_Context({ARTIFACT_KEY: str(bundle)}))
-    params = {"k": 10, "filter_seen": True}
-    signature = infer_signature(example, python_model.predict(None, example, params), params)
+    params = {"k": 10, "filter_seen": True, "half_life": foldin.HALF_LIFE}
+    inferred = infer_signature(example, python_model.predict(None, example, params), params)
+    # Every column optional: a request has user_id (with or without history) or item_id. The
+    # history is checked by parse_request, whose messages say more than MLflow's type checks,
+    # and rows without one (NaN in a records request) would fail an array type.
+    inputs = Schema(
+        [
+            ColSpec("long", USER_COL, required=False),
+            ColSpec(AnyType(), HISTORY_COL, required=False),
+            ColSpec("long", ITEM_COL, required=False),
+        ]
+    )
+    return ModelSignature(inputs, inferred.outputs, inferred.params)
+
+
+def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc model named ``model`` with signature and input example."""
+    example = pd.DataFrame({USER_COL: np.asarray(example_users, dtype=np.int64)})
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=RecommenderModel(),
         artifacts={ARTIFACT_KEY: str(bundle)},
         code_paths=[str(Path(__file__).resolve().parent)],
-        signature=signature,
+        signature=signature(bundle, example),
         input_example=example,
         pip_requirements=requirements(),
     )

@@ -17,7 +17,8 @@ from steps.common import step
     help="Write top-k recommendations for many users with the served model's code path.\n\n"
     f"Reads: a pyfunc model (--model_uri, e.g. models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}) "
     "and --users: 'all' (every user the model knows) or a CSV/Parquet file with a user_id "
-    "column.\nWrites: --output (.parquet or .csv) and the same file as an artifact of this run."
+    "column and optionally a history column (item IDs per user, oldest first; JSON lists in a "
+    "CSV), folded in as in the served model.\nWrites: --output (.parquet or .csv) and the same file as an artifact of this run."
 )
 @click.option("--model_uri", default=f"models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}",
               show_default=True)  # fmt: skip
@@ -32,11 +33,11 @@ def main(model_uri: str, users: str, k: int, output: str) -> None:
             model = mlflow.pyfunc.load_model(model_uri)
         except Exception as e:  # MlflowException, missing files, bad URIs: all mean the same here
             raise UserError(f"cannot load model {model_uri!r}: {str(e).splitlines()[0]}") from e
-        ids = batch.user_ids(users, model)
-        n_rows = batch.write(batch.recommend(model, ids, k), out)
+        wanted = batch.users_frame(users, model)
+        n_rows = batch.write(batch.recommend(model, wanted, k), out)
         mlflow.log_artifact(str(out))
-        mlflow.log_metrics({"n_users": len(ids), "n_rows": n_rows})
-        click.echo(f"wrote {n_rows} recommendations for {len(ids)} users to {out}")
+        mlflow.log_metrics({"n_users": len(wanted), "n_rows": n_rows})
+        click.echo(f"wrote {n_rows} recommendations for {len(wanted)} users to {out}")
 
 
 if __name__ == "__main__":

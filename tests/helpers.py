@@ -224,8 +224,6 @@ def checkerboard_data() -> tuple[pd.DataFrame, pd.DataFrame]:
 def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     """Fit the checkerboard model, save it as our pyfunc in ``folder / "pyfunc"``; return the
     in-process model (loaded from the bundle) and the training frame."""
-    from mlflow.models import infer_signature
-
     from recflow import serving
     from recflow.model import FMParams, Recommender
 
@@ -240,10 +238,7 @@ def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     serving.write_bundle(bundle, model, items, train)
     python_model = serving.RecommenderModel()
     python_model.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
-    example = pd.DataFrame({"user_id": [0, 1]})
-    signature = infer_signature(
-        example, python_model.predict(None, example, {"k": 10}), {"k": 10, "filter_seen": True}
-    )
+    signature = serving.signature(bundle, pd.DataFrame({"user_id": [0, 1]}))
     mlflow.pyfunc.save_model(
         folder / "pyfunc", python_model=serving.RecommenderModel(), signature=signature,
         artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(PROJECT / "recflow")],

@@ -160,12 +160,13 @@ json_values = st.recursive(
     max_leaves=20,
 )  # fmt: skip
 user_ids = st.integers(-(2**70), 2**70) | json_values
+histories = st.lists(st.integers(-5, 30), max_size=30) | json_values  # the checkerboard: 0..19
 rows = st.fixed_dictionaries(
-    {"user_id": user_ids}, optional={"history": json_values, "x": json_values}
-)
+    {"user_id": user_ids}, optional={"history": histories, "x": json_values}
+) | st.fixed_dictionaries({"item_id": user_ids}, optional={"user_id": user_ids})
 params = st.fixed_dictionaries(
     {}, optional={"k": st.integers(-5, 2**40) | json_values, "filter_seen": json_values,
-                  "other": json_values},
+                  "half_life": st.floats(-1, 20) | json_values, "other": json_values},
 )  # fmt: skip
 formats = (
     st.builds(lambda r: {"dataframe_records": r}, st.lists(rows, max_size=4))

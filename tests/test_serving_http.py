@@ -114,6 +114,53 @@ def test_served_model_answers_every_format(server) -> None:
     assert items & set(seen.loc[seen.user_id == 1, "item_id"])
 
 
+def test_served_model_folds_in_histories_and_finds_similar_items(server) -> None:
+    url, trained = server
+    known = sorted(set(seen_items(trained).item_id))
+    history = [*known[:3], 999_999]  # the last one is unknown to the model
+    bodies = [
+        {
+            "dataframe_records": [{"user_id": 99999, "history": history}, {"user_id": 1}],
+            "params": {"k": 4},
+        },
+        {
+            "dataframe_split": {
+                "columns": ["user_id", "history"], "data": [[99999, history], [1, []]]
+            },
+            "params": {"k": 4},
+        },
+        {"inputs": {"user_id": [99999, 1], "history": [history, []]}, "params": {"k": 4}},
+    ]  # fmt: skip
+    answers = []
+    for body in bodies:
+        resp = invoke(url, body)
+        assert resp.status_code == 200, resp.text
+        answers.append(pd.DataFrame(resp.json()["predictions"]))
+    for frame in answers[1:]:
+        pd.testing.assert_frame_equal(frame, answers[0])
+    out = answers[0].set_index("user_id")
+    assert set(out.loc[99999, "source"]) == {"history"} and set(out.loc[1, "source"]) == {"model"}
+    assert (
+        out.loc[99999, "history_ignored"].eq(1).all() and out.loc[1, "history_ignored"].eq(0).all()
+    )
+    assert not set(out.loc[99999, "item_id"]) & set(history)
+
+    item = known[0]
+    resp = invoke(url, {"dataframe_records": [{"item_id": item}, {"item_id": 999_999}]})
+    assert resp.status_code == 200, resp.text
+    similar = pd.DataFrame(resp.json()["predictions"])
+    assert list(similar.columns) == ["similar_to", "rank", "item_id", "title", "genres", "score",
+                                     "source"]  # fmt: skip
+    mates = similar[similar.similar_to == item]
+    assert mates["rank"].tolist() == list(range(1, 11)) and item not in set(mates.item_id)
+    assert set(mates.source) == {"similar"} and mates.score.is_monotonic_decreasing
+    assert set(similar.loc[similar.similar_to == 999_999, "source"]) == {"popular"}
+
+    resp = invoke(url, {"dataframe_records": [{"user_id": 1, "history": "1,50"}]})
+    assert resp.status_code == 400
+    assert "'history' of row 0 must be a list of item IDs" in resp.json()["message"]
+
+
 BAD_REQUESTS = [
     {"dataframe_records": [{"uid": 1}]},
     {"dataframe_records": [{"user_id": "abc"}]},
