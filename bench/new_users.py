@@ -6,6 +6,7 @@ split in half: the first half is the history, the second half what we try to pre
 over items not in the history). Compared on the same users and the same second halves:
 
     fold-in      the served model (RecommenderModel.predict) given the history per request
+    fold-in, all alike   the same with ``half_life=0``: every history item weighs the same
     popularity   the most popular training items not in the history
     retrained    a model trained with the held-out users' first halves as well (they are then
                  known users, the history their seen items)
@@ -90,6 +91,7 @@ def one_seed(ratings: pd.DataFrame, items: pd.DataFrame, seed: int) -> dict[str,
     folded = model.predict(None, request, {"k": K})
     per_user_ms = (time.perf_counter() - start) / len(request) * 1000
     assert (folded["source"] == "history").all()
+    alike = model.predict(None, request, {"k": K, "half_life": 0})
 
     counts = train[ITEM_COL].value_counts()
     popular = []
@@ -104,6 +106,7 @@ def one_seed(ratings: pd.DataFrame, items: pd.DataFrame, seed: int) -> dict[str,
     assert (retrained["source"] == "model").all()
     return {
         "fold-in": scores_of(folded, second) | {"ms": per_user_ms},
+        "fold-in, all alike": scores_of(alike, second),
         "popularity": scores_of(popular, second),
         "retrained": scores_of(retrained, second),
     }
@@ -123,7 +126,7 @@ def main() -> None:
     print(f"\nReal ML-100K, {HELD_OUT:.0%} of users held out, half of each one's history "
           f"(by time) given at request time; mean ± sd over seeds {args.seeds}:\n")  # fmt: skip
     print("| recommender | NDCG@10 | P@10 |\n|---|---|---|")
-    for name in ("fold-in", "popularity", "retrained"):
+    for name in ("fold-in", "fold-in, all alike", "popularity", "retrained"):
         nd = np.array([r[name]["ndcg"] for r in results])
         pr = np.array([r[name]["precision"] for r in results])
         print(f"| {name} | {nd.mean():.4f} ± {nd.std(ddof=1):.4f} "
@@ -132,8 +135,10 @@ def main() -> None:
         fold = np.mean([r["fold-in"][metric] for r in results])
         pop = np.mean([r["popularity"][metric] for r in results])
         re = np.mean([r["retrained"][metric] for r in results])
+        alike = np.mean([r["fold-in, all alike"][metric] for r in results])
         print(f"{metric}@10: fold-in / popularity {fold / pop:.2f} (target >= 1.5); "
-              f"fold-in / retrained {fold / re:.2f} (target >= 0.85)")  # fmt: skip
+              f"fold-in / retrained {fold / re:.2f} (target >= 0.85); all alike / popularity "
+              f"{alike / pop:.2f}")  # fmt: skip
     ms = np.mean([r["fold-in"]["ms"] for r in results])
     print(f"fold-in in process: {ms:.1f} ms per user (histories of ~50 items on average)")
 

@@ -66,6 +66,18 @@ def invoke(url: str, body: dict) -> requests.Response:
     return requests.post(f"{url}/invocations", json=body, timeout=30)
 
 
+def same_answer(url: str, bodies: list[dict]) -> pd.DataFrame:
+    """The one answer all ``bodies`` (a request in different formats) get."""
+    answers = []
+    for body in bodies:
+        resp = invoke(url, body)
+        assert resp.status_code == 200, resp.text
+        answers.append(pd.DataFrame(resp.json()["predictions"]))
+    for frame in answers[1:]:
+        pd.testing.assert_frame_equal(frame, answers[0])
+    return answers[0]
+
+
 def seen_items(trained: dict[str, str]) -> pd.DataFrame:
     folder = Path(
         mlflow.artifacts.download_artifacts(run_id=trained["preprocess"], artifact_path=C.DATA_DIR)
@@ -88,14 +100,7 @@ def test_served_model_answers_every_format(server) -> None:
         },
         {"inputs": {"user_id": [1, 2, 99999]}, "params": {"k": 4}},
     ]
-    answers = []
-    for body in bodies:
-        resp = invoke(url, body)
-        assert resp.status_code == 200, resp.text
-        answers.append(pd.DataFrame(resp.json()["predictions"]))
-    for frame in answers[1:]:
-        pd.testing.assert_frame_equal(frame, answers[0])
-    out = answers[0]
+    out = same_answer(url, bodies)
     assert list(out.columns) == ["user_id", "rank", "item_id", "title", "genres", "score", "source"]
     for _, rows in out.groupby("user_id"):
         assert rows["rank"].tolist() == [1, 2, 3, 4]
@@ -131,14 +136,7 @@ def test_served_model_folds_in_histories_and_finds_similar_items(server) -> None
         },
         {"inputs": {"user_id": [99999, 1], "history": [history, []]}, "params": {"k": 4}},
     ]  # fmt: skip
-    answers = []
-    for body in bodies:
-        resp = invoke(url, body)
-        assert resp.status_code == 200, resp.text
-        answers.append(pd.DataFrame(resp.json()["predictions"]))
-    for frame in answers[1:]:
-        pd.testing.assert_frame_equal(frame, answers[0])
-    out = answers[0].set_index("user_id")
+    out = same_answer(url, bodies).set_index("user_id")
     assert set(out.loc[99999, "source"]) == {"history"} and set(out.loc[1, "source"]) == {"model"}
     assert (
         out.loc[99999, "history_ignored"].eq(1).all() and out.loc[1, "history_ignored"].eq(0).all()
