@@ -81,9 +81,17 @@ def served(model: Recommender, items: pd.DataFrame, seen: pd.DataFrame, folder: 
 
 
 def one_seed(ratings: pd.DataFrame, items: pd.DataFrame, seed: int) -> dict[str, dict]:
+    """Each recommender's NDCG@K and P@K on one seed's held-out users."""
     train, first, second = split(ratings, seed)
+    with tempfile.TemporaryDirectory(prefix="bench-new-users-") as tmp:
+        return _compare(train, first, second, items, seed, Path(tmp))
+
+
+def _compare(
+    train: pd.DataFrame, first: pd.DataFrame, second: pd.DataFrame, items: pd.DataFrame,
+    seed: int, folder: Path,
+) -> dict[str, dict]:  # fmt: skip
     params = FMParams()
-    folder = Path(tempfile.mkdtemp(prefix="bench-new-users-"))
     model = served(Recommender.fit(train, params, seed), items, train, folder / "a")
     histories = first.groupby(USER_COL)[ITEM_COL].apply(list)
     request = pd.DataFrame({USER_COL: histories.index, "history": histories.to_numpy()})

@@ -60,6 +60,9 @@ MAX_USERS = 1000
 # Items per history: folding one in costs ~0.1 ms per item (bench/foldin_latency.py), and a
 # longer history adds little that its latest few hundred items do not already say.
 MAX_HISTORY = 500
+# History items per request to the server: folding in costs about 0.1 ms per item, so this keeps
+# one request under a second of a worker's time, as MAX_USERS does for known users.
+MAX_REQUEST_HISTORY = 5000
 SOURCE_COL = "source"
 HISTORY_COL = "history"
 IGNORED_COL = "history_ignored"
@@ -160,6 +163,12 @@ def parse_request(
     histories = None
     if HISTORY_COL in columns:
         histories = [check_history(h, row) for row, h in enumerate(model_input[HISTORY_COL])]
+        total = sum(h.size for h in histories)
+        if max_users is not None and total > MAX_REQUEST_HISTORY:
+            raise BadRequest(
+                f"at most {MAX_REQUEST_HISTORY} history items per request, got {total}; split "
+                "the request or score many users with the recommend entry point"
+            )
     return Request(ids, k, bool(filter_seen), items, histories, half_life)
 
 

@@ -120,6 +120,11 @@ def test_similar_items_are_block_mates(saved) -> None:
             {},
             f"has {serving.MAX_HISTORY + 1} items; at most {serving.MAX_HISTORY}",
         ),
+        (
+            [{"user_id": u, "history": list(range(400))} for u in range(13)],
+            {},
+            f"at most {serving.MAX_REQUEST_HISTORY} history items per request, got 5200",
+        ),
         ([{"user_id": 1, "item_id": 2}], {}, "not both"),
         ([{"item_id": 2, "history": [1]}], {}, "'history' goes with 'user_id' rows"),
         ([{"item_id": "x"}], {}, "'item_id' values must be integers"),
@@ -167,3 +172,20 @@ def test_batch_scoring_rejects_a_bad_history_naming_the_file(saved, tmp_path: Pa
     users.write_text('user_id,history\n1,"[1, 2.5]"\n')
     with pytest.raises(UserError, match=r"users.csv: 'history' of row 0 must hold integer"):
         batch.users_frame(str(users), loaded)
+
+
+@pytest.mark.realdata
+def test_new_users_on_real_ml100k_beat_popularity_and_a_retrained_model(
+    shared_ml100k: Path,
+) -> None:
+    """bench/new_users.py's protocol, one split seed (measured: fold-in NDCG@10 0.403,
+    popularity 0.266, retrained 0.311): a guard against a fold-in that quietly stops learning."""
+    from bench.new_users import one_seed
+    from recflow.datasets import get_spec, parse_items, parse_ratings
+
+    spec = get_spec("ml-100k")
+    ratings, items = parse_ratings(spec, shared_ml100k), parse_items(spec, shared_ml100k)
+    result = one_seed(ratings, items, 1492)
+    fold, popular = result["fold-in"]["ndcg"], result["popularity"]["ndcg"]
+    assert fold > 1.3 * popular, result
+    assert fold > 0.85 * result["retrained"]["ndcg"], result
