@@ -46,6 +46,12 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
         raise UserError(f"{users}: '{USER_COL}' must hold integers only")
     out = pd.DataFrame({USER_COL: ids.astype("int64")})
     if HISTORY_COL in frame.columns:
+        twice = out[USER_COL][out[USER_COL].duplicated()]
+        if len(twice):
+            raise UserError(
+                f"{users}: user {twice.iloc[0]} is in more than one row; give each user one "
+                f"'{HISTORY_COL}'"
+            )
         out[HISTORY_COL] = [_history(users, row, h) for row, h in enumerate(frame[HISTORY_COL])]
     return out.drop_duplicates(USER_COL).reset_index(drop=True)
 
@@ -61,7 +67,7 @@ def _history(users: str, row: int, value: object) -> list[int]:
                 f"(like [1, 50, 181]): {value[:50]!r}"
             ) from None
     try:
-        return check_history(value, row).tolist()
+        return check_history(value, row, longest=None).tolist()
     except BadRequest as e:
         raise UserError(f"{users}: {e.message}") from None
 

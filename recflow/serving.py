@@ -128,7 +128,7 @@ def parse_request(
     """The request's rows and params, or ``BadRequest`` saying what is wrong."""
     try:
         k = int(params.get("k", 10))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"k must be an integer, got {params.get('k')!r}") from None
     if not 1 <= k <= MAX_K:
         raise BadRequest(f"k must be between 1 and {MAX_K}, got {k}")
@@ -162,7 +162,10 @@ def parse_request(
         raise BadRequest(f"'{column}' values must be integers")
     histories = None
     if HISTORY_COL in columns:
-        histories = [check_history(h, row) for row, h in enumerate(model_input[HISTORY_COL])]
+        longest = MAX_HISTORY if max_users is not None else None
+        histories = [
+            check_history(h, row, longest) for row, h in enumerate(model_input[HISTORY_COL])
+        ]
         total = sum(h.size for h in histories)
         if max_users is not None and total > MAX_REQUEST_HISTORY:
             raise BadRequest(
@@ -186,18 +189,18 @@ def _integers(values: Any) -> np.ndarray | None:
     return array.astype(np.int64)
 
 
-def check_history(value: Any, row: int) -> np.ndarray:
-    """One row's history as int64 item IDs (missing: empty), or ``BadRequest``."""
+def check_history(value: Any, row: int, longest: int | None = MAX_HISTORY) -> np.ndarray:
+    """One row's history as int64 item IDs (missing: empty), at most ``longest`` of them (None:
+    no limit), or ``BadRequest``."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return np.empty(0, dtype=np.int64)
-    if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+    # A list from JSON, a 1-d array from Parquet (pyarrow); anything else is no history.
+    if not (isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim == 1)):
         raise BadRequest(
             f"'{HISTORY_COL}' of row {row} must be a list of item IDs, got {type(value).__name__}"
         )
-    if len(value) > MAX_HISTORY:
-        raise BadRequest(
-            f"'{HISTORY_COL}' of row {row} has {len(value)} items; at most {MAX_HISTORY}"
-        )
+    if longest is not None and len(value) > longest:
+        raise BadRequest(f"'{HISTORY_COL}' of row {row} has {len(value)} items; at most {longest}")
     items = _integers(list(value)) if all(_is_number(v) for v in value) else None
     if items is None:
         raise BadRequest(f"'{HISTORY_COL}' of row {row} must hold integer item IDs only")
@@ -421,7 +424,15 @@ def signature(bundle: Path, example: pd.DataFrame) -> mlflow.models.ModelSignatu
             ColSpec("long", ITEM_COL, required=False),
         ]
     )
-    return ModelSignature(inputs, inferred.outputs, inferred.params)
+    # Outputs: a user request's columns, plus those of history and similar-items requests.
+    outputs = Schema(
+        [ColSpec(c.type, c.name, required=c.name != USER_COL) for c in inferred.outputs.inputs]
+        + [
+            ColSpec("long", IGNORED_COL, required=False),
+            ColSpec("long", SIMILAR_TO_COL, required=False),
+        ]
+    )
+    return ModelSignature(inputs, outputs, inferred.params)
 
 
 def log_model(bundle: Path, example_users: list[int]) -> mlflow.models.model.ModelInfo:
