@@ -175,6 +175,34 @@ class Recommender:
         return model
 
     @classmethod
+    def average(cls, models: list[Recommender]) -> Recommender:
+        """One model whose scores are the mean of ``models``' scores (trained on the same data,
+        so with the same users and items in the same order). Each half of the embeddings is
+        concatenated across models and scaled by 1/sqrt(n), the biases averaged: scoring stays
+        one matrix product, and the halves keep their meaning (``foldin``)."""
+        first = models[0]
+        for other in models[1:]:
+            if not (
+                np.array_equal(other.user_ids, first.user_ids)
+                and np.array_equal(other.item_ids, first.item_ids)
+            ):
+                raise ValueError("models to average must have the same users and items")
+        if len(models) == 1:
+            return first
+        half = first.user_emb.shape[1] // 2
+        scale = np.float32(1 / np.sqrt(len(models)))
+
+        def halves(name: str) -> np.ndarray:
+            arrays = [getattr(m, name) for m in models]
+            return np.hstack([a[:, :half] for a in arrays] + [a[:, half:] for a in arrays]) * scale
+
+        bias = np.mean([m.item_bias for m in models], axis=0, dtype=np.float32)
+        return cls(
+            first.params, first.user_ids, first.item_ids, halves("user_emb"), halves("item_emb"),
+            bias,
+        )  # fmt: skip
+
+    @classmethod
     def _from_rankfm(cls, fm, params: FMParams) -> Recommender:
         # rankfm's utility: w_i + x_if.w_if + v_u.v_i + (x_uf v_uf).v_i + (x_if v_if).v_u
         # == [v_u + x_uf v_uf, v_u] . [v_i, x_if v_if] + (w_i + x_if.w_if)

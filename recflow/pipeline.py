@@ -45,6 +45,7 @@ class Plan:
     split: str = "random"
     test_size: float = 0.2
     valid_size: float = 0.1
+    ensemble: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,10 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
         seed=plan.seed, timeout=plan.timeout, n_jobs=plan.n_jobs,
         sample_users=plan.sample_users, eval_users=plan.eval_users,
     )  # fmt: skip
-    trained = step("train_best", preprocess_run_id=prep, hpo_run_id=tuned, seed=plan.seed)
+    trained = step(
+        "train_best", preprocess_run_id=prep, hpo_run_id=tuned, seed=plan.seed,
+        ensemble=plan.ensemble,
+    )  # fmt: skip
     # The tuned metric decides promotion too.
     step("register", train_run_id=trained, model_name=plan.model_name, metric=plan.metric)
     return done

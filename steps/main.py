@@ -37,6 +37,8 @@ from steps.common import step
               help="How preprocess holds out valid/test interactions (see preprocess --help).")  # fmt: skip
 @click.option("--test_size", default=0.2, show_default=True)
 @click.option("--valid_size", default=0.1, show_default=True)
+@click.option("--ensemble", default="auto", show_default=True,
+              help="Models train_best averages (see train_best --help).")  # fmt: skip
 @click.option("--metric", default=C.DEFAULT_METRIC, show_default=True)
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
 @click.option("--model_name", default=C.DEFAULT_MODEL_NAME, show_default=True)
@@ -44,7 +46,7 @@ from steps.common import step
 def main(
     dataset: str, data_url: str, checksum: str, n_trials: int, timeout: int, n_jobs: int,
     sample_users: str, eval_users: str, split: str, test_size: float, valid_size: float,
-    metric: str, seed: int, model_name: str, force: str,
+    ensemble: str, metric: str, seed: int, model_name: str, force: str,
 ) -> None:  # fmt: skip
     with step("main") as s:
         s.label(dataset)
@@ -52,9 +54,10 @@ def main(
         fidelity.parse_users("sample_users", sample_users)
         fidelity.parse_users("eval_users", eval_users)
         preprocess.check_split(split, test_size, valid_size)
+        fidelity.parse_count("ensemble", ensemble, ("auto",), minimum=1)
         plan = Plan(
             dataset, data_url, checksum, n_trials, metric, seed, model_name,
-            timeout, n_jobs, sample_users, eval_users, split, test_size, valid_size,
+            timeout, n_jobs, sample_users, eval_users, split, test_size, valid_size, ensemble,
         )  # fmt: skip
         # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.
         for run_id in end_orphans(s.run.info.experiment_id):

@@ -23,8 +23,17 @@ from recflow.contracts import (
 from recflow.errors import UserError
 from recflow.failpoints import failpoint
 from recflow.figures import save_figures
+from recflow.hpo.fidelity import parse_count
 from recflow.metrics import metric_key, parse_metric, test_report
-from recflow.training import PARALLEL_FROM, fit_isolated, training_threads
+from recflow.model import Recommender
+from recflow.training import (
+    ENSEMBLE,
+    ENSEMBLE_BELOW,
+    PARALLEL_FROM,
+    ensemble_size,
+    fit_isolated,
+    training_threads,
+)
 from steps.common import step
 
 log = logging.getLogger(__name__)
@@ -45,9 +54,14 @@ log = logging.getLogger(__name__)
               help="Training threads. 0: every core from "
               f"{PARALLEL_FROM:,} interactions on without side features (parallel SGD, not "
               "bit-for-bit reproducible), else one.")  # fmt: skip
+@click.option("--ensemble", default="auto", show_default=True,
+              help="Models trained from seeds seed, seed+1, ... and averaged into the one "
+              f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
+              "else 1.")  # fmt: skip
 @click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
-def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> None:
+def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
+        requested = parse_count("ensemble", ensemble, ("auto",), minimum=1)
         prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
         prep = prep_run.info.run_id
         tuned = s.upstream("hpo_run_id", hpo_run_id, preprocess_run_id=prep)
@@ -65,16 +79,25 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, seed: int) -> No
         n_users = seen[C.USER_COL].nunique()
         mlflow.set_tag(C.TAG_TRAINED_ON, f"full data: {n_users} users, {len(seen)} interactions")
         threads = training_threads(threads, len(seen), params)
+        size = ensemble_size(requested, len(seen))
         mlflow.log_metrics({
-            "n_train_users": n_users, "n_train_interactions": len(seen), "train_threads": threads
+            "n_train_users": n_users, "n_train_interactions": len(seen), "train_threads": threads,
+            "ensemble_size": size,
         })  # fmt: skip
+        if size > 1:
+            s.label(
+                dataset, f"{params.factors} factors", f"{params.epochs} epochs", f"{size} seeds"
+            )
         test_set = as_dataset(data.test, f"{dataset} test")
         mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
         mlflow.log_input(test_set, context="test")
         try:
-            model = fit_isolated(
-                seen, params, seed, data.user_features, data.item_features, threads=threads
-            )
+            model = Recommender.average([
+                fit_isolated(
+                    seen, params, seed + i, data.user_features, data.item_features, threads=threads
+                )
+                for i in range(size)
+            ])  # fmt: skip
         except FloatingPointError as e:
             raise UserError(f"training the best configuration failed: {e}") from e
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.

@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from recflow.model import FMParams, Recommender
-from recflow.training import PARALLEL_FROM, TrainingDiverged, fit_isolated, training_threads
+from recflow.training import (
+    ENSEMBLE,
+    ENSEMBLE_BELOW,
+    PARALLEL_FROM,
+    TrainingDiverged,
+    ensemble_size,
+    fit_isolated,
+    training_threads,
+)
 
 SMALL = FMParams(factors=4, loss="bpr", epochs=3, learning_rate=0.05)
 
@@ -74,6 +82,34 @@ def test_scores_agree_with_rankfmc_predict(features: str) -> None:
     ours = model.scores(model.user_positions(pairs.user_id.to_numpy()))
     got = ours[np.arange(len(pairs)), model.item_positions(pairs.item_id.to_numpy())]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("features", ["none", "both"])
+def test_an_average_of_models_scores_their_mean(features: str) -> None:
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"user_id": rng.integers(1, 30, 400), "item_id": rng.integers(1, 20, 400)})
+    train = train.drop_duplicates().reset_index(drop=True)
+    uf = pd.DataFrame({"user_id": np.arange(1, 30), "f": np.arange(1, 30) % 2 * 1.0})
+    itf = pd.DataFrame({"item_id": np.arange(1, 20), "g": (np.arange(1, 20) % 3 == 0) * 1.0})
+    params = FMParams(factors=3, epochs=2, features=features, learning_rate=0.05)
+    models = [
+        Recommender.fit(train, params, s, user_features=uf, item_features=itf) for s in (1, 2, 3)
+    ]
+    mean = Recommender.average(models)
+    users = np.arange(len(mean.user_ids))
+    expected = np.mean([m.scores(users) for m in models], axis=0)
+    np.testing.assert_allclose(mean.scores(users), expected, rtol=1e-5, atol=1e-6)
+    assert mean.user_emb.shape[1] == 3 * models[0].user_emb.shape[1]
+    assert Recommender.average(models[:1]) is models[0]
+    other = Recommender.fit(train[train.user_id != train.user_id.iloc[0]], params, 1)
+    with pytest.raises(ValueError, match="same users and items"):
+        Recommender.average([models[0], other])
+
+
+def test_ensemble_size_is_five_on_small_data_one_on_big() -> None:
+    assert ensemble_size("auto", ENSEMBLE_BELOW - 1) == ENSEMBLE == 5
+    assert ensemble_size("auto", ENSEMBLE_BELOW) == 1
+    assert ensemble_size(3, 10**9) == 3
 
 
 @pytest.mark.parametrize(("features", "schedule"), [("none", "invscaling"), ("both", "constant")])

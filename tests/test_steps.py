@@ -290,6 +290,7 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     train_id = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id])
     assert mlflow.get_run(train_id).data.params["model.epochs"] == str(best["epochs"])
     metrics = mlflow.get_run(train_id).data.metrics
+    assert metrics["ensemble_size"] == 5  # auto, on small data
     for name in ("precision", "recall", "ndcg", "hit_rate", "mrr"):
         assert 0 <= metrics[f"test_{name}_at_10"] <= 1
         assert f"popularity_{name}_at_10" in metrics
@@ -306,6 +307,9 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
         for name in ("accuracy_at_k", "exposure_by_popularity_decile", "tuned_learning_curve")
     }
 
+    common = ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id]
+    for bad in ("0", "two", "1.5"):
+        fails("train_best", [*common, "--ensemble", bad], "ensemble must be 'auto' or a positive")
     fails("register", ["--train_run_id", hpo_id], "is a hpo run, not a train_best run")
     ok("register", ["--train_run_id", train_id, "--model_name", "tiny"])
     version = mlflow.MlflowClient().get_model_version_by_alias("tiny", "champion")
