@@ -28,7 +28,7 @@ the items at positions ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ IGNORED_COL = "history_ignored"
 SIMILAR_TO_COL = "similar_to"
 OUTPUT_COLS = [USER_COL, RANK_COL, ITEM_COL, TITLE_COL, GENRES_COL, SCORE_COL, SOURCE_COL]
 SIMILAR_COLS = [SIMILAR_TO_COL, *OUTPUT_COLS[1:]]
+# Recommendations as (input rows, item positions, scores), one entry per recommendation.
+Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
 ARTIFACT_KEY = "recommender"
 # Scores of known users are computed this many bytes at a time (a block of 70 users at
 # ML-25M's 59k items): under glibc's largest mmap threshold (32 MB), so a freed block is reused
@@ -258,8 +260,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             return self._similar(request)
         users = request.ids
         pos = self.model.user_positions(users)
-        n_items = len(self.model.item_ids)
-        k = min(request.k, n_items)
+        k = min(request.k, len(self.model.item_ids))
         # Each row's history as item positions; items the model does not know are counted.
         history = [np.empty(0, dtype=np.int64)] * len(users)
         ignored = np.zeros(len(users), dtype=np.int64)
@@ -270,36 +271,31 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 ignored[row] = np.count_nonzero(found < 0)
         folded = np.array([h.size > 0 for h in history], dtype=bool)
         known = (pos >= 0) & ~folded
-        rows, cols, scores = [], [], []
-        # Known users a block at a time, into one buffer reused for the whole call: memory stays
-        # at one block whatever the number of users, and the block's pages stay mapped.
-        known_rows = np.flatnonzero(known)
-        for block_rows, block in self._blocks(known_rows, n_items):
-            self._scores(pos[block_rows], block, request.filter_seen)
-            r, c = top_k_finite(block, k)
-            rows.append(block_rows[r])
-            cols.append(c)
-            scores.append(block[r, c])
+        parts = list(
+            self._ranked(
+                np.flatnonzero(known), k,
+                lambda rows, out: self._scores(pos[rows], out, request.filter_seen),
+            )
+        )  # fmt: skip
         # Users with a history, one at a time: a few milliseconds each.
         for row in np.flatnonzero(folded):
             user_scores = self._folded(
                 users[row], pos[row], history[row], request.filter_seen, request.half_life
             )
             _, c = top_k_finite(user_scores[None, :], k)
-            rows.append(np.full(c.size, row))
-            cols.append(c)
-            scores.append(user_scores[c])
-        # Unknown users all get the same list: the most popular items.
-        unknown = np.flatnonzero(~known & ~folded)
-        rows.append(np.repeat(unknown, k))
-        cols.append(np.tile(self.popular[:k], unknown.size))
-        scores.append(np.tile(self.popularity[self.popular[:k]], unknown.size))
+            parts.append((np.full(c.size, row), c, user_scores[c]))
+        parts.append(self._popular_for(np.flatnonzero(~known & ~folded), k))
         source = np.where(folded, "history", np.where(known, "model", "popular"))
         extra = {IGNORED_COL: ignored} if request.histories is not None else {}
-        return self._rows(USER_COL, users, rows, cols, scores, source, extra)
+        return self._frame(USER_COL, users, parts, source, extra)
 
-    def _blocks(self, rows: np.ndarray, n_items: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # (rows, score buffer) blocks of at most BLOCK_BYTES, the buffer reused.
+    def _ranked(
+        self, rows: np.ndarray, k: int, fill: Callable[[np.ndarray, np.ndarray], object]
+    ) -> Iterator[Ranked]:
+        # The top k of each of ``rows`` (input rows), ``fill(rows, out)`` writing their scores
+        # of every item into ``out``. A block at a time, into one buffer reused for the whole
+        # call: memory stays at one block whatever the number of rows, its pages stay mapped.
+        n_items = len(self.model.item_ids)
         step = max(2, BLOCK_BYTES // (4 * n_items))
         bounds = list(range(0, rows.size, step)) + [rows.size]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
@@ -308,20 +304,27 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             del bounds[-2]
         buffer = np.empty((min(step + 1, rows.size), n_items), dtype=np.float32)
         for start, stop in itertools.pairwise(bounds):
-            yield rows[start:stop], buffer[: stop - start]
+            block_rows, block = rows[start:stop], buffer[: stop - start]
+            fill(block_rows, block)
+            r, c = top_k_finite(block, k)
+            yield block_rows[r], c, block[r, c]
 
-    def _rows(
+    def _popular_for(self, rows: np.ndarray, k: int) -> Ranked:
+        # Every one of ``rows`` gets the same list: the k most popular items.
+        top = self.popular[:k]
+        return np.repeat(rows, k), np.tile(top, rows.size), np.tile(self.popularity[top], rows.size)
+
+    def _frame(
         self,
         id_col: str,
         ids: np.ndarray,
-        rows: list[np.ndarray],
-        cols: list[np.ndarray],
-        scores: list[np.ndarray],
+        parts: list[Ranked],
         source: np.ndarray,
         extra: dict[str, np.ndarray] | None = None,
     ) -> pd.DataFrame:
         # The output frame: rows back in the input's order, best first per input row; ``extra``
         # holds more columns, a value per input row.
+        rows, cols, scores = zip(*parts, strict=True)
         row = np.concatenate(rows).astype(np.int64)
         order = np.argsort(row, kind="stable")
         row, col = row[order], np.concatenate(cols)[order]
@@ -374,23 +377,19 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def _similar(self, request: Request) -> pd.DataFrame:
         # Each item's k most similar items (cosine), itself excluded; unknown items: popular.
         pos = self.model.item_positions(request.ids)
-        n_items = len(self.model.item_ids)
-        k = min(request.k, n_items)
+        k = min(request.k, len(self.model.item_ids))
         known = pos >= 0
-        rows, cols, scores = [], [], []
-        for block_rows, block in self._blocks(np.flatnonzero(known), n_items):
-            np.matmul(self.unit[pos[block_rows]], self.unit.T, out=block)
-            block[np.arange(block_rows.size), pos[block_rows]] = -np.inf
-            r, c = top_k_finite(block, k)
-            rows.append(block_rows[r])
-            cols.append(c)
-            scores.append(block[r, c])
-        unknown = np.flatnonzero(~known)
-        rows.append(np.repeat(unknown, k))
-        cols.append(np.tile(self.popular[:k], unknown.size))
-        scores.append(np.tile(self.popularity[self.popular[:k]], unknown.size))
+
+        def cosines(rows: np.ndarray, out: np.ndarray) -> None:
+            np.matmul(self.unit[pos[rows]], self.unit.T, out=out)
+            out[np.arange(rows.size), pos[rows]] = -np.inf
+
+        parts = [
+            *self._ranked(np.flatnonzero(known), k, cosines),
+            self._popular_for(np.flatnonzero(~known), k),
+        ]
         source = np.where(known, "similar", "popular")
-        return self._rows(SIMILAR_TO_COL, request.ids, rows, cols, scores, source)
+        return self._frame(SIMILAR_TO_COL, request.ids, parts, source)
 
 
 def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:

@@ -72,7 +72,6 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         params = load_best_params(tuned.info.run_id, Path(tmp))
         mlflow.log_params({f"model.{k}": v for k, v in params.to_dict().items()})
         dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
-        s.label(dataset, f"{params.factors} factors", f"{params.epochs} epochs")
 
         seen = data.seen()
         # However hpo sampled users, the final model sees them all.
@@ -84,10 +83,8 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
             "n_train_users": n_users, "n_train_interactions": len(seen), "train_threads": threads,
             "ensemble_size": size,
         })  # fmt: skip
-        if size > 1:
-            s.label(
-                dataset, f"{params.factors} factors", f"{params.epochs} epochs", f"{size} seeds"
-            )
+        seeds = [f"{size} seeds"] if size > 1 else []
+        s.label(dataset, f"{params.factors} factors", f"{params.epochs} epochs", *seeds)
         test_set = as_dataset(data.test, f"{dataset} test")
         mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
         mlflow.log_input(test_set, context="test")
