@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -118,14 +119,22 @@ def mlflow_run(
 
 
 class Spawned(subprocess.Popen):
-    """A background process whose output goes to a file rather than a pipe: a pipe that nobody
-    reads while the test waits fills up (64 KiB) and stalls the process, and a file can still
-    be read when a check fails."""
+    """A background process in a process group of its own, whose output goes to a file rather
+    than a pipe: a pipe that nobody reads while the test waits fills up (64 KiB) and stalls the
+    process, and a file can still be read when a check fails."""
 
     def __init__(self, args: list[str], log: Path, **kwargs) -> None:
         self.log = log
         with log.open("wb") as out:
-            super().__init__(args, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+            super().__init__(
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            )
+
+    def kill_tree(self) -> None:
+        """SIGKILL the process and everything it started (its group), if still running."""
+        if self.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

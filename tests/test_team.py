@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -207,7 +206,7 @@ def hpo_worker(
     args = hpo_worker_args(prep, storage, n_trials, space)
     if host:
         args = ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {shlex.join(args)}"]
-    return Spawned(args, log, env=env, cwd=PROJECT, start_new_session=True)
+    return Spawned(args, log, env=env, cwd=PROJECT)
 
 
 def can_fake_hosts() -> bool:
@@ -226,10 +225,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     store = optuna.storages.RDBStorage(storage)
 
     def trials() -> list[optuna.trial.FrozenTrial]:
-        try:
-            return optuna.load_study(study_name="shared", storage=store).get_trials()
-        except KeyError:
-            return []
+        return study_trials("shared", store)
 
     # The doomed worker claims to be another machine, so its trials are only failed through
     # their stopped heartbeats, as for a machine that died.
@@ -248,8 +244,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
         workers.append(survivor)
         running_trial_of(survivor, trials)
         killed_trial = running_trial_of(doomed, trials)
-        os.killpg(doomed.pid, signal.SIGKILL)
-        doomed.wait()
+        doomed.kill_tree()
         # A new worker joins after the kill and helps finish the study.
         latecomer = hpo_worker(env, prepared, storage, n_trials, space, tmp_path / "late.log")
         workers.append(latecomer)
@@ -258,9 +253,7 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
             assert w.returncode == 0, out[-4000:]
     finally:
         for w in workers:
-            if w.poll() is None:
-                os.killpg(w.pid, signal.SIGKILL)
-                w.wait()
+            w.kill_tree()
 
     study = optuna.load_study(study_name="shared", storage=store)
     assert count(study, TrialState.COMPLETE) == n_trials
@@ -349,17 +342,14 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
         n_trials = 4
 
         def trials() -> list[optuna.trial.FrozenTrial]:
-            try:
-                return optuna.load_study(study_name="shared", storage=store).get_trials()
-            except KeyError:
-                return []
+            return study_trials("shared", store)
 
         def worker_on(h: NetHost) -> Spawned:
             there = env | {"MLFLOW_TRACKING_URI": f"http://{h.gateway}:{port}"}
             storage = f"postgresql://recflow@{h.gateway}:{pg.port}/optuna"
             cmd = hpo_worker_args(prep, storage, n_trials, space)
             log = tmp_path / f"{h.name}.log"
-            return Spawned(h.run(cmd), log, env=there, cwd=PROJECT, start_new_session=True)
+            return Spawned(h.run(cmd), log, env=there, cwd=PROJECT)
 
         cut_off = worker_on(hosts[0])
         workers.append(cut_off)
@@ -380,9 +370,7 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
         outputs = [w.finish(timeout=900) for w in workers]
     finally:
         for w in workers:
-            if w.poll() is None:
-                os.killpg(w.pid, signal.SIGKILL)
-                w.wait()
+            w.kill_tree()
         for h in hosts:
             h.delete()
         if sys.exc_info()[0] is not None:  # the checks below will not run: stop the services
@@ -429,29 +417,26 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
         env = team_env(server.url, tmp_path, "team-pg-restart") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
         worker = hpo_worker(env, prepared, storage, 3, space, tmp_path / "worker.log")
         try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                assert worker.poll() is None, worker.output()[-4000:]
-                try:
-                    study = optuna.load_study(study_name="shared", storage=store)
-                    if study.get_trials(states=(TrialState.RUNNING,)):
-                        break
-                except KeyError:
-                    pass
-                time.sleep(0.2)
+            running_trial_of(worker, lambda: study_trials("shared", store))
             store.remove_session()
             store.engine.dispose()
             pg.restart()
             out = worker.finish(timeout=900)
             assert worker.returncode == 0, out[-4000:]
         finally:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+            worker.kill_tree()
         study = optuna.load_study(study_name="shared", storage=optuna.storages.RDBStorage(storage))
         assert count(study, TrialState.COMPLETE) == 3
     finally:
         pg.stop()
+
+
+def study_trials(name: str, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The trials of study ``name``; none while no worker has created it yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    except KeyError:
+        return []
 
 
 def running_trial_of(
@@ -608,27 +593,24 @@ def test_a_server_restart_during_a_step_is_ridden_out(
         "-P", "pruner=none", "-P", f"search_space={space}", "-P", "study_name=restart",
     ]  # fmt: skip
     worker = Spawned(args, tmp_path / "worker.log", env=env, cwd=PROJECT)
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        # The journal appears when the worker creates the study.
+        return (
+            study_trials("restart", open_storage(str(journal), tmp_path))
+            if journal.exists()
+            else []
+        )
+
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert worker.poll() is None, worker.output()[-4000:]
-            if journal.exists():
-                storage = open_storage(str(journal), tmp_path)
-                try:
-                    study = optuna.load_study(study_name="restart", storage=storage)
-                    if study.get_trials(states=(TrialState.RUNNING,)):
-                        break
-                except KeyError:
-                    pass
-            time.sleep(0.2)
+        running_trial_of(worker, trials)
         srv.stop()
         time.sleep(3)
         srv.start()
         out = worker.finish(timeout=900)
         assert worker.returncode == 0, out[-4000:]
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        worker.kill_tree()
         srv.stop()
     run = mlflow.get_run(RUN_ID.findall(out)[-1])
     assert run.info.status == "FINISHED" and run.data.metrics["n_complete"] == 3
@@ -666,8 +648,7 @@ def test_a_server_restart_mid_main_is_ridden_out(
         loaded = mlflow.pyfunc.load_model("models:/restarted@champion")
         assert len(loaded.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
     finally:
-        if main.poll() is None:
-            main.kill()
+        main.kill_tree()
         srv.stop()
 
 
