@@ -1,0 +1,134 @@
+"""Does a user sample rank configurations as the full data does? Each configuration scored on both.
+
+Takes the hpo warm starts and ``--n`` random configurations of the packaged search space (optuna's
+RandomSampler, so no sampler steers towards either fidelity's taste), and scores each as an hpo
+trial would: validation NDCG@10 at its best epoch, stopping ``auto`` patience epochs after it. Once
+on a seeded sample of ``--sample_users`` users (``recflow.hpo.fidelity.apply``, as
+``hpo -P sample_users=N`` does) and once on all users. ML-1M-shaped synthetic data
+(bench/synthetic.py), main's default split, seeded by ``--seed``.
+
+Prints one row per configuration, the rank correlation of the two scores, the full-data score of
+the sample's best configuration and of the best of the sample's top ``--top`` (the pick a
+promotion stage would make) as ratios of the full-data best, and the parameters the top
+configurations of each fidelity share. Usage::
+
+    .venv/bin/python bench/fidelity_transfer.py [--n 40] [--sample_users 1510] [--seed 1492]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.synthetic import generate  # noqa: E402
+from recflow import preprocess  # noqa: E402
+from recflow.hpo import fidelity  # noqa: E402
+from recflow.hpo.objective import auto_patience  # noqa: E402
+from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest, warm_starts  # noqa: E402
+from recflow.metrics import Holdout  # noqa: E402
+from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.preprocess import Prepared  # noqa: E402
+from recflow.training import TrainingDiverged, fit_isolated  # noqa: E402
+
+
+class _Stop(Exception):
+    pass
+
+
+def trial_score(data: Prepared, params: FMParams, seed: int) -> tuple[float, int]:
+    """Validation NDCG@10 at the best epoch and that epoch, as hpo's early stopping finds them;
+    NaN and 0 when training diverges."""
+    patience = auto_patience(len(data.train))
+    curve: list[float] = []
+    holdout: list[Holdout] = []
+
+    def on_epoch(epoch: int, model: Recommender) -> None:
+        if not holdout:
+            holdout.append(Holdout.of(model, data.train, data.valid))
+        curve.append(holdout[0].evaluate(model.scores, 10)["ndcg_at_10"])
+        if len(curve) - 1 - int(np.argmax(curve)) >= patience:
+            raise _Stop
+
+    try:
+        with contextlib.suppress(_Stop):
+            fit_isolated(data.train, params, seed, data.user_features, data.item_features, on_epoch)
+    except TrainingDiverged:
+        return float("nan"), 0
+    return max(curve), int(np.argmax(curve)) + 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=40, help="random configurations")
+    parser.add_argument("--sample_users", type=int, default=6040 // 4)
+    parser.add_argument("--seed", type=int, default=1492, help="split, user sample, sampler")
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=2, help="configurations trained at once")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    synth = generate("ml-1m", np.random.default_rng(0))
+    full, _ = preprocess.prepare(
+        synth.ratings, synth.items, synth.users, preprocess.Settings(),
+        np.random.default_rng(args.seed),
+    )  # fmt: skip
+    sample = fidelity.apply(full, fidelity.Fidelity(args.sample_users, None), args.seed)
+    space = load_space(DEFAULT_SPACE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(args.seed))
+    for values in warm_starts(space):
+        study.enqueue_trial(values)
+    configs = []
+    for _ in range(len(warm_starts(space)) + args.n):
+        trial = study.ask()
+        configs.append(suggest(trial, space))
+        study.tell(trial, 0.0)
+
+    def both(i: int) -> dict:
+        params, seed = configs[i], args.seed + i
+        (s, s_epoch), (f, f_epoch) = (
+            trial_score(sample, params, seed),
+            trial_score(full, params, seed),
+        )
+        row = {"config": i, **params.to_dict(), "sample": s, "sample_epoch": s_epoch,
+               "full": f, "full_epoch": f_epoch}  # fmt: skip
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        return row
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        df = pd.DataFrame(list(pool.map(both, range(len(configs)))))
+    show = ["config", "factors", "max_samples", "alpha", "sigma", "learning_rate",
+            "learning_schedule", "learning_exponent", "features", "sample", "sample_epoch",
+            "full", "full_epoch"]  # fmt: skip
+    print(f"\n{len(sample.train):,} sampled vs {len(full.train):,} training rows\n")
+    print(df.sort_values("full", ascending=False)[show].round(4).to_string(index=False))
+    ok = df.dropna(subset=["sample", "full"])
+    best = ok["full"].max()
+    by_sample = ok.sort_values("sample", ascending=False)
+    top = by_sample.head(args.top)
+    print(
+        f"\ndiverged: {df['sample'].isna().sum()} on the sample, {df['full'].isna().sum()} on all"
+    )
+    print(f"Spearman rank correlation, sample vs full: {ok[['sample', 'full']].corr('spearman').iloc[0, 1]:.3f}")  # fmt: skip
+    print(f"full-data NDCG@10 of the sample's best / the full-data best: "
+          f"{by_sample['full'].iloc[0]:.4f} / {best:.4f} = {by_sample['full'].iloc[0] / best:.3f}")  # fmt: skip
+    print(f"best full-data NDCG@10 among the sample's top {args.top} / the full-data best: "
+          f"{top['full'].max():.4f} / {best:.4f} = {top['full'].max() / best:.3f}")  # fmt: skip
+    for name in ("sample", "full"):
+        head = ok.sort_values(name, ascending=False).head(args.top)
+        print(f"top {args.top} by {name}: median alpha {head['alpha'].median():.4f}, learning rate "
+              f"{head['learning_rate'].median():.3f}, sigma {head['sigma'].median():.3f}, "
+              f"factors {head['factors'].median():.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
