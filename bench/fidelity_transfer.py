@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.main_fidelity import ML1M_USERS  # noqa: E402
 from bench.synthetic import generate  # noqa: E402
 from recflow import preprocess  # noqa: E402
 from recflow.hpo import fidelity  # noqa: E402
@@ -71,7 +72,7 @@ def trial_score(data: Prepared, params: FMParams, seed: int) -> tuple[float, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="random configurations")
-    parser.add_argument("--sample_users", type=int, default=6040 // 4)
+    parser.add_argument("--sample_users", type=int, default=ML1M_USERS // 4)
     parser.add_argument("--seed", type=int, default=1492, help="split, user sample, sampler")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="configurations trained at once")
@@ -85,10 +86,11 @@ def main() -> None:
     sample = fidelity.apply(full, fidelity.Fidelity(args.sample_users, None), args.seed)
     space = load_space(DEFAULT_SPACE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(args.seed))
-    for values in warm_starts(space):
+    starts = warm_starts(space)
+    for values in starts:
         study.enqueue_trial(values)
     configs = []
-    for _ in range(len(warm_starts(space)) + args.n):
+    for _ in range(len(starts) + args.n):
         trial = study.ask()
         configs.append(suggest(trial, space))
         study.tell(trial, 0.0)
