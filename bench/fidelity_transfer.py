@@ -47,9 +47,12 @@ class _Stop(Exception):
     pass
 
 
-def trial_score(data: Prepared, params: FMParams, seed: int) -> tuple[float, int]:
-    """Validation NDCG@10 at the best epoch and that epoch, as hpo's early stopping finds them;
-    NaN and 0 when training diverges."""
+def trial_score(
+    data: Prepared, params: FMParams, seed: int, share: float = 1.0
+) -> tuple[float, int]:
+    """Validation NDCG@10 at the best epoch and that epoch, as hpo's early stopping finds them
+    (``share``: of the whole training split, when ``data`` is a user sample); NaN and 0 when
+    training diverges."""
     patience = auto_patience(len(data.train))
     curve: list[float] = []
     holdout: list[Holdout] = []
@@ -63,7 +66,10 @@ def trial_score(data: Prepared, params: FMParams, seed: int) -> tuple[float, int
 
     try:
         with contextlib.suppress(_Stop):
-            fit_isolated(data.train, params, seed, data.user_features, data.item_features, on_epoch)
+            fit_isolated(
+                data.train, params, seed, data.user_features, data.item_features, on_epoch,
+                data_share=share,
+            )  # fmt: skip
     except TrainingDiverged:
         return float("nan"), 0
     return max(curve), int(np.argmax(curve)) + 1
@@ -84,6 +90,7 @@ def main() -> None:
         np.random.default_rng(args.seed),
     )  # fmt: skip
     sample = fidelity.apply(full, fidelity.Fidelity(args.sample_users, None), args.seed)
+    share = len(sample.train) / len(full.train)  # as hpo passes it to its trials
     space = load_space(DEFAULT_SPACE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(args.seed))
     starts = warm_starts(space)
@@ -98,7 +105,7 @@ def main() -> None:
     def both(i: int) -> dict:
         params, seed = configs[i], args.seed + i
         (s, s_epoch), (f, f_epoch) = (
-            trial_score(sample, params, seed),
+            trial_score(sample, params, seed, share),
             trial_score(full, params, seed),
         )
         row = {"config": i, **params.to_dict(), "sample": s, "sample_epoch": s_epoch,

@@ -62,6 +62,7 @@ def fit_isolated(
     item_features: pd.DataFrame | None = None,
     on_epoch: Callable[[int, Recommender], None] | None = None,
     threads: int = 1,
+    data_share: float = 1.0,
 ) -> Recommender:
     """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
 
@@ -75,7 +76,7 @@ def fit_isolated(
     conn, child_conn = ctx.Pipe()
     args = (
         child_conn, train, params, seed, user_features, item_features, on_epoch is not None,
-        threads,
+        threads, data_share,
     )  # fmt: skip
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
     proc.start()
@@ -136,8 +137,9 @@ class _Stop(Exception):
 
 
 def _fit_child(
-    conn, train, params, seed, user_features, item_features, report: bool, threads: int
-) -> None:
+    conn, train, params, seed, user_features, item_features, report: bool, threads: int,
+    data_share: float,
+) -> None:  # fmt: skip
     def on_epoch(epoch: int, model: Recommender) -> None:
         conn.send(("epoch", (epoch, model)))
         if not conn.recv():
@@ -152,6 +154,7 @@ def _fit_child(
             item_features,
             on_epoch if report else None,
             threads,
+            data_share,
         )
         conn.send(("done", model))
     except _Stop:

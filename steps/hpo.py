@@ -93,16 +93,18 @@ def main(
         store = open_storage(storage, data_dir())
         mlflow.set_tag(C.TAG_STUDY, name)
         mlflow.set_tag(C.TAG_TUNED_ON_SAMPLE, str(fid.sample_users is not None).lower())
+        share = len(trial_data.train) / len(data.train)
         mlflow.log_params({
             "fidelity.sample_users": fid.sample_users or fidelity.ALL,
             "fidelity.eval_users": fid.eval_users or fidelity.ALL,
+            "fidelity.data_share": round(share, 4),
         })  # fmt: skip
         if wait == "auto":
             wait = auto_patience(len(trial_data.train))
         mlflow.log_param("early_stopping.patience", wait)
         # Each trial trains in its own process; more threads than cores only queue.
         jobs = n_jobs or len(os.sched_getaffinity(0))
-        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, wait)
+        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, wait, share)
         result = tune.tune(trial_data, search, store, name, s.run_id)
         tune.log_result(result, metric, prep)
         best, counts = result.best, result.counts

@@ -112,10 +112,16 @@ def test_ensemble_size_is_five_on_small_data_one_on_big() -> None:
     assert ensemble_size(3, 10**9) == 3
 
 
-@pytest.mark.parametrize(("features", "schedule"), [("none", "invscaling"), ("both", "constant")])
-def test_epoch_by_epoch_equals_rankfm_fit_partial(features: str, schedule: str) -> None:
+@pytest.mark.parametrize(
+    ("features", "schedule", "share"),
+    [("none", "invscaling", 1.0), ("both", "constant", 1.0), ("none", "invscaling", 0.25)],
+)
+def test_epoch_by_epoch_equals_rankfm_fit_partial(
+    features: str, schedule: str, share: float
+) -> None:
     # The per-epoch path calls rankfmc's kernel on data indexed once; it must train exactly as
     # rankfm's own fit + fit_partial loop does (this pins the kernel's call to rankfmc 0.3.5).
+    # On a share of the data, invscaling's clock counts epochs of the whole data.
     from rankfmc import RankFM
 
     rng = np.random.default_rng(1)
@@ -125,18 +131,29 @@ def test_epoch_by_epoch_equals_rankfm_fit_partial(features: str, schedule: str) 
     uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float)})
     itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float)})
     params = FMParams(factors=4, epochs=4, features=features, learning_schedule=schedule)
-    ours = Recommender.fit(train, params, 5, uf, itf, on_epoch=lambda e, m: None)
+    ours = Recommender.fit(train, params, 5, uf, itf, on_epoch=lambda e, m: None, data_share=share)
+    if share < 1:
+        # Without on_epoch a share still trains on the share's schedule.
+        np.testing.assert_array_equal(
+            ours.item_emb, Recommender.fit(train, params, 5, uf, itf, data_share=share).item_emb
+        )
 
     use = features == "both"
     np.random.seed(5)
     fm = RankFM(factors=4, loss="warp", max_samples=20, learning_rate=0.1)
     for epoch in range(params.epochs):
         if schedule == "invscaling":
-            fm.learning_rate = 0.1 / (epoch + 1) ** params.learning_exponent
+            fm.learning_rate = 0.1 / (1 + share * epoch) ** params.learning_exponent
         fit = fm.fit if epoch == 0 else fm.fit_partial
         fit(train, user_features=uf if use else None, item_features=itf if use else None)
     np.testing.assert_array_equal(ours.user_emb, Recommender._from_rankfm(fm, params).user_emb)
     np.testing.assert_array_equal(ours.item_emb, Recommender._from_rankfm(fm, params).item_emb)
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_data_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="data_share must be in"):
+        Recommender.fit(pd.DataFrame({"user_id": [1], "item_id": [1]}), SMALL, 1, data_share=share)
 
 
 def test_seeds_and_global_rng(checkerboard: tuple[pd.DataFrame, pd.DataFrame]) -> None:

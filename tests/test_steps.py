@@ -348,6 +348,8 @@ def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) ->
     assert run.data.tags[C.TAG_TUNED_ON_SAMPLE] == "true"
     assert run.data.params["fidelity.sample_users"] == "20"
     assert run.data.params["fidelity.eval_users"] == "6"
+    # Half the users keep about half the rows: the trials' schedule runs at that pace.
+    assert 0.3 < float(run.data.params["fidelity.data_share"]) < 0.7
     assert run.data.tags[C.TAG_STUDY].endswith("-users=20,eval=6")
     train_id = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", hpo_id])
     train = mlflow.get_run(train_id)
@@ -357,6 +359,7 @@ def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) ->
     full = mlflow.get_run(ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "1"]))
     assert full.data.tags[C.TAG_TUNED_ON_SAMPLE] == "false"
     assert full.data.params["fidelity.sample_users"] == "all"
+    assert full.data.params["fidelity.data_share"] == "1.0"
     assert "users=" not in full.data.tags[C.TAG_STUDY]
     # A tiny training split waits as long as "auto" ever does.
     assert full.data.params["early_stopping.patience"] == str(MAX_PATIENCE)

@@ -69,8 +69,10 @@ class Objective:
         seed: int,
         parent_run_id: str,
         patience: int = PATIENCE,
+        data_share: float = 1.0,
     ) -> None:
         self.data, self.space, self.seed, self.patience = data, space, seed, patience
+        self.data_share = data_share  # of the whole training split, when data is a user sample
         self.key = metric_key(metric)
         self.k = parse_metric(metric)[1]
         self.parent = MlflowClient().get_run(parent_run_id)
@@ -119,6 +121,7 @@ class Objective:
                 fit_isolated(
                     self.data.train, params, self.seed + trial.number,
                     self.data.user_features, self.data.item_features, on_epoch,
+                    data_share=self.data_share,
                 )  # fmt: skip
             trial.set_user_attr(attrs.BEST_EPOCH, int(best[attrs.BEST_EPOCH]))
             # The objective's curve is logged epoch by epoch under its own key; the trial's score

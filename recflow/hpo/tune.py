@@ -47,6 +47,7 @@ class Search:
     n_jobs: int = 1
     fidelity: Fidelity = Fidelity(None, None)  # what ``data`` was sampled with (fidelity.apply)
     patience: int = PATIENCE  # epochs without improvement before a trial stops; 0 = never
+    data_share: float = 1.0  # the share of the training rows a user sample keeps (Recommender.fit)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ def tune(
     for values in warm_starts(search.space):
         study.enqueue_trial(values, skip_if_exists=True)
     objective = Objective(
-        data, search.space, search.metric, search.seed, parent_run_id, search.patience
-    )
+        data, search.space, search.metric, search.seed, parent_run_id, search.patience,
+        search.data_share,
+    )  # fmt: skip
     # Each trial evaluates in this process while its training child holds a core: n_jobs
     # trials sharing BLAS's default one-thread-per-core pools would oversubscribe the cores
     # (validation 1.6x slower with two trials on two cores).
