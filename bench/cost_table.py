@@ -117,10 +117,11 @@ class Sampler(threading.Thread):
             u.peak_kib = max(u.peak_kib, rss)
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, Sampler]:
-    """Run ``cmd`` (output to our stderr) and return its wall time and what the sampler saw."""
+def measure(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, Sampler]:
+    """Run ``cmd`` in ``cwd`` (output to our stderr); return its wall time and what the sampler
+    saw."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sys.stderr)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sys.stderr)
     sampler = Sampler(proc.pid)
     sampler.start()
     code = proc.wait()
@@ -185,11 +186,13 @@ def main() -> None:
             )  # fmt: skip
             params = [f"dataset={name}", f"data_url={path}", f"checksum=sha256:{digest}",
                       f"n_trials={args.n_trials}", *args.param]  # fmt: skip
-            cmd = [str(bin_dir / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"]
+            mlflow_exe = str(bin_dir / "mlflow")
+            cmd = [mlflow_exe, "run", str(ROOT), "-e", "main", "--env-manager", "local"]
             for p in params:
                 cmd += ["-P", p]
             print(f"{name}: {' '.join(cmd)}", file=sys.stderr)
-            wall, sampler = measure(cmd, env)
+            # Run from the scratch folder: a new SQLite store puts its artifacts in ./mlruns.
+            wall, sampler = measure(cmd, env, cwd=work)
             usage = sampler.usage
             logged = mlflow_durations(uri)
             out = work / "recs.parquet"

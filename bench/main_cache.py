@@ -122,7 +122,8 @@ def main() -> None:
 
         results = []
         for label in ("cold", "cached"):
-            seconds, stdout = run_main(cmd, env, tmp / f"{label}.log")
+            # From the scratch folder: a new SQLite store puts its artifacts in ./mlruns.
+            seconds, stdout = run_main(cmd, env, tmp / f"{label}.log", cwd=tmp)
             states = step_states(stdout)
             results.append((label, seconds, stdout, states))
             print(

@@ -60,7 +60,8 @@ def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict
     start = time.monotonic()
     log = folder / "main.log"
     with log.open("w") as out:
-        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # From the scratch folder: a new SQLite store puts its artifacts in ./mlruns.
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     wall = time.monotonic() - start
     if done.returncode:
         raise SystemExit(f"{name}: main failed; its output: {log}\n" + log.read_text()[-3000:])
