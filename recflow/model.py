@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import ITEM_COL, USER_COL
+from recflow.kernel import lcg_states, seen_items, train_epoch
 
 LOSSES = ("warp", "bpr")
 SCHEDULES = ("constant", "invscaling")
@@ -134,7 +135,7 @@ class Recommender:
         ``data_share`` < 1 says ``train`` is that share of the data being tuned for (a user
         sample): an epoch then gives each item that share of its updates, so the schedule's clock
         counts epochs of the whole data and the learning rate decays that much slower per epoch.
-        ``threads`` > 1 trains with rankfmc's lock-free parallel SGD (Hogwild): faster on big
+        ``threads`` > 1 trains with lock-free parallel SGD (Hogwild, ``recflow.kernel``): faster on big
         data, but the result then depends on thread timing, so it is no longer bit-for-bit
         reproducible from the seed.
         """
@@ -159,21 +160,14 @@ class Recommender:
             learning_exponent=params.learning_exponent, n_jobs=threads,
         )  # fmt: skip
         with _numpy_global_seed(seed), _diverged_as_error():
-            if on_epoch is None and data_share == 1.0:
-                fm.fit(pairs, user_features=uf, item_features=itf, epochs=params.epochs)
-                return cls._from_rankfm(fm, params)
-            # The first epoch through fit() indexes the data and draws the initial weights; the
-            # rest run rankfm's training kernel on that indexed data. fit_partial would re-index
-            # (a pandas map, a per-user set union and a CSR rebuild) on every call: ~1.35-2x the
-            # time of one fit() call overall. The kernel applies invscaling by its own epoch
-            # counter, so each one-epoch call gets its epoch's rate here instead.
-            fm.learning_schedule = "constant"
-            fm.fit(pairs, user_features=uf, item_features=itf, epochs=1)
-            model = cls._from_rankfm(fm, params)
-            if on_epoch is not None:
-                on_epoch(0, model)
-            epoch_kernel = _EpochKernel(fm, pairs)
-            for epoch in range(1, params.epochs):
+            # rankfm indexes the data and draws the initial weights as its fit() would; the
+            # epochs run recflow.kernel (rankfm's update with a fast membership check) on that
+            # indexed data, one call per epoch so callers can evaluate and stop along the way.
+            fm._reset_state()
+            indexed, weight = fm._init_all(pairs, user_features=uf, item_features=itf)
+            fm.is_fit = True
+            epoch_kernel = _EpochKernel(fm, indexed, weight, threads)
+            for epoch in range(params.epochs):
                 rate = params.learning_rate
                 if params.learning_schedule == "invscaling":
                     # On a user sample (see data_share) items learn slowly from tiny initial
@@ -182,7 +176,8 @@ class Recommender:
                     # quarter of ML-1M's users (bench/fidelity_transfer.py).
                     rate /= (1 + data_share * epoch) ** params.learning_exponent
                 epoch_kernel.run(rate)
-                model = cls._from_rankfm(fm, params)
+                if on_epoch is not None or epoch == params.epochs - 1:
+                    model = cls._from_rankfm(fm, params)
                 if on_epoch is not None:
                     on_epoch(epoch, model)
         return model
@@ -262,32 +257,29 @@ class Recommender:
 
 
 class _EpochKernel:
-    """One more training epoch of a fitted ``RankFM`` on the data it was fitted on.
+    """One more training epoch of a ``RankFM`` on the data it was indexed with.
 
-    Calls rankfmc's Cython kernel ``_fit`` with the arguments ``fit_partial`` would build, built
-    once. Tied to rankfmc 0.3.5 (pinned); ``tests/test_model.py`` checks that one epoch here
-    equals one epoch of ``fit_partial``.
+    rankfmc's weight arrays are trained in place by ``recflow.kernel``; what each user has seen
+    (for the kernel's check of sampled negatives) is indexed once.
     """
 
-    def __init__(self, fm, pairs: pd.DataFrame) -> None:
-        self.fm = fm
-        users = fm.user_to_index.reindex(pairs[USER_COL].to_numpy()).to_numpy()
-        items = fm.item_to_index.reindex(pairs[ITEM_COL].to_numpy()).to_numpy()
-        self.interactions = np.ascontiguousarray(np.column_stack([users, items]), dtype=np.int32)
-        self.weights = np.ones(len(self.interactions), dtype=np.float32)
-        self.ui_ptr, self.ui_idx = fm._build_ui_csr()
+    def __init__(self, fm, indexed: np.ndarray, weight: np.ndarray, threads: int) -> None:
+        self.fm, self.indexed, self.weight = fm, indexed, weight
+        # The sampler's state and the row order carry over from epoch to epoch, as in one fit().
+        self.states = lcg_states(threads)
+        self.rows = np.arange(len(indexed), dtype=np.int32)
+        self.seen = seen_items(indexed[:, 0], indexed[:, 1], len(fm.user_idx), len(fm.item_idx))
         self.max_samples = 1 if fm.loss == "bpr" else fm.max_samples
 
     def run(self, learning_rate: float) -> None:
-        from rankfmc._rankfm import _fit
-
         fm = self.fm
-        _fit(
-            self.interactions, self.weights, self.ui_ptr, self.ui_idx, fm.x_uf, fm.x_if,
-            fm.w_i, fm.w_if, fm.v_u, fm.v_i, fm.v_uf, fm.v_if, fm.alpha, fm.beta,
-            learning_rate, "constant", fm.learning_exponent, self.max_samples, 1, False,
-            fm.n_jobs,
+        weights = (fm.w_i, fm.w_if, fm.v_u, fm.v_i, fm.v_uf, fm.v_if)
+        train_epoch(
+            self.rows, self.indexed, self.weight, self.seen, fm.x_uf, fm.x_if, weights, fm.alpha,
+            fm.beta, learning_rate, self.max_samples, self.states,
         )  # fmt: skip
+        if not all(np.isfinite(w).all() for w in weights):
+            raise FloatingPointError("training diverged (non-finite weights): lower learning_rate")
 
 
 def _has_features(df: pd.DataFrame | None) -> bool:

@@ -1,0 +1,223 @@
+"""One training epoch of rankfm's model (WARP or BPR loss, optional side features), compiled with
+numba, with sampled negatives checked against the user's items by binary search.
+
+In: the indexed interactions, each user's items as sorted CSR rows, rankfm's weight arrays (updated
+in place), the epoch's learning rate and the shuffled row order. Out: nothing; the weights are
+trained one epoch.
+
+Why not rankfmc's own kernel: it checks every sampled negative against the user's items by a
+linear scan, so an epoch costs the sum over users of (items per user)^2 x negatives drawn. That
+scan was about two thirds of an ML-1M-scale epoch, and heavy users (thousands of ratings) make it
+most of an ML-25M one. This is the same stochastic update, step for step: the row order comes from
+the same ``np.random.shuffle``, the negatives from the same per-thread LCG stream, and the
+gradient, regularisation and WARP rank weight are rankfmc 0.3.5's, so training is the same up to
+float rounding (``tests/test_model.py`` checks it against rankfmc's kernel). Each user's items are
+sorted once, so the membership check is O(log n).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# rankfmc's per-thread LCG: thread t's stream starts at (t + 1) * _LCG_MUL and runs on across the
+# epochs of one fit (``lcg_states``).
+_LCG_MUL = np.uint64(6364136223846793005)
+_LCG_INC = np.uint64(1442695040888963407)
+# WARP stops drawing negatives at the first one that scores within this margin of the positive.
+_MARGIN = np.float32(1.0)
+# The membership check reads one bit per (user, item) while such a bitmap takes at most this many
+# bytes (ML-1M: 2.8 MB, ML-25M: 1.2 GB, ML-32M: 2.2 GB), and binary-searches the user's sorted
+# items beyond. A bit is one memory access; a search about log2(items of the user) of them.
+BITMAP_BYTES = 2 * 2**30
+
+
+def seen_items(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the membership check reads: each user's distinct items as CSR rows (``ptr``, ``idx``,
+    sorted within each row) and, while it takes at most ``BITMAP_BYTES``, a users x items bitmap
+    (else an empty one)."""
+    order = np.lexsort((items, users))
+    u, i = users[order], items[order]
+    keep = np.ones(len(u), dtype=bool)
+    keep[1:] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+    u, i = u[keep], i[keep]
+    ptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(u, minlength=n_users), out=ptr[1:])
+    row_bytes = (n_items + 7) // 8
+    bits = np.zeros(
+        (n_users, row_bytes) if n_users * row_bytes <= BITMAP_BYTES else (0, 0), np.uint8
+    )
+    if bits.size:
+        _set_bits(bits, u, i)
+    return ptr, np.ascontiguousarray(i, dtype=np.int32), bits
+
+
+@njit(nogil=True, cache=True)
+def _set_bits(bits: np.ndarray, users: np.ndarray, items: np.ndarray) -> None:
+    for k in range(len(users)):
+        bits[users[k], items[k] >> 3] |= np.uint8(1 << (items[k] & 7))
+
+
+@njit(nogil=True, cache=True)
+def _has_item(idx: np.ndarray, lo: int, hi: int, item: int) -> bool:
+    """Whether ``item`` is in the sorted ``idx[lo:hi]``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if idx[mid] < item:
+            lo = mid + 1
+        elif idx[mid] > item:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _utility(
+    u: int, i: int, w: tuple, x_uf: np.ndarray, x_if: np.ndarray, use_uf: bool, use_if: bool
+) -> np.float32:
+    """rankfm's utility of item ``i`` for user ``u`` (float32, in rankfmc's order of terms)."""
+    w_i, w_if, v_u, v_i, v_uf, v_if = w
+    res = w_i[i]
+    for f in range(v_u.shape[1]):
+        res += v_u[u, f] * v_i[i, f]
+    if use_uf:
+        for p in range(x_uf.shape[1]):
+            x = x_uf[u, p]
+            if x == 0.0:
+                continue
+            for f in range(v_u.shape[1]):
+                res += x * (v_uf[p, f] * v_i[i, f])
+    if use_if:
+        for q in range(x_if.shape[1]):
+            x = x_if[i, q]
+            if x == 0.0:
+                continue
+            res += x * w_if[q]
+            for f in range(v_u.shape[1]):
+                res += x * (v_if[q, f] * v_u[u, f])
+    return res
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _train_rows(
+    rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray, seen: tuple, x_uf: np.ndarray,
+    x_if: np.ndarray, w: tuple, alpha: np.float32, beta: np.float32, eta: np.float32,
+    max_samples: int, use_uf: bool, use_if: bool, state: np.uint64,
+) -> np.uint64:  # fmt: skip
+    """One SGD step per row of ``pairs`` in the order ``rows``, negatives drawn from the LCG at
+    ``state``; returns the LCG's state after the last draw."""
+    w_i, w_if, v_u, v_i, v_uf, v_if = w
+    ptr, idx, bits = seen
+    use_bits = bits.shape[0] > 0
+    n_items, n_factors = v_i.shape
+    reg_a, reg_b = np.float32(2.0 * alpha), np.float32(2.0 * beta)
+    log_items = np.log(np.float64(n_items))
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        u, i, sw = pairs[row, 0], pairs[row, 1], weight[row]
+        ut_ui = _utility(u, i, w, x_uf, x_if, use_uf, use_if)
+        # WARP: draw unseen items until one scores within the margin of the positive (or
+        # max_samples are drawn); the update uses the worst one. BPR draws one.
+        j, worst, sampled = -1, np.float32(1e6), 0
+        for s in range(1, max_samples + 1):
+            sampled = s
+            while True:
+                state = state * _LCG_MUL + _LCG_INC
+                neg = np.int64(state % np.uint64(n_items))
+                if use_bits:
+                    if not (bits[u, neg >> 3] >> (neg & 7)) & 1:
+                        break
+                elif not _has_item(idx, ptr[u], ptr[u + 1], neg):
+                    break
+            diff = ut_ui - _utility(u, neg, w, x_uf, x_if, use_uf, use_if)
+            if diff < worst:
+                j, worst = neg, diff
+            if diff < _MARGIN:
+                break
+        # WARP's rank weight from the number of draws (integer division, as in rankfmc).
+        mult = np.float32(np.log(np.float64((n_items - 1) // sampled)) / log_items)
+        outer = np.float32(1.0 / (np.exp(np.float64(worst)) + 1.0))
+        # Each step is sw * mult * (outer * derivative) - reg * weight, grouped as in rankfmc.
+        sm = sw * mult
+        w_i[i] += eta * (sm * outer - reg_a * w_i[i])
+        w_i[j] += eta * (sm * -outer - reg_a * w_i[j])
+        if use_if:
+            for q in range(x_if.shape[1]):
+                w_if[q] += eta * (sm * (outer * (x_if[i, q] - x_if[j, q])) - reg_b * w_if[q])
+        for f in range(n_factors):
+            d_u = v_i[i, f] - v_i[j, f]
+            d_i = v_u[u, f]
+            d_j = -v_u[u, f]
+            if use_uf:
+                for p in range(x_uf.shape[1]):
+                    d_i += v_uf[p, f] * x_uf[u, p]
+                    d_j -= v_uf[p, f] * x_uf[u, p]
+            if use_if:
+                for q in range(x_if.shape[1]):
+                    d_u += v_if[q, f] * (x_if[i, q] - x_if[j, q])
+            v_u[u, f] += eta * (sm * (outer * d_u) - reg_a * v_u[u, f])
+            v_i[i, f] += eta * (sm * (outer * d_i) - reg_a * v_i[i, f])
+            v_i[j, f] += eta * (sm * (outer * d_j) - reg_a * v_i[j, f])
+            # The feature factors see the factors just updated, as in rankfmc.
+            if use_uf:
+                for p in range(x_uf.shape[1]):
+                    if x_uf[u, p] == 0.0:
+                        continue
+                    d = x_uf[u, p] * (v_i[i, f] - v_i[j, f])
+                    v_uf[p, f] += eta * (sm * (outer * d) - reg_b * v_uf[p, f])
+            if use_if:
+                for q in range(x_if.shape[1]):
+                    dx = x_if[i, q] - x_if[j, q]
+                    if dx == 0.0:
+                        continue
+                    v_if[q, f] += eta * (sm * (outer * (dx * v_u[u, f])) - reg_b * v_if[q, f])
+    return state
+
+
+@njit(nogil=True, parallel=True, fastmath=True, cache=True)
+def _train_hogwild(
+    rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray, seen: tuple, x_uf: np.ndarray,
+    x_if: np.ndarray, w: tuple, alpha: np.float32, beta: np.float32, eta: np.float32,
+    max_samples: int, use_uf: bool, use_if: bool, states: np.ndarray,
+) -> None:  # fmt: skip
+    """``_train_rows`` on one slice of ``rows`` per LCG state in ``states``, all at once and
+    without locks (Hogwild), as rankfmc's parallel kernel; updates ``states``."""
+    n = len(states)
+    for t in prange(n):
+        lo, hi = t * len(rows) // n, (t + 1) * len(rows) // n
+        states[t] = _train_rows(
+            rows[lo:hi], pairs, weight, seen, x_uf, x_if, w, alpha, beta, eta, max_samples,
+            use_uf, use_if, states[t],
+        )  # fmt: skip
+
+
+def train_epoch(
+    rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray,
+    seen: tuple[np.ndarray, np.ndarray, np.ndarray], x_uf: np.ndarray, x_if: np.ndarray,
+    weights: tuple[np.ndarray, ...], alpha: float, beta: float, learning_rate: float,
+    max_samples: int, states: np.ndarray,
+) -> None:  # fmt: skip
+    """Train ``weights`` (rankfm's w_i, w_if, v_u, v_i, v_uf, v_if, in place) one epoch, on one
+    thread per LCG state in ``states`` (``lcg_states``; updated for the next epoch); ``seen`` is
+    ``seen_items``' answer for ``pairs``.
+
+    The epoch visits ``pairs`` in the order ``rows``, shuffled in place first by NumPy's global
+    RNG: pass the same array every epoch (it starts as ``arange``), as rankfmc's kernel does.
+    """
+    np.random.shuffle(rows)
+    args = (
+        rows, pairs, weight, seen, x_uf, x_if, weights, np.float32(alpha), np.float32(beta),
+        np.float32(learning_rate), max_samples, bool(x_uf.any()), bool(x_if.any()),
+    )  # fmt: skip
+    if len(states) > 1:
+        _train_hogwild(*args, states)
+    else:
+        states[0] = _train_rows(*args, states[0])
+
+
+def lcg_states(threads: int) -> np.ndarray:
+    """The negative samplers' starting states for a fit on ``threads`` threads."""
+    return np.arange(1, threads + 1, dtype=np.uint64) * _LCG_MUL

@@ -1,0 +1,54 @@
+"""The training kernel's membership check: its index of seen items and its two ways of reading it.
+
+(That the kernel trains as rankfmc's own does is checked in test_model.py.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recflow import kernel
+from recflow.model import FMParams, Recommender
+
+
+def test_seen_items_index_each_users_distinct_items() -> None:
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 7, 300).astype(np.int32)
+    items = rng.integers(0, 21, 300).astype(np.int32)  # 21 items: the bitmap's last byte is partial
+    users[:5] = 6  # a user whose items arrive unordered and repeated
+    ptr, idx, bits = kernel.seen_items(users, items, 8, 21)  # user 7 has no items
+    pairs = set(zip(users.tolist(), items.tolist(), strict=True))
+    for u in range(8):
+        row = idx[ptr[u] : ptr[u + 1]]
+        assert row.tolist() == sorted({i for v, i in pairs if v == u})
+        unpacked = np.unpackbits(bits[u], bitorder="little")[:21]
+        assert np.flatnonzero(unpacked).tolist() == row.tolist()
+
+
+def test_without_room_for_a_bitmap_only_the_rows_are_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel, "BITMAP_BYTES", 10)
+    ptr, idx, bits = kernel.seen_items(
+        np.array([0, 1], np.int32), np.array([5, 80], np.int32), 2, 90
+    )
+    assert bits.size == 0 and ptr.tolist() == [0, 1, 2] and idx.tolist() == [5, 80]
+
+
+@pytest.mark.parametrize("features", ["none", "item"])
+def test_bitmap_and_binary_search_train_identically(
+    monkeypatch: pytest.MonkeyPatch, features: str
+) -> None:
+    # Both answer "has this user seen that item?" the same, so the training is the same bit for bit.
+    rng = np.random.default_rng(5)
+    heavy = pd.DataFrame({"user_id": 0, "item_id": np.arange(1, 70)})  # all items but one
+    light = pd.DataFrame({"user_id": rng.integers(1, 50, 900), "item_id": rng.integers(0, 70, 900)})
+    train = pd.concat([heavy, light]).drop_duplicates().reset_index(drop=True)
+    items = np.arange(70)
+    itf = pd.DataFrame({"item_id": items, "g": (items % 4 == 0).astype(float)})
+    params = FMParams(factors=4, epochs=3, features=features, max_samples=30)
+    with_bits = Recommender.fit(train, params, 2, item_features=itf)
+    monkeypatch.setattr(kernel, "BITMAP_BYTES", 0)
+    searched = Recommender.fit(train, params, 2, item_features=itf)
+    np.testing.assert_array_equal(with_bits.user_emb, searched.user_emb)
+    np.testing.assert_array_equal(with_bits.item_emb, searched.item_emb)
