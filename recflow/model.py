@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import ITEM_COL, USER_COL
-from recflow.kernel import lcg_states, seen_items, train_epoch
 
 LOSSES = ("warp", "bpr")
 SCHEDULES = ("constant", "invscaling")
@@ -264,6 +263,9 @@ class _EpochKernel:
     """
 
     def __init__(self, fm, indexed: np.ndarray, weight: np.ndarray, threads: int) -> None:
+        # Imported here, as rankfmc is: the served model scores with NumPy and ships without numba.
+        from recflow.kernel import lcg_states, seen_items
+
         self.fm, self.indexed, self.weight = fm, indexed, weight
         # The sampler's state and the row order carry over from epoch to epoch, as in one fit().
         self.states = lcg_states(threads)
@@ -272,6 +274,8 @@ class _EpochKernel:
         self.max_samples = 1 if fm.loss == "bpr" else fm.max_samples
 
     def run(self, learning_rate: float) -> None:
+        from recflow.kernel import train_epoch
+
         fm = self.fm
         weights = (fm.w_i, fm.w_if, fm.v_u, fm.v_i, fm.v_uf, fm.v_if)
         train_epoch(

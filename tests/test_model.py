@@ -152,16 +152,16 @@ def test_on_a_share_of_the_data_the_schedule_counts_epochs_of_the_whole(
 ) -> None:
     import inspect
 
-    from recflow import model
+    from recflow import kernel
 
     rates = []
-    real = model.train_epoch
+    real = kernel.train_epoch
 
     def spy(*args: object) -> None:
         rates.append(inspect.signature(real).bind(*args).arguments["learning_rate"])
         real(*args)
 
-    monkeypatch.setattr(model, "train_epoch", spy)
+    monkeypatch.setattr(kernel, "train_epoch", spy)
     train = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item_id": [1, 2, 2, 3, 1]})
     params = FMParams(factors=2, epochs=4, learning_rate=0.1, learning_exponent=0.5)
     Recommender.fit(train, params, 1, data_share=0.25)
