@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.synthetic import generate  # noqa: E402
-from recflow import preprocess  # noqa: E402
+from bench.synthetic import training_split  # noqa: E402
 from recflow.constants import ITEM_COL, USER_COL  # noqa: E402
 from recflow.metrics import Holdout  # noqa: E402
 from recflow.model import FMParams, Recommender, _numpy_global_seed  # noqa: E402
@@ -44,13 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     from rankfmc import RankFM
 
-    data = generate(args.shape, np.random.default_rng(0))
-    ratings = preprocess.to_implicit(data.ratings, 0)
-    splits = preprocess.split(ratings, "user", 0.2, 0.05, np.random.default_rng(1492))
-    train, test = splits.train, splits.test  # valid is not used
-    items = None
-    if args.features == "item":
-        items = preprocess.item_features(data.items, np.sort(train[ITEM_COL].unique()))
+    train, test, items = training_split(args.shape, args.features)
     params = FMParams(factors=args.factors, max_samples=args.max_samples, epochs=args.epochs,
                       features=args.features)  # fmt: skip
     per_user = train.groupby(USER_COL).size().to_numpy()

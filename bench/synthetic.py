@@ -421,6 +421,23 @@ def write_zip(data: Synthetic, out_dir: Path) -> Path:
     return pack(spec, files(data), out_dir / f"{spec.name}.zip", compresslevel=level)
 
 
+def training_split(
+    shape: str, features: str = "none"
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """``shape``'s synthetic positives split per user (seeded; 20% test, 5% validation left
+    out), as the training benches use them: train, test and item features (``features="item"``)
+    or None."""
+    from recflow import preprocess
+
+    data = generate(shape, np.random.default_rng(0))
+    ratings = preprocess.to_implicit(data.ratings, 0)
+    splits = preprocess.split(ratings, "user", 0.2, 0.05, np.random.default_rng(1492))
+    items = None
+    if features == "item":
+        items = preprocess.item_features(data.items, np.sort(splits.train[ITEM_COL].unique()))
+    return splits.train, splits.test, items
+
+
 def stats(df: pd.DataFrame) -> list[str]:
     """Shape statistics of a ratings frame, one line each."""
     per_user = df[USER_COL].value_counts()

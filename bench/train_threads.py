@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.synthetic import generate  # noqa: E402
-from recflow import preprocess  # noqa: E402
-from recflow.constants import ITEM_COL  # noqa: E402
+from bench.synthetic import training_split  # noqa: E402
 from recflow.metrics import Holdout  # noqa: E402
 from recflow.model import FMParams, Recommender  # noqa: E402
 
@@ -41,13 +39,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[7])
     args = parser.parse_args()
 
-    data = generate(args.shape, np.random.default_rng(0))
-    ratings = preprocess.to_implicit(data.ratings, 0)
-    splits = preprocess.split(ratings, "user", 0.2, 0.05, np.random.default_rng(1492))
-    train, test = splits.train, splits.test  # valid is not used
-    items = None
-    if args.features == "item":
-        items = preprocess.item_features(data.items, np.sort(train[ITEM_COL].unique()))
+    train, test, items = training_split(args.shape, args.features)
     params = FMParams(factors=args.factors, epochs=args.epochs, features=args.features)
     print(f"{args.shape}: {len(train):,} training rows, {params}")
 
