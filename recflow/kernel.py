@@ -1,8 +1,9 @@
 """One training epoch of rankfm's model (WARP or BPR loss, optional side features), compiled with
-numba, with sampled negatives checked against the user's items by binary search.
+numba, with sampled negatives checked against a users x items bitmap (or, where that would be too
+big, a binary search of the user's sorted items).
 
-In: the indexed interactions, each user's items as sorted CSR rows, rankfm's weight arrays (updated
-in place), the epoch's learning rate and the shuffled row order. Out: nothing; the weights are
+In: the indexed interactions, what each user has seen (``seen_items``), rankfm's weight arrays
+(updated in place), the epoch's learning rate and the shuffled row order. Out: nothing; the weights are
 trained one epoch.
 
 Why not rankfmc's own kernel: it checks every sampled negative against the user's items by a
@@ -11,8 +12,8 @@ scan was about two thirds of an ML-1M-scale epoch, and heavy users (thousands of
 most of an ML-25M one. This is the same stochastic update, step for step: the row order comes from
 the same ``np.random.shuffle``, the negatives from the same per-thread LCG stream, and the
 gradient, regularisation and WARP rank weight are rankfmc 0.3.5's, so training is the same up to
-float rounding (``tests/test_model.py`` checks it against rankfmc's kernel). Each user's items are
-sorted once, so the membership check is O(log n).
+float rounding (``tests/test_model.py`` checks it against rankfmc's kernel). What each user has
+seen is indexed once, so the membership check is one memory access (O(log n) beyond the bitmap).
 """
 
 from __future__ import annotations

@@ -83,17 +83,6 @@ def _numpy_global_seed(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-@contextlib.contextmanager
-def _diverged_as_error() -> Iterator[None]:
-    # rankfm reports non-finite weights with a bare AssertionError.
-    try:
-        yield
-    except AssertionError as e:
-        if "not finite" not in str(e):
-            raise
-        raise FloatingPointError(f"training diverged: {e}") from e
-
-
 class Recommender:
     """A fitted model: user/item ids and the embedding matrices that score them."""
 
@@ -134,8 +123,8 @@ class Recommender:
         ``data_share`` < 1 says ``train`` is that share of the data being tuned for (a user
         sample): an epoch then gives each item that share of its updates, so the schedule's clock
         counts epochs of the whole data and the learning rate decays that much slower per epoch.
-        ``threads`` > 1 trains with lock-free parallel SGD (Hogwild, ``recflow.kernel``): faster on big
-        data, but the result then depends on thread timing, so it is no longer bit-for-bit
+        ``threads`` > 1 trains with lock-free parallel SGD (Hogwild, ``recflow.kernel``): faster
+        on big data, but the result then depends on thread timing, so it is no longer bit-for-bit
         reproducible from the seed.
         """
         from rankfmc import RankFM  # imported here: scoring a saved model does not need it
@@ -156,9 +145,9 @@ class Recommender:
             factors=params.factors, loss=params.loss, max_samples=params.max_samples,
             alpha=params.alpha, beta=params.beta, sigma=params.sigma,
             learning_rate=params.learning_rate, learning_schedule=params.learning_schedule,
-            learning_exponent=params.learning_exponent, n_jobs=threads,
+            learning_exponent=params.learning_exponent,
         )  # fmt: skip
-        with _numpy_global_seed(seed), _diverged_as_error():
+        with _numpy_global_seed(seed):
             # rankfm indexes the data and draws the initial weights as its fit() would; the
             # epochs run recflow.kernel (rankfm's update with a fast membership check) on that
             # indexed data, one call per epoch so callers can evaluate and stop along the way.
