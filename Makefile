@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 # The store first, under a lock: MLflow creates a new SQLite store's tables without one, so two
 # `make main` started together on a fresh mlflow.db would race (recflow/store.py).
 main: $(VENV)/.installed
-	$(BIN)/python -m recflow.store
+	$(BIN)/python -m recflow.tracking.store
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
 
 lint: $(VENV)/.installed

@@ -38,8 +38,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from recflow import constants as C  # noqa: E402
-from recflow.archives import pack  # noqa: E402
-from recflow.datasets import get_spec  # noqa: E402
+from recflow.data.datasets import get_spec  # noqa: E402
+from recflow.data.extract import pack  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 STEPS = ("main", "download", "preprocess", "hpo", "train_best", "register", "recommend")

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow import preprocess  # noqa: E402
-from recflow.metrics import evaluate_model  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.evaluation.accuracy import evaluate_model  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
 
 
 def main() -> None:

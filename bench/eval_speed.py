@@ -1,4 +1,4 @@
-"""Evaluation speed: recflow.metrics (one vectorised top-k pass) vs rankfmc.evaluation (ratio).
+"""Evaluation speed: recflow.evaluation.metrics (one vectorised top-k pass) vs rankfmc.evaluation (ratio).
 
 Both evaluate the same trained rankfm model on the same held-out interactions at k=10, with
 training items filtered out: five metrics (precision, recall, NDCG/DCG, hit rate, MRR). Data:
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow import preprocess  # noqa: E402
-from recflow.metrics import evaluate  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.evaluation.accuracy import evaluate  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 
@@ -67,7 +67,7 @@ def bench(name: str, ratings: pd.DataFrame) -> None:
     t_ours = time.perf_counter() - start
     print(
         f"{name}: {len(train):,} train / {len(test):,} test interactions; "
-        f"rankfmc.evaluation {t_theirs:.2f} s, recflow.metrics {t_ours:.3f} s, "
+        f"rankfmc.evaluation {t_theirs:.2f} s, recflow.evaluation.metrics {t_ours:.3f} s, "
         f"speed-up {t_theirs / t_ours:.0f}x"
     )
     print(

@@ -33,14 +33,14 @@ if str(ROOT) not in sys.path:
 
 from bench.main_fidelity import ML1M_USERS  # noqa: E402
 from bench.synthetic import generate  # noqa: E402
-from recflow import preprocess  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.data.preprocess import Prepared  # noqa: E402
+from recflow.evaluation.accuracy import Holdout  # noqa: E402
 from recflow.hpo import fidelity  # noqa: E402
 from recflow.hpo.objective import auto_patience  # noqa: E402
 from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest, warm_starts  # noqa: E402
-from recflow.metrics import Holdout  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
-from recflow.preprocess import Prepared  # noqa: E402
-from recflow.training import TrainingDiverged, fit_isolated  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
+from recflow.model.training import TrainingDiverged, fit_isolated  # noqa: E402
 
 
 class _Stop(Exception):

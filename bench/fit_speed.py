@@ -1,4 +1,4 @@
-"""Fit speed of recflow.model.Recommender.fit (WARP, 20 factors, 20 epochs), and vs rankfmc 0.3.3.
+"""Fit speed of recflow.model.recommender.Recommender.fit (WARP, 20 factors, 20 epochs), and vs rankfmc 0.3.3.
 
 Data: (a) the train part of the real ML-100K (../shared/data/ml-100k/u.data; to_implicit(0) and the
 random 0.2/0.1 split seeded 1492, as the pipeline does) and (b) a synthetic ML-1M-scale set over
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow import preprocess  # noqa: E402
 from recflow.constants import ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
 WHEEL_VERSION = "0.3.3"

@@ -32,9 +32,10 @@ if str(ROOT) not in sys.path:
 
 from bench.servers import free_port, served, stock_cmd  # noqa: E402
 from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow import preprocess, serving  # noqa: E402
 from recflow.constants import ITEM_COL, USER_COL  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
+from recflow.serving import packaging, pyfunc  # noqa: E402
 
 HISTORY = 20
 
@@ -48,11 +49,11 @@ def build(folder: Path) -> tuple[Recommender, pd.DataFrame]:
     model = Recommender.fit(train, FMParams(), seed=1)
     items = pd.DataFrame({ITEM_COL: model.item_ids, "title": "t", "genres": "g"})
     bundle = folder / "bundle"
-    serving.write_bundle(bundle, model, items, train)
+    bundle.write_bundle(bundle, model, items, train)
     mlflow.pyfunc.save_model(
-        folder / "model", python_model=serving.RecommenderModel(),
-        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
-        signature=serving.signature(bundle, pd.DataFrame({USER_COL: model.user_ids[:2]})),
+        folder / "model", python_model=pyfunc.RecommenderModel(),
+        artifacts={pyfunc.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
+        signature=packaging.signature(bundle, pd.DataFrame({USER_COL: model.user_ids[:2]})),
     )  # fmt: skip
     return model, train
 

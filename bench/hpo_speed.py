@@ -20,8 +20,8 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recflow.archives import pack  # noqa: E402
-from recflow.datasets import get_spec  # noqa: E402
+from recflow.data.datasets import get_spec  # noqa: E402
+from recflow.data.extract import pack  # noqa: E402
 from steps import download, hpo, preprocess  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"

@@ -1,4 +1,4 @@
-"""Training speed: recflow.kernel (binary-search membership check) vs rankfmc's own kernel.
+"""Training speed: recflow.model.kernel (binary-search membership check) vs rankfmc's own kernel.
 
 Both sides train the same configuration with the same seed on the same training split of a
 synthetic MovieLens-shaped dataset (bench/synthetic.py; ``--shape ml-1m`` by default), one after
@@ -28,8 +28,8 @@ if str(ROOT) not in sys.path:
 
 from bench.synthetic import training_split  # noqa: E402
 from recflow.constants import ITEM_COL, USER_COL  # noqa: E402
-from recflow.metrics import Holdout  # noqa: E402
-from recflow.model import FMParams, Recommender, _numpy_global_seed  # noqa: E402
+from recflow.evaluation.accuracy import Holdout  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender, _numpy_global_seed  # noqa: E402
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recflow.archives import pack  # noqa: E402
 from recflow.constants import STEPS  # noqa: E402
-from recflow.datasets import get_spec  # noqa: E402
+from recflow.data.datasets import get_spec  # noqa: E402
+from recflow.data.extract import pack  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 FILES = ("u.data", "u.item", "u.user")

@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from recflow import serving  # noqa: E402
 from recflow.constants import ITEM_COL, TIMESTAMP_COL, USER_COL  # noqa: E402
-from recflow.datasets import get_spec, parse_items, parse_ratings  # noqa: E402
-from recflow.metrics import ranking_metrics  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.data.datasets import get_spec, parse_items, parse_ratings  # noqa: E402
+from recflow.evaluation.accuracy import ranking_metrics  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
+from recflow.serving import bundle, pyfunc  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 K = 10
@@ -73,9 +73,8 @@ def scores_of(recs: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
 
 def served(model: Recommender, items: pd.DataFrame, seen: pd.DataFrame, folder: Path):
     """The served pyfunc model of ``model``, loaded as the scoring server loads it."""
-    serving.write_bundle(folder, model, items, seen)
-    python_model = serving.RecommenderModel()
-    python_model.load_context(serving._Context({serving.ARTIFACT_KEY: str(folder)}))
+    bundle.write_bundle(folder, model, items, seen)
+    python_model = pyfunc.RecommenderModel.from_bundle(folder)
     python_model.max_users = None
     return python_model
 

@@ -2,7 +2,7 @@
 
 Builds an ML-25M-shaped served model directly (random float32 embeddings, 64 columns, for
 162,541 users and 59,047 items, a long-tailed seen table of ~19M rows) with
-``recflow.serving.write_bundle`` and ``log_model`` into a temporary tracking store, then runs,
+``recflow.serving.pyfunc.write_bundle`` and ``log_model`` into a temporary tracking store, then runs,
 each in a fresh process:
 
 - new: ``python -m steps.recommend --users <first N users | all>`` (streams each batch to disk),
@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from recflow.constants import GENRES_COL, ITEM_COL, TITLE_COL, USER_COL  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
 
 # DIM: 32 factors, stored as [v, x v] side by side, as bench/serve_scale.py.
 N_USERS, N_ITEMS, N_SEEN, DIM = 162_541, 59_047, 19_000_000, 64
@@ -43,7 +43,7 @@ N_USERS, N_ITEMS, N_SEEN, DIM = 162_541, 59_047, 19_000_000, 64
 OLD = """
 import sys, pandas as pd, mlflow.pyfunc
 from pathlib import Path
-from recflow import batch
+from recflow.serving import batch
 model = mlflow.pyfunc.load_model(sys.argv[1])
 ids = batch.users_frame(sys.argv[2], model)
 recs = pd.concat(list(batch.recommend(model, ids, 10)), ignore_index=True)
@@ -57,7 +57,8 @@ def build_model(rng: np.random.Generator, folder: Path) -> str:
     """Write and log an ML-25M-shaped served model; return its model URI."""
     import mlflow
 
-    from recflow.serving import log_model, write_bundle
+    from recflow.serving.bundle import write_bundle
+    from recflow.serving.packaging import log_model
 
     user_ids = np.arange(1, N_USERS + 1)
     item_ids = np.sort(rng.choice(np.arange(1, 209_172), N_ITEMS, replace=False))

@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fit_speed import ml100k_ratings  # noqa: E402
 from bench.synthetic import generate  # noqa: E402
-from recflow import preprocess  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.evaluation.accuracy import evaluate_model  # noqa: E402
 from recflow.hpo.objective import PATIENCE  # noqa: E402
 from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest  # noqa: E402
-from recflow.metrics import evaluate_model  # noqa: E402
-from recflow.model import Recommender  # noqa: E402
-from recflow.training import TrainingDiverged, fit_isolated  # noqa: E402
+from recflow.model.recommender import Recommender  # noqa: E402
+from recflow.model.training import TrainingDiverged, fit_isolated  # noqa: E402
 
 
 class _Stop(Exception):

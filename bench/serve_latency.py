@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow import preprocess, serving  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.data import preprocess  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
+from recflow.serving import pyfunc  # noqa: E402
 
 
 def build_model(folder: Path) -> int:
@@ -41,16 +42,15 @@ def build_model(folder: Path) -> int:
     model = Recommender.fit(train, FMParams(factors=40, epochs=3), seed=1)
     items = pd.DataFrame({"item_id": model.item_ids, "title": "t", "genres": "g"})
     bundle = folder / "bundle"
-    serving.write_bundle(bundle, model, items, train)
+    bundle.write_bundle(bundle, model, items, train)
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"user_id": [1, 2]})
-    loaded = serving.RecommenderModel()
-    loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
+    loaded = pyfunc.RecommenderModel.from_bundle(bundle)
     params = {"k": 10, "filter_seen": True}
     mlflow.pyfunc.save_model(
-        folder / "model", python_model=serving.RecommenderModel(),
-        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
+        folder / "model", python_model=pyfunc.RecommenderModel(),
+        artifacts={pyfunc.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
         signature=infer_signature(example, loaded.predict(None, example, params), params),
     )  # fmt: skip
     return len(model.user_ids)

@@ -4,7 +4,7 @@ Setup (not timed): a model of ML-25M's shape built directly, no training: 162,54
 items with random float32 embeddings (``--factors`` 32, so 64 columns as our recommender stores
 them), and a seen table of ~19M (user, item) pairs, long-tailed per user (lognormal, >= 20 each)
 and Zipf-like over items, as ML-25M's train + valid part. It is written with
-``serving.write_bundle`` and logged with ``serving.log_model`` into a throwaway SQLite tracking
+``bundle.write_bundle`` and logged with ``packaging.log_model`` into a throwaway SQLite tracking
 store.
 
 Measured:
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import free_port, served, stock_cmd  # noqa: E402
-from recflow import serving  # noqa: E402
 from recflow.constants import ITEM_COL, USER_COL  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
+from recflow.serving import bundle, packaging  # noqa: E402
 
 N_USERS, N_ITEMS, N_SEEN = 162_541, 59_047, 19_000_000
 
@@ -92,13 +92,13 @@ def build(folder: Path, factors: int) -> tuple[str, Path, int]:
         {ITEM_COL: model.item_ids, "title": [f"Movie {i} (1999)" for i in model.item_ids],
          "genres": "Drama|Comedy"}
     )  # fmt: skip
-    bundle = folder / "bundle"
-    serving.write_bundle(bundle, model, items, seen)
+    path = folder / "bundle"
+    bundle.write_bundle(path, model, items, seen)
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     # Artifacts in the scratch folder too (a SQLite store would put them in ./mlruns).
     experiment = mlflow.create_experiment("scale", (folder / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = serving.log_model(bundle, example_users=[1, 2])
+        info = packaging.log_model(path, example_users=[1, 2])
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(folder / "m")))
     return info.model_uri, local, len(seen)
 

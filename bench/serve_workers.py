@@ -1,7 +1,7 @@
-"""Throughput of two serving workers vs one: stock `mlflow models serve -w 2` vs recflow.server.
+"""Throughput of two serving workers vs one: stock `mlflow models serve -w 2` vs recflow.serving.server.
 
 An ML-1M-scale model (bench/serve_latency.py's) is served three ways, one after another, on
-loopback: stock `mlflow models serve -w 1`, stock `-w 2`, and `python -m recflow.server -w 2`
+loopback: stock `mlflow models serve -w 1`, stock `-w 2`, and `python -m recflow.serving.server -w 2`
 (the socket bound with IPPROTO_TCP so accepted connections get TCP_NODELAY; see that module). Each
 gets a short warm-up, then wrk with 2 threads and 4 keep-alive connections POSTs one random user
 per request to /invocations. Prints req/s, p50 and p99 of each, and the ratios fixed-2 / stock-1
@@ -77,7 +77,7 @@ def main() -> None:
     for label, make, workers in (
         ("stock -w 1", stock_cmd, 1),
         ("stock -w 2", stock_cmd, 2),
-        ("recflow.server -w 2", fixed_cmd, 2),
+        ("recflow.serving.server -w 2", fixed_cmd, 2),
     ):
         port = free_port()
         log = tmp / f"{label.replace(' ', '_')}.log"
@@ -86,7 +86,7 @@ def main() -> None:
             results[label] = wrk(url, script, args.seconds)
         rps, p50, p99 = results[label]
         print(f"{label:>20}: {rps:6.0f} req/s, p50 {p50:6.1f} ms, p99 {p99:6.1f} ms")
-    fixed = results["recflow.server -w 2"][0]
+    fixed = results["recflow.serving.server -w 2"][0]
     print(
         f"fixed 2 workers / stock 1 worker: {fixed / results['stock -w 1'][0]:.2f}x; "
         f"fixed 2 / stock 2: {fixed / results['stock -w 2'][0]:.2f}x "

@@ -1,7 +1,7 @@
 """Starting and stopping model servers for the serving benchmarks.
 
 ``served(cmd, log)`` runs a server command (`mlflow models serve ...` or `python -m
-recflow.server ...`) in its own process group with this venv's bin first on PATH, waits until
+recflow.serving.server ...`) in its own process group with this venv's bin first on PATH, waits until
 ``/ping`` answers and yields the base URL and the seconds that took; on exit the whole group
 (supervisor and workers) is stopped.
 """
@@ -39,7 +39,7 @@ def stock_cmd(model: str | Path, port: int, workers: int) -> list[str]:
 
 def fixed_cmd(model: str | Path, port: int, workers: int) -> list[str]:
     """The project's launcher (recflow/server.py) of the same model."""
-    return [sys.executable, "-m", "recflow.server", "-m", str(model),
+    return [sys.executable, "-m", "recflow.serving.server", "-m", str(model),
             "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def served(
     cmd: list[str], port: int, log: Path, timeout: float = 300
 ) -> Iterator[tuple[str, float, subprocess.Popen]]:
     """Run ``cmd`` until ``/ping`` on ``port`` answers; yield (URL, startup seconds, process)."""
-    # The server starts uvicorn from PATH; `python -m recflow.server` imports from ROOT.
+    # The server starts uvicorn from PATH; `python -m recflow.serving.server` imports from ROOT.
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 In: a shape name (ml-1m, ml-10m, ml-25m) and a seed. Out: ratings, movies (and for ml-1m users)
 frames with the shape's user, item and rating counts, and a zip in that dataset's official layout
-(``recflow.archives.pack``) that ``data_url`` takes. ml-1m reuses the real ML-1M users.dat and
+(``recflow.data.extract.pack``) that ``data_url`` takes. ml-1m reuses the real ML-1M users.dat and
 movies.dat from ../shared/data/ml-1m when present (the real ratings.dat is not available offline).
 
 The model behind the ratings: item popularity is Zipf-Mandelbrot (ml-1m) or a curve fitted to the
@@ -46,7 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from recflow.archives import pack  # noqa: E402
 from recflow.constants import (  # noqa: E402
     GENRES_COL,
     ITEM_COL,
@@ -55,7 +54,8 @@ from recflow.constants import (  # noqa: E402
     TITLE_COL,
     USER_COL,
 )
-from recflow.datasets import DATASETS, parse_items, parse_users  # noqa: E402
+from recflow.data.datasets import DATASETS, parse_items, parse_users  # noqa: E402
+from recflow.data.extract import pack  # noqa: E402
 
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
 MIN_PER_USER = 20  # GroupLens kept only users with at least 20 ratings
@@ -77,7 +77,7 @@ HALF_STARS = (  # ML-25M's shares of 0.5..5 stars
 class Shape:
     """The counts and ranges of one MovieLens release."""
 
-    name: str  # its name in recflow.datasets.DATASETS
+    name: str  # its name in recflow.data.datasets.DATASETS
     n_users: int
     n_items: int  # items with at least one rating
     n_ratings: int
@@ -124,7 +124,7 @@ class Tastes:
 
 @dataclass(frozen=True)
 class Synthetic:
-    """A generated dataset: frames in recflow.datasets' tidy form."""
+    """A generated dataset: frames in recflow.data.datasets' tidy form."""
 
     shape: Shape
     ratings: pd.DataFrame  # user_id, item_id, rating, timestamp
@@ -427,7 +427,7 @@ def training_split(
     """``shape``'s synthetic positives split per user (seeded; 20% test, 5% validation left
     out), as the training benches use them: train, test and item features (``features="item"``)
     or None."""
-    from recflow import preprocess
+    from recflow.data import preprocess
 
     data = generate(shape, np.random.default_rng(0))
     ratings = preprocess.to_implicit(data.ratings, 0)

@@ -25,8 +25,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.synthetic import training_split  # noqa: E402
-from recflow.metrics import Holdout  # noqa: E402
-from recflow.model import FMParams, Recommender  # noqa: E402
+from recflow.evaluation.accuracy import Holdout  # noqa: E402
+from recflow.model.recommender import FMParams, Recommender  # noqa: E402
 
 
 def main() -> None:

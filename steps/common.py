@@ -16,10 +16,11 @@ from pathlib import Path
 import click
 from mlflow.entities import Run
 
-from recflow import disk, runs
+from recflow import disk
 from recflow.constants import UPSTREAM
 from recflow.errors import UserError
-from recflow.store import prepare_store
+from recflow.tracking import runs
+from recflow.tracking.store import prepare_store
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow import archives, datasets, disk
 from recflow import constants as C
+from recflow import disk
+from recflow.data import datasets, download, extract
 from steps.common import data_dir, step
 
 
@@ -29,11 +30,11 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
     with step("download") as s:
         spec = datasets.get_spec(dataset)
         s.label(dataset)
-        fetched = archives.fetch_archive(spec, data_dir(), data_url, checksum)
+        fetched = download.fetch_archive(spec, data_dir(), data_url, checksum)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             try:
-                archives.extract(spec, fetched.path, folder)
+                extract.extract(spec, fetched.path, folder)
                 # Parse now so a wrong format fails here, not one step later.
                 ratings = datasets.parse_ratings(spec, folder)
                 datasets.parse_items(spec, folder)

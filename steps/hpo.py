@@ -12,11 +12,11 @@ import mlflow
 import optuna
 
 from recflow import constants as C
-from recflow.contracts import load_prepared, log_splits
+from recflow.evaluation.names import metric_key
 from recflow.hpo import fidelity, sampling, space, tune
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, auto_patience, parse_patience
 from recflow.hpo.storage import default_study_name, open_storage
-from recflow.metrics import metric_key
+from recflow.tracking.contracts import load_prepared, log_splits
 from steps.common import data_dir, step
 
 

@@ -6,10 +6,10 @@ import click
 import mlflow
 
 from recflow import constants as C
-from recflow import preprocess
+from recflow.data import preprocess
 from recflow.hpo import fidelity
-from recflow.pipeline import Plan, outcome, run_pipeline, summary
-from recflow.runs import end_orphans
+from recflow.tracking.pipeline import Plan, outcome, run_pipeline, summary
+from recflow.tracking.runs import end_orphans
 from steps.common import step
 
 

@@ -10,9 +10,9 @@ import mlflow
 import numpy as np
 
 from recflow import constants as C
-from recflow import datasets, preprocess
-from recflow.contracts import PREPARED_FILES, link_upstream, log_prepared, log_splits
-from recflow.runs import download
+from recflow.data import datasets, preprocess
+from recflow.tracking.contracts import PREPARED_FILES, link_upstream, log_prepared, log_splits
+from recflow.tracking.runs import download
 from steps.common import step
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow import batch
 from recflow import constants as C
 from recflow.errors import UserError
+from recflow.serving import batch
 from steps.common import step
 
 

@@ -10,10 +10,16 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow.contracts import alias_holder, lineage, load_prepared, register_version, rescore
 from recflow.errors import UserError
 from recflow.failpoints import failpoint
-from recflow.promotion import COMPARABLE, Model, Policy, comparable, decide
+from recflow.tracking.contracts import (
+    alias_holder,
+    lineage,
+    load_prepared,
+    register_version,
+    rescore,
+)
+from recflow.tracking.promotion import COMPARABLE, Model, Policy, comparable, decide
 from steps.common import step
 
 

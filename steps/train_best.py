@@ -10,8 +10,24 @@ import click
 import mlflow
 
 from recflow import constants as C
-from recflow import disk, serving
-from recflow.contracts import (
+from recflow import disk
+from recflow.errors import UserError
+from recflow.evaluation.figures import save_figures
+from recflow.evaluation.names import metric_key, parse_metric
+from recflow.evaluation.report import test_report
+from recflow.failpoints import failpoint
+from recflow.hpo.fidelity import parse_count
+from recflow.model.recommender import Recommender
+from recflow.model.training import (
+    ENSEMBLE,
+    ENSEMBLE_BELOW,
+    PARALLEL_FROM,
+    ensemble_size,
+    fit_isolated,
+    training_threads,
+)
+from recflow.serving import bundle, packaging
+from recflow.tracking.contracts import (
     as_dataset,
     link_upstream,
     linked,
@@ -19,20 +35,6 @@ from recflow.contracts import (
     load_prepared,
     tuned_curve,
     tuned_metric,
-)
-from recflow.errors import UserError
-from recflow.failpoints import failpoint
-from recflow.figures import save_figures
-from recflow.hpo.fidelity import parse_count
-from recflow.metrics import metric_key, parse_metric, test_report
-from recflow.model import Recommender
-from recflow.training import (
-    ENSEMBLE,
-    ENSEMBLE_BELOW,
-    PARALLEL_FROM,
-    ensemble_size,
-    fit_isolated,
-    training_threads,
 )
 from steps.common import step
 
@@ -103,14 +105,14 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
-        bundle = Path(tmp) / "bundle"
-        serving.write_bundle(bundle, model, data.items, seen)
+        folder = Path(tmp) / "bundle"
+        bundle.write_bundle(folder, model, data.items, seen)
         # Everything this run logs must fit before any of it is logged.
-        disk.require_for_artifacts("the model and its plots", bundle, *figures)
+        disk.require_for_artifacts("the model and its plots", folder, *figures)
         for path in figures:
             mlflow.log_artifact(str(path), C.PLOTS_DIR)
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())
-        info = serving.log_model(bundle, example_users=example)
+        info = packaging.log_model(folder, example_users=example)
         failpoint("train_best:model-logged")
         # Linked to the logged model and the test set: the model's page in the UI shows them.
         mlflow.log_metrics(report.metrics, model_id=info.model_id, dataset=test_set)

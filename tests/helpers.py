@@ -233,8 +233,8 @@ def checkerboard_data() -> tuple[pd.DataFrame, pd.DataFrame]:
 def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     """Fit the checkerboard model, save it as our pyfunc in ``folder / "pyfunc"``; return the
     in-process model (loaded from the bundle) and the training frame."""
-    from recflow import serving
-    from recflow.model import FMParams, Recommender
+    from recflow.model.recommender import FMParams, Recommender
+    from recflow.serving import bundle, packaging, pyfunc
 
     train, _ = checkerboard_data()
     model = Recommender.fit(
@@ -243,13 +243,12 @@ def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     items = pd.DataFrame(
         {"item_id": range(20), "title": [f"T{i}" for i in range(20)], "genres": "G"}
     )
-    bundle = folder / "bundle"
-    serving.write_bundle(bundle, model, items, train)
-    python_model = serving.RecommenderModel()
-    python_model.load_context(serving._Context({serving.ARTIFACT_KEY: str(bundle)}))
-    signature = serving.signature(bundle, pd.DataFrame({"user_id": [0, 1]}))
+    folder_ = folder / "bundle"
+    bundle.write_bundle(folder_, model, items, train)
+    python_model = pyfunc.RecommenderModel.from_bundle(folder_)
+    signature = packaging.signature(folder_, pd.DataFrame({"user_id": [0, 1]}))
     mlflow.pyfunc.save_model(
-        folder / "pyfunc", python_model=serving.RecommenderModel(), signature=signature,
-        artifacts={serving.ARTIFACT_KEY: str(bundle)}, code_paths=[str(PROJECT / "recflow")],
+        folder / "pyfunc", python_model=pyfunc.RecommenderModel(), signature=signature,
+        artifacts={pyfunc.ARTIFACT_KEY: str(folder_)}, code_paths=[str(PROJECT / "recflow")],
     )  # fmt: skip
     return python_model, train

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recflow.archives import pack
-from recflow.datasets import ML100K_GENRES, get_spec
+from recflow.data.datasets import ML100K_GENRES, get_spec
+from recflow.data.extract import pack
 
 
 def ml100k_files(

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from recflow import archives as A
-from recflow import datasets as D
+from recflow.data import datasets as D
+from recflow.data import download as A
+from recflow.data import extract as X
 from recflow.errors import UserError
 from tests.helpers import free_port, sha256
 from tests.synthetic import ml100k_files, write_zip
@@ -307,7 +308,7 @@ def test_unsupported_scheme_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_extract_writes_the_dataset_files_flat(tiny_zip: Path, tmp_path: Path) -> None:
-    out = A.extract(ML100K, tiny_zip, tmp_path / "out")
+    out = X.extract(ML100K, tiny_zip, tmp_path / "out")
     assert out == [tmp_path / "out" / n for n in ("u.data", "u.item", "u.user")]
     with zipfile.ZipFile(tiny_zip) as zf:
         for path in out:
@@ -318,14 +319,14 @@ def test_extract_writes_the_dataset_files_flat(tiny_zip: Path, tmp_path: Path) -
 def test_extract_refuses_another_layout(tmp_path: Path, folder: str) -> None:
     archive = write_zip(tmp_path / "a.zip", ml100k_files(), folder=folder)
     with pytest.raises(UserError, match="not in the ml-100k layout"):
-        A.extract(ML100K, archive, tmp_path / "out")
+        X.extract(ML100K, archive, tmp_path / "out")
 
 
 def test_extract_refuses_a_file_that_is_not_a_zip(tmp_path: Path) -> None:
     archive = tmp_path / "a.zip"
     archive.write_bytes(b"<html>not found</html>")
     with pytest.raises(UserError, match="not a readable zip"):
-        A.extract(ML100K, archive, tmp_path / "out")
+        X.extract(ML100K, archive, tmp_path / "out")
 
 
 @pytest.mark.parametrize(
@@ -338,18 +339,18 @@ def test_extract_refuses_members_outside_the_target(tmp_path: Path, member: str)
         zf.writestr(member, b"pwned")
     dest = tmp_path / "deep" / "out"
     with pytest.raises(UserError, match="outside the target folder"):
-        A.extract(ML100K, archive, dest)
+        X.extract(ML100K, archive, dest)
     assert files_in(tmp_path / "deep") == []
     assert not (tmp_path / "evil").exists() and not Path("/tmp/recflow-evil").exists()
 
 
 def test_extract_refuses_a_zip_bomb(tmp_path: Path) -> None:
     files = ml100k_files()
-    files["u.data"] = bytes(30 * A.MB)  # 30 MB of zeros, ~30 KB compressed; the limit is 20 MB
+    files["u.data"] = bytes(30 * X.MB)  # 30 MB of zeros, ~30 KB compressed; the limit is 20 MB
     archive = write_zip(tmp_path / "bomb.zip", files)
-    assert archive.stat().st_size < A.MB
+    assert archive.stat().st_size < X.MB
     with pytest.raises(UserError, match="refusing to extract"):
-        A.extract(ML100K, archive, tmp_path / "out")
+        X.extract(ML100K, archive, tmp_path / "out")
     assert files_in(tmp_path / "out") == []
 
 
@@ -373,11 +374,11 @@ def _lie_about_size(archive: Path, member: str, size: int) -> None:
 def test_extract_refuses_a_zip_whose_header_lies_about_size(tmp_path: Path) -> None:
     # Regression: zipfile's "Bad CRC-32" escaped as BadZipFile, not a one-line UserError.
     files = ml100k_files()
-    files["u.data"] = bytes(30 * A.MB)
+    files["u.data"] = bytes(30 * X.MB)
     archive = write_zip(tmp_path / "liar.zip", files)
     _lie_about_size(archive, "ml-100k/u.data", 1000)
     with zipfile.ZipFile(archive) as zf:
         assert zf.getinfo("ml-100k/u.data").file_size == 1000  # the declared-size check passes
     with pytest.raises(UserError, match="is damaged"):
-        A.extract(ML100K, archive, tmp_path / "out")
+        X.extract(ML100K, archive, tmp_path / "out")
     assert not (tmp_path / "out" / "u.data").exists()

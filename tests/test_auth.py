@@ -143,7 +143,7 @@ def test_a_wrong_password_is_a_one_line_error(server: MlflowServer, tmp_path: Pa
     import sys
 
     # What `make main` runs before `mlflow run`, and every step before opening its run.
-    proc = subprocess.run([sys.executable, "-m", "recflow.store"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "recflow.tracking.store"], env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

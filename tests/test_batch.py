@@ -1,4 +1,4 @@
-"""recflow.batch's streamed writer: batches land in one file, and a failure leaves nothing."""
+"""recflow.serving.batch's streamed writer: batches land in one file, and a failure leaves nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recflow import batch
+from recflow.serving import batch
 
 
 def _parts(n: int, fail_after: int | None = None) -> Iterator[pd.DataFrame]:

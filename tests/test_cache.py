@@ -9,8 +9,8 @@ import mlflow
 import pytest
 import yaml
 
-from recflow import cache, pipeline
 from recflow.hpo.space import DEFAULT_SPACE
+from recflow.tracking import cache, pipeline
 from tests.helpers import COMMANDS, PROJECT, fails, runs_of
 
 

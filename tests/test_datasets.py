@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recflow import archives as A
-from recflow import datasets as D
+from recflow.data import datasets as D
+from recflow.data import download as A
+from recflow.data import extract as X
 from recflow.errors import UserError
 from tests.helpers import SHARED_DATA, sha256
 from tests.synthetic import write_zip
@@ -22,7 +23,7 @@ def unpack(spec: D.DatasetSpec, files: dict[str, str | bytes], tmp_path: Path) -
     """Zip ``files`` in ``spec``'s layout, extract them and return the extracted folder."""
     archive = write_zip(tmp_path / f"{spec.name}.zip", files, folder=spec.folder)
     out = tmp_path / "extracted"
-    A.extract(spec, archive, out)
+    X.extract(spec, archive, out)
     return out
 
 
@@ -212,7 +213,7 @@ def test_real_ml100k_in_the_official_layout(shared_ml100k: Path, tmp_path: Path)
     archive = write_zip(tmp_path / "ml-100k.zip", files, folder="ml-100k")
     fetched = A.fetch_archive(ML100K, tmp_path / "cache", str(archive), sha256(archive))
     folder = tmp_path / "raw"
-    A.extract(ML100K, fetched.path, folder)
+    X.extract(ML100K, fetched.path, folder)
     ratings = D.parse_ratings(ML100K, folder)
     items = D.parse_items(ML100K, folder)
     users = D.parse_users(ML100K, folder)

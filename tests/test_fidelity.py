@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.hpo import fidelity
 from recflow.hpo.fidelity import Fidelity, apply, parse_users, resolve
-from recflow.preprocess import Prepared
 
 
 def prepared(n_users: int = 100, per_user: int = 10) -> Prepared:

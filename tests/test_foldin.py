@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from recflow import batch, foldin, serving
 from recflow.errors import UserError
+from recflow.model import foldin
+from recflow.serving import batch, parsing
 from tests.helpers import save_checkerboard_pyfunc
 
 NEW = 999  # a user the model never saw
@@ -95,7 +96,7 @@ def test_recent_items_weigh_more() -> None:
 def test_similar_items_are_block_mates(saved) -> None:
     direct, loaded, _ = saved
     out = loaded.predict(pd.DataFrame({"item_id": [4, 7, 12345]}), params={"k": 5})
-    assert list(out.columns) == serving.SIMILAR_COLS
+    assert list(out.columns) == parsing.SIMILAR_COLS
     for item, rows in out[out.similar_to != 12345].groupby("similar_to"):
         assert {i % 2 for i in rows.item_id} == {item % 2} and item not in set(rows.item_id)
         assert set(rows.source) == {"similar"} and rows.score.is_monotonic_decreasing
@@ -119,14 +120,14 @@ def test_similar_items_are_block_mates(saved) -> None:
         ([{"user_id": 1, "history": np.ones((2, 2))}], {}, "must be a list of item IDs"),
         ([{"user_id": 1, "history": [2**70]}], {}, "must hold integer item IDs only"),
         (
-            [{"user_id": 1, "history": list(range(serving.MAX_HISTORY + 1))}],
+            [{"user_id": 1, "history": list(range(parsing.MAX_HISTORY + 1))}],
             {},
-            f"has {serving.MAX_HISTORY + 1} items; at most {serving.MAX_HISTORY}",
+            f"has {parsing.MAX_HISTORY + 1} items; at most {parsing.MAX_HISTORY}",
         ),
         (
             [{"user_id": u, "history": list(range(400))} for u in range(13)],
             {},
-            f"at most {serving.MAX_REQUEST_HISTORY} history items per request, got 5200",
+            f"at most {parsing.MAX_REQUEST_HISTORY} history items per request, got 5200",
         ),
         ([{"user_id": 1, "item_id": 2}], {}, "not both"),
         ([{"item_id": 2, "history": [1]}], {}, "'history' goes with 'user_id' rows"),
@@ -138,7 +139,7 @@ def test_similar_items_are_block_mates(saved) -> None:
 def test_bad_requests_say_what_is_wrong(saved, rows, params, message) -> None:
     direct, loaded, _ = saved
     frame = pd.DataFrame.from_records(rows)
-    with pytest.raises(serving.BadRequest, match=re.escape(message)):
+    with pytest.raises(parsing.BadRequest, match=re.escape(message)):
         direct.predict(None, frame, params)
     # Through pyfunc (what the server calls): the same message, or MLflow's own for a value
     # of the wrong type in a typed column or param; either is a 400 from the server.
@@ -198,7 +199,7 @@ def test_new_users_on_real_ml100k_beat_popularity_and_a_retrained_model(
     """bench/new_users.py's protocol, one split seed (measured: fold-in NDCG@10 0.404,
     popularity 0.266, retrained 0.311): a guard against a fold-in that quietly stops learning."""
     from bench.new_users import one_seed
-    from recflow.datasets import get_spec, parse_items, parse_ratings
+    from recflow.data.datasets import get_spec, parse_items, parse_ratings
 
     spec = get_spec("ml-100k")
     ratings, items = parse_ratings(spec, shared_ml100k), parse_items(spec, shared_ml100k)

@@ -173,7 +173,7 @@ class _PruneAfterTwo(optuna.pruners.BasePruner):
 
 
 def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> None:
-    from recflow.contracts import load_prepared
+    from recflow.tracking.contracts import load_prepared
 
     data = load_prepared(prep_id, tmp_path)
     (tmp_path / "space.yaml").write_text("epochs: {type: int, low: 5, high: 8}\n")
@@ -201,7 +201,7 @@ def test_auto_patience_waits_longer_only_where_epochs_are_cheap() -> None:
 
 
 def test_patience_zero_trains_every_epoch(prep_id: str, tmp_path: Path) -> None:
-    from recflow.contracts import load_prepared
+    from recflow.tracking.contracts import load_prepared
 
     data = load_prepared(prep_id, tmp_path)
     (tmp_path / "space.yaml").write_text(

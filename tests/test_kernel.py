@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow import kernel
-from recflow.model import FMParams, Recommender
+from recflow.model import kernel
+from recflow.model.recommender import FMParams, Recommender
 
 
 def test_seen_items_index_each_users_distinct_items() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow.model import FMParams, Recommender
-from recflow.training import (
+from recflow.model.recommender import FMParams, Recommender
+from recflow.model.training import (
     ENSEMBLE,
     ENSEMBLE_BELOW,
     PARALLEL_FROM,
@@ -116,7 +116,7 @@ def test_ensemble_size_is_five_on_small_data_one_on_big() -> None:
     ("features", "schedule"), [("none", "invscaling"), ("both", "constant"), ("item", "invscaling")]
 )
 def test_training_equals_rankfm_fit(features: str, schedule: str) -> None:
-    # recflow.kernel trains as rankfmc 0.3.5's own kernel does (same shuffles, negatives and
+    # recflow.model.kernel trains as rankfmc 0.3.5's own kernel does (same shuffles, negatives and
     # updates; only the membership check is faster), so epoch by epoch it must reach the weights
     # of rankfm's fit() of the same configuration and seed, up to float rounding. Users with up
     # to all but one item exercise the check.
@@ -152,7 +152,7 @@ def test_on_a_share_of_the_data_the_schedule_counts_epochs_of_the_whole(
 ) -> None:
     import inspect
 
-    from recflow import kernel
+    from recflow.model import kernel
 
     rates = []
     real = kernel.train_epoch

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow import preprocess as P
+from recflow.data import preprocess as P
 from recflow.errors import UserError
 
 COLS = ["user_id", "item_id", "rating", "timestamp"]

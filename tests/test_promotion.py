@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recflow.errors import UserError
-from recflow.promotion import Model, Policy, comparable, decide
+from recflow.tracking.promotion import Model, Policy, comparable, decide
 
 DATA = {"dataset": "ml-100k", "checksum": "sha256:ab", "split": "random", "testset_digest": "fe"}
 

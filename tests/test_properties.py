@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from recflow.constants import ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
+from recflow.data.preprocess import SPLITS, _holdout_counts, split
 from recflow.errors import UserError
-from recflow.metrics import METRICS, evaluate
-from recflow.preprocess import SPLITS, _holdout_counts, split
+from recflow.evaluation.accuracy import evaluate
+from recflow.evaluation.names import METRICS
 from tests.helpers import save_checkerboard_pyfunc
 
 KEY = [USER_COL, ITEM_COL]
@@ -138,7 +139,7 @@ def test_metrics_stay_in_0_1_and_a_perfect_ranking_scores_1(case) -> None:
 
 @pytest.fixture(scope="module")
 def scoring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The checkerboard model behind MLflow's scoring app (python -m recflow.server)."""
+    """The checkerboard model behind MLflow's scoring app (python -m recflow.serving.server)."""
     from bench.servers import fixed_cmd, free_port, served
 
     folder = tmp_path_factory.mktemp("served")

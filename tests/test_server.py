@@ -1,4 +1,4 @@
-"""recflow.server: the socket it binds gives accepted connections TCP_NODELAY (uvicorn's own
+"""recflow.serving.server: the socket it binds gives accepted connections TCP_NODELAY (uvicorn's own
 ``--workers`` socket does not, issue #3149), and two workers serve the model's answers."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import requests
 
-from recflow import server
+from recflow.serving import server
 from tests.helpers import PROJECT, free_port, save_checkerboard_pyfunc
 
 
@@ -50,22 +50,22 @@ def test_bound_socket_gives_accepted_connections_tcp_nodelay() -> None:
 
 
 def test_uvicorn_workers_socket_still_lacks_tcp_nodelay() -> None:
-    """Why recflow.server exists: the socket `uvicorn --workers N` binds (and so `mlflow models
+    """Why recflow.serving.server exists: the socket `uvicorn --workers N` binds (and so `mlflow models
     serve -w N`) leaves Nagle on, a ~40 ms stall per keep-alive request."""
     import uvicorn
 
     sock = uvicorn.Config("app:app", host="127.0.0.1", port=0, workers=2).bind_socket()
     if accepted_nodelay(sock):
-        pytest.skip("uvicorn binds with IPPROTO_TCP now (#3149 fixed): recflow.server can go")
+        pytest.skip("uvicorn binds with IPPROTO_TCP now (#3149 fixed): recflow.serving.server can go")
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
-    """`python -m recflow.server -w 2` of the checkerboard pyfunc; its URL and in-process model."""
+    """`python -m recflow.serving.server -w 2` of the checkerboard pyfunc; its URL and in-process model."""
     tmp = tmp_path_factory.mktemp("server")
     direct, _ = save_checkerboard_pyfunc(tmp)
     port = free_port()
-    cmd = [sys.executable, "-m", "recflow.server", "-m", str(tmp / "pyfunc"), "-w", "2",
+    cmd = [sys.executable, "-m", "recflow.serving.server", "-m", str(tmp / "pyfunc"), "-w", "2",
            "-p", str(port)]  # fmt: skip
     log = tmp / "server.log"
     with log.open("w") as out:

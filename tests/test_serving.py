@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow import serving
-from recflow.metrics import top_k_finite
-from recflow.model import FMParams, Recommender
+from recflow.evaluation.topk import top_k_finite
+from recflow.model.recommender import FMParams, Recommender
+from recflow.serving import bundle, parsing, pyfunc
 from tests.helpers import checkerboard_data, save_checkerboard_pyfunc
 
 
@@ -34,7 +34,7 @@ def test_round_trip_gives_the_same_answer(saved) -> None:
 def test_ranked_unseen_and_cold_start(saved) -> None:
     direct, _, train = saved
     out = direct.predict(None, pd.DataFrame({"user_id": [0, 1, 999]}), {"k": 3})
-    assert list(out.columns) == serving.OUTPUT_COLS
+    assert list(out.columns) == parsing.OUTPUT_COLS
     for user, rows in out.groupby("user_id"):
         assert rows["rank"].tolist() == [1, 2, 3] and rows.score.is_monotonic_decreasing
         if user != 999:
@@ -61,25 +61,25 @@ def test_a_user_who_saw_almost_everything_gets_fewer_rows(saved) -> None:
         (pd.DataFrame({"uid": [1]}), {}, "needs a 'user_id' column"),
         (pd.DataFrame({"user_id": [1.5]}), {}, "must be integers"),
         (pd.DataFrame({"user_id": [1]}), {"k": 0}, "k must be between"),
-        (pd.DataFrame({"user_id": [1]}), {"k": serving.MAX_K + 1}, "k must be between"),
+        (pd.DataFrame({"user_id": [1]}), {"k": parsing.MAX_K + 1}, "k must be between"),
         (pd.DataFrame({"user_id": [1]}), {"k": "ten"}, "k must be an integer"),
         (pd.DataFrame({"user_id": ["a"]}), {}, "must be integers"),
         (pd.DataFrame({"user_id": [2.0**64]}), {}, "must be integers"),
-        (pd.DataFrame({"user_id": range(serving.MAX_USERS + 1)}), {}, "at most 1000 users"),
+        (pd.DataFrame({"user_id": range(parsing.MAX_USERS + 1)}), {}, "at most 1000 users"),
     ],
 )
 def test_bad_input_raises(saved, frame: pd.DataFrame, params: dict, message: str) -> None:
     direct, _, _ = saved
-    with pytest.raises(serving.BadRequest, match=message):
+    with pytest.raises(parsing.BadRequest, match=message):
         direct.predict(None, frame, params)
 
 
 def test_batch_scoring_lifts_the_users_per_request_limit(saved) -> None:
     direct, _, _ = saved
-    many = pd.DataFrame({"user_id": np.arange(serving.MAX_USERS + 1) % 20})
+    many = pd.DataFrame({"user_id": np.arange(parsing.MAX_USERS + 1) % 20})
     direct.max_users = None
     try:
-        assert len(direct.predict(None, many, {"k": 1})) == serving.MAX_USERS + 1
+        assert len(direct.predict(None, many, {"k": 1})) == parsing.MAX_USERS + 1
     finally:
         del direct.max_users  # back to the class's limit
 
@@ -92,7 +92,7 @@ def test_seen_arrays_are_csr_over_model_positions() -> None:
     seen = pd.DataFrame(
         [(20, 3), (10, 1), (20, 1), (10, 1), (99, 2), (10, 7)], columns=["user_id", "item_id"]
     )
-    arrays = serving.seen_arrays(model, seen)
+    arrays = bundle.seen_arrays(model, seen)
     assert arrays["seen_indptr"].tolist() == [0, 2, 4]
     assert arrays["seen_indices"].tolist() == [0, 0, 2, 0]  # user 10: 1, 1; user 20: 3, 1
     assert arrays["popularity"].tolist() == [3, 1, 1]  # unknown user 99's item counts too
@@ -109,9 +109,8 @@ def test_a_seen_item_unknown_to_the_model_filters_nothing(tmp_path: Path) -> Non
         ("plain", train),
         ("extra", pd.concat([train, pd.DataFrame({"user_id": [0], "item_id": [12345]})])),
     ):
-        serving.write_bundle(tmp_path / name, model, items, seen)
-        loaded = serving.RecommenderModel()
-        loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(tmp_path / name)}))
+        bundle.write_bundle(tmp_path / name, model, items, seen)
+        loaded = pyfunc.RecommenderModel.from_bundle(tmp_path / name)
         answers.append(loaded.predict(None, pd.DataFrame({"user_id": [0, 1]}), {"k": 20}))
     pd.testing.assert_frame_equal(answers[0], answers[1])
 
@@ -152,7 +151,7 @@ def _reference_predict(python_model, users: list[int], k: int, filter_seen: bool
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory: pytest.TempPathFactory) -> serving.RecommenderModel:
+def random_model(tmp_path_factory: pytest.TempPathFactory) -> pyfunc.RecommenderModel:
     """A random model of 40 users x 301 items with many tied scores, and seen items: user 100
     has seen all but 3 items, user 101 every item, user 102 none. Embeddings and biases are
     small multiples of 1/4, so every score is exact whatever order BLAS adds in."""
@@ -172,16 +171,15 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> serving.Recommende
     seen = pd.DataFrame(pairs, columns=["user_id", "item_id"])
     items = pd.DataFrame({"item_id": item_ids, "title": [f"T{i}" for i in item_ids], "genres": "G"})
     folder = tmp_path_factory.mktemp("random")
-    serving.write_bundle(folder, model, items, seen)
-    loaded = serving.RecommenderModel()
-    loaded.load_context(serving._Context({serving.ARTIFACT_KEY: str(folder)}))
+    bundle.write_bundle(folder, model, items, seen)
+    loaded = pyfunc.RecommenderModel.from_bundle(folder)
     return loaded
 
 
-@pytest.mark.parametrize("k", [1, 10, 77, 301, serving.MAX_K])
+@pytest.mark.parametrize("k", [1, 10, 77, 301, parsing.MAX_K])
 @pytest.mark.parametrize("filter_seen", [True, False])
 def test_predict_equals_a_per_user_reference(
-    random_model: serving.RecommenderModel, k: int, filter_seen: bool
+    random_model: pyfunc.RecommenderModel, k: int, filter_seen: bool
 ) -> None:
     """Guards the batched ranking (blocks of users, top-k bounded by set maxima, seen items set
     to -inf in place): same rows, ranks, items, scores and sources as ranking user by user, with
@@ -196,17 +194,17 @@ def test_predict_equals_a_per_user_reference(
 
 @pytest.mark.parametrize("block_bytes", [1, 4 * 301 * 7])
 def test_predict_does_not_depend_on_the_block_size(
-    random_model: serving.RecommenderModel, block_bytes: int, monkeypatch: pytest.MonkeyPatch
+    random_model: pyfunc.RecommenderModel, block_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     users = pd.DataFrame({"user_id": [*range(100, 140), 5]})
     expected = random_model.predict(None, users, {"k": 10})
-    monkeypatch.setattr(serving, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(pyfunc, "BLOCK_BYTES", block_bytes)
     pd.testing.assert_frame_equal(random_model.predict(None, users, {"k": 10}), expected)
 
 
-def test_no_users_gives_no_rows(random_model: serving.RecommenderModel) -> None:
+def test_no_users_gives_no_rows(random_model: pyfunc.RecommenderModel) -> None:
     out = random_model.predict(None, pd.DataFrame({"user_id": np.array([], dtype=np.int64)}))
-    assert list(out.columns) == serving.OUTPUT_COLS and out.empty
+    assert list(out.columns) == parsing.OUTPUT_COLS and out.empty
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow.contracts import PREPARED_FILES
+from recflow.data.preprocess import Prepared
 from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
-from recflow.preprocess import Prepared
-from recflow.runs import get_step_run
+from recflow.tracking.contracts import PREPARED_FILES
+from recflow.tracking.runs import get_step_run
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
 from tests.synthetic import ml100k_files, write_zip

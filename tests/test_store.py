@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from recflow.store import prepare_store, sqlite_path
+from recflow.tracking.store import prepare_store, sqlite_path
 
 PROCESSES = 6
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import ITEM_COL, USER_COL
+from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
-from recflow.preprocess import Prepared
 
 # "auto" tunes on all users while the training split has at most this many rows (ML-1M has
 # ~0.7M, so it and ML-100K stay whole) and on about this many rows' worth of users above it: an

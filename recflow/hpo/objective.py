@@ -17,15 +17,16 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import TAG_STUDY
+from recflow.data.preprocess import Prepared
+from recflow.evaluation.accuracy import Holdout
+from recflow.evaluation.names import metric_key, parse_metric
 from recflow.failpoints import failpoint
 from recflow.hpo import attrs
 from recflow.hpo.fidelity import AUTO, parse_count
 from recflow.hpo.liveness import worker_id
 from recflow.hpo.space import Dimension, suggest
-from recflow.metrics import Holdout, metric_key, parse_metric
-from recflow.model import Recommender
-from recflow.preprocess import Prepared
-from recflow.training import fit_isolated
+from recflow.model.recommender import Recommender
+from recflow.model.training import fit_isolated
 
 # Epochs without a better validation score before a trial stops (0: never stop early). Learning
 # curves on MovieLens wobble by an epoch or two around their peak and then decline for good.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from recflow.figures import save_png
+from recflow.evaluation.figures import save_png
 
 log = logging.getLogger(__name__)
 

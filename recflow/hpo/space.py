@@ -15,7 +15,7 @@ import optuna
 import yaml
 
 from recflow.errors import UserError
-from recflow.model import FMParams
+from recflow.model.recommender import FMParams
 
 DEFAULT_SPACE = Path(__file__).with_name("search_space.yaml")
 

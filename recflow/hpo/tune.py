@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits
 
 from recflow.constants import PLOTS_DIR, TAG_BEST_TRIAL_RUN
-from recflow.contracts import link_upstream, log_best_params
+from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
+from recflow.evaluation.names import metric_key
 from recflow.hpo import attrs
 from recflow.hpo.fidelity import Fidelity
 from recflow.hpo.objective import PATIENCE, Objective
@@ -29,9 +30,8 @@ from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import Dimension, max_epochs, warm_starts
 from recflow.hpo.storage import open_study
 from recflow.hpo.workers import count, run_worker
-from recflow.metrics import metric_key
-from recflow.model import FMParams
-from recflow.preprocess import Prepared
+from recflow.model.recommender import FMParams
+from recflow.tracking.contracts import link_upstream, log_best_params
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from recflow.constants import DEFAULT_K, POPULARITY_PREFIX, TEST_PREFIX
-from recflow.metrics import CURVE_K, Report
+from recflow.evaluation.report import CURVE_K, Report
 
 SERIES = {TEST_PREFIX: ("model", "tab:blue"), POPULARITY_PREFIX: ("popularity", "tab:gray")}
 

@@ -123,7 +123,7 @@ class Recommender:
         ``data_share`` < 1 says ``train`` is that share of the data being tuned for (a user
         sample): an epoch then gives each item that share of its updates, so the schedule's clock
         counts epochs of the whole data and the learning rate decays that much slower per epoch.
-        ``threads`` > 1 trains with lock-free parallel SGD (Hogwild, ``recflow.kernel``): faster
+        ``threads`` > 1 trains with lock-free parallel SGD (Hogwild, ``recflow.model.kernel``): faster
         on big data, but the result then depends on thread timing, so it is no longer bit-for-bit
         reproducible from the seed.
         """
@@ -149,7 +149,7 @@ class Recommender:
         )  # fmt: skip
         with _numpy_global_seed(seed):
             # rankfm indexes the data and draws the initial weights as its fit() would; the
-            # epochs run recflow.kernel (rankfm's update with a fast membership check) on that
+            # epochs run recflow.model.kernel (rankfm's update with a fast membership check) on that
             # indexed data, one call per epoch so callers can evaluate and stop along the way.
             fm._reset_state()
             indexed, weight = fm._init_all(pairs, user_features=uf, item_features=itf)
@@ -247,13 +247,13 @@ class Recommender:
 class _EpochKernel:
     """One more training epoch of a ``RankFM`` on the data it was indexed with.
 
-    rankfmc's weight arrays are trained in place by ``recflow.kernel``; what each user has seen
+    rankfmc's weight arrays are trained in place by ``recflow.model.kernel``; what each user has seen
     (for the kernel's check of sampled negatives) is indexed once.
     """
 
     def __init__(self, fm, indexed: np.ndarray, weight: np.ndarray, threads: int) -> None:
         # Imported here, as rankfmc is: the served model scores with NumPy and ships without numba.
-        from recflow.kernel import lcg_states, seen_items
+        from recflow.model.kernel import lcg_states, seen_items
 
         self.fm, self.indexed, self.weight = fm, indexed, weight
         # The sampler's state and the row order carry over from epoch to epoch, as in one fit().
@@ -263,7 +263,7 @@ class _EpochKernel:
         self.max_samples = 1 if fm.loss == "bpr" else fm.max_samples
 
     def run(self, learning_rate: float) -> None:
-        from recflow.kernel import train_epoch
+        from recflow.model.kernel import train_epoch
 
         fm = self.fm
         weights = (fm.w_i, fm.w_if, fm.v_u, fm.v_i, fm.v_uf, fm.v_if)

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow.constants import TAG_CODE_VERSION, TAG_STEP
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a step's result depends on: the code, packaged data such as the default search space,
 # and the environment spec and pins (not docs or tests).
 CODE_GLOBS = (

@@ -11,7 +11,7 @@ meets the client's delayed ACK and every keep-alive request after the first wait
 (uvicorn issue #3149). One worker is unaffected: asyncio binds that socket itself. Here the
 socket is bound with IPPROTO_TCP and handed to the same supervisor.
 
-    python -m recflow.server -m models:/movielens-rankfm@champion -w 2 -p 5001
+    python -m recflow.serving.server -m models:/movielens-rankfm@champion -w 2 -p 5001
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m recflow.server``: the options of `mlflow models serve` that apply here."""
+    """``python -m recflow.serving.server``: the options of `mlflow models serve` that apply here."""
     parser = argparse.ArgumentParser(
-        "python -m recflow.server", description=__doc__.split("\n\n")[0], add_help=False
+        "python -m recflow.serving.server", description=__doc__.split("\n\n")[0], add_help=False
     )
     parser.add_argument("--help", action="help")  # -h is --host, as in mlflow models serve
     parser.add_argument("-m", "--model-uri", required=True, help="e.g. models:/name@alias")

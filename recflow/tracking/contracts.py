@@ -26,14 +26,15 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow import disk
-from recflow.cache import unquote
+from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
+from recflow.evaluation.accuracy import Holdout
+from recflow.evaluation.names import metric_key, parse_metric
 from recflow.failpoints import failpoint
-from recflow.metrics import Holdout, metric_key, parse_metric
-from recflow.model import FMParams
-from recflow.preprocess import Prepared
-from recflow.promotion import Model
-from recflow.runs import download, upstream_tag
+from recflow.model.recommender import FMParams
+from recflow.tracking.cache import unquote
+from recflow.tracking.promotion import Model
+from recflow.tracking.runs import download, upstream_tag
 
 # Each field of Prepared and its file under the run's DATA_DIR.
 PREPARED_FILES = {

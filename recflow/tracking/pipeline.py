@@ -13,7 +13,6 @@ import mlflow
 from mlflow.exceptions import ExecutionException
 from mlflow.tracking import MlflowClient
 
-from recflow.cache import PROJECT_ROOT, code_version, entry_point_defaults, find_reusable_run
 from recflow.constants import (
     POPULARITY_PREFIX,
     TAG_MAIN_STEP_RUN,
@@ -24,7 +23,13 @@ from recflow.constants import (
     TEST_PREFIX,
 )
 from recflow.errors import UserError
-from recflow.runs import ui_link
+from recflow.tracking.cache import (
+    PROJECT_ROOT,
+    code_version,
+    entry_point_defaults,
+    find_reusable_run,
+)
+from recflow.tracking.runs import ui_link
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ the file is left half-migrated for good. Opening the store here first, under an 
 on a file beside the database, lets one process create the tables while the others wait and then
 find them. Other stores (a tracking server, PostgreSQL) are left to their own locking.
 
-Usage: ``python -m recflow.store [TRACKING_URI]`` (default: MLflow's tracking URI), as
+Usage: ``python -m recflow.tracking.store [TRACKING_URI]`` (default: MLflow's tracking URI), as
 ``make main`` does before ``mlflow run``; every step also does it before opening its run.
 """
 

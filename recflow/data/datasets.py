@@ -2,7 +2,7 @@
 
 In: a dataset name, and a folder holding that dataset's extracted files. Out: its ``DatasetSpec``
 (where the archive lives, its checksum and layout) and tidy frames of ratings, items and users.
-Downloading and extracting the archives is ``recflow.archives``'s job.
+Downloading and extracting the archives is the job of ``download`` and ``extract``.
 """
 
 from __future__ import annotations

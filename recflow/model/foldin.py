@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recflow.model import FMParams, Recommender
+from recflow.model.recommender import FMParams, Recommender
 
 # Positives per SGD step: rankfm steps once per interaction; a step per few keeps the per-step
 # NumPy overhead down (a 20-item history: 3 steps an epoch) while each step stays a small one.

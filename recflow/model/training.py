@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from recflow.model import FMParams, Recommender
+from recflow.model.recommender import FMParams, Recommender
 
 # From this many training interactions, ``threads=0`` trains on every core. Below it training
 # takes under a minute on one core, and one thread keeps the model bit-for-bit reproducible.

@@ -21,9 +21,11 @@ import pyarrow.parquet as pq
 
 from recflow.constants import USER_COL
 from recflow.errors import UserError
-from recflow.serving import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history, known_users
+from recflow.serving.parsing import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history
 
 # Users per predict call. predict scores them a 16 MB block at a time (serving.BLOCK_BYTES), so
+from recflow.serving.pyfunc import known_users
+
 # a call holds that block and its output rows (100,000 at k=10, ~30 MB): larger calls only
 # amortise the per-call costs (pyfunc input checks, a parquet row group).
 BATCH = 10_000

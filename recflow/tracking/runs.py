@@ -20,7 +20,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from recflow.cache import code_version
 from recflow.constants import (
     DEFAULT_EXPERIMENT_NAME,
     EXPERIMENT_KIND,
@@ -33,6 +32,7 @@ from recflow.constants import (
 )
 from recflow.errors import UserError
 from recflow.processes import gone, process_tag
+from recflow.tracking.cache import code_version
 
 log = logging.getLogger(__name__)
 # What the tracking store answers for a run ID that does not exist or is malformed.

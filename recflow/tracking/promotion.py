@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from recflow.constants import TEST_PREFIX
 from recflow.errors import UserError
-from recflow.metrics import metric_key
+from recflow.evaluation.names import metric_key
 
 # Test results are comparable only on the same test set: the same data, kind of split and, by
 # content digest, the same held-out interactions (another test_size, seed or filter differs).
