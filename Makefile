@@ -17,13 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The store first, under a lock: MLflow creates a new SQLite store's tables without one, so two
-# `make main` started together on a fresh mlflow.db would race (recflow/store.py).
+# `make main` started together on a fresh mlflow.db would race (recflow/tracking/store.py).
 main: $(VENV)/.installed
 	$(BIN)/python -m recflow.tracking.store
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mlflow run . -e main --env-manager local $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 # -m "" runs the slow end-to-end tests too; plain `pytest` skips them.
 test: lint

@@ -1,20 +1,16 @@
 """Running out of disk space: a one-line error naming the place and the space needed.
 
-In: a folder about to be written and the bytes it will take, or an ``OSError`` raised while
-writing. Out: ``UserError``s (which a step turns into one line and a FAILED run). Writes whose
-size is known are checked before they start, so nothing partial is written; anything else that
-runs out of space mid-write is named by ``no_space``.
+In: a folder about to be written and the bytes it will take. Out: ``UserError``s (which a step
+turns into one line and a FAILED run). Writes whose size is known are checked before they
+start, so nothing partial is written; ``recflow.tracking.space`` does the same for a run's
+artifacts and names a write that ran out of space mid-way.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import shutil
-import urllib.parse
 from pathlib import Path
-
-import mlflow
 
 from recflow.errors import UserError
 
@@ -55,27 +51,3 @@ def require(folder: Path, needed: int, what: str) -> None:
         raise UserError(
             f"not enough disk space for {what} in {folder}: needs {size(needed)}, {size(free)} free"
         )
-
-
-def artifact_folder() -> Path | None:
-    """The active run's artifact folder when it is on a local filesystem (else None: a tracking
-    server stores the artifacts and reports its own errors)."""
-    parsed = urllib.parse.urlparse(mlflow.get_artifact_uri())
-    return Path(parsed.path) if parsed.scheme in ("", "file") else None
-
-
-def require_for_artifacts(what: str, *local: Path) -> None:
-    """Check that ``local`` (files or folders about to be logged) fit in the artifact folder."""
-    folder = artifact_folder()
-    if folder is not None:
-        require(folder, sum(tree_bytes(p) for p in local), what)
-
-
-def no_space(e: OSError) -> UserError:
-    """The one-line error for a write that ran out of space after it started (inside a run, a
-    write that names no file is taken to be the run's artifacts)."""
-    where = Path(e.filename) if e.filename else None
-    if where is None and mlflow.active_run() is not None:
-        where = artifact_folder()
-    place = f" writing {where} ({size(free_bytes(where))} free there)" if where else ""
-    return UserError(f"{os.strerror(e.errno or errno.ENOSPC).lower()}{place}; free some space")

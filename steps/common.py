@@ -19,7 +19,7 @@ from mlflow.entities import Run
 from recflow import disk
 from recflow.constants import UPSTREAM
 from recflow.errors import UserError
-from recflow.tracking import runs
+from recflow.tracking import runs, space
 from recflow.tracking.store import prepare_store
 
 
@@ -62,7 +62,7 @@ def step(name: str) -> Iterator[Step]:
                 # A full disk mid-write: said in one line, while the run can still be named.
                 if e.errno not in disk.NO_SPACE:
                     raise
-                raise disk.no_space(e) from e
+                raise space.no_space(e) from e
     except UserError as e:
         raise click.ClickException(str(e)) from e
 

@@ -9,8 +9,8 @@ import click
 import mlflow
 
 from recflow import constants as C
-from recflow import disk
 from recflow.data import datasets, download, extract
+from recflow.tracking import space
 from steps.common import data_dir, step
 
 
@@ -44,7 +44,7 @@ def main(dataset: str, data_url: str, checksum: str) -> None:
                 # usable: a rejected archive must not stay in the cache to be reused.
                 fetched.discard()
                 raise
-            disk.require_for_artifacts("the raw files", folder)
+            space.require_for_artifacts("the raw files", folder)
             mlflow.log_artifacts(tmp, C.RAW_DIR)
         mlflow.set_tags({
             C.TAG_DATASET: dataset, C.TAG_SOURCE_URL: fetched.source,

@@ -10,7 +10,6 @@ import click
 import mlflow
 
 from recflow import constants as C
-from recflow import disk
 from recflow.errors import UserError
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
@@ -27,6 +26,7 @@ from recflow.model.training import (
     training_threads,
 )
 from recflow.serving import bundle, packaging
+from recflow.tracking import space
 from recflow.tracking.contracts import (
     as_dataset,
     link_upstream,
@@ -108,7 +108,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         folder = Path(tmp) / "bundle"
         bundle.write_bundle(folder, model, data.items, seen)
         # Everything this run logs must fit before any of it is logged.
-        disk.require_for_artifacts("the model and its plots", folder, *figures)
+        space.require_for_artifacts("the model and its plots", folder, *figures)
         for path in figures:
             mlflow.log_artifact(str(path), C.PLOTS_DIR)
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())

@@ -25,13 +25,13 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow import disk
 from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation.accuracy import Holdout
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.failpoints import failpoint
 from recflow.model.recommender import FMParams
+from recflow.tracking import space
 from recflow.tracking.cache import unquote
 from recflow.tracking.promotion import Model
 from recflow.tracking.runs import download, upstream_tag
@@ -50,7 +50,7 @@ def log_prepared(data: Prepared) -> None:
         for name, file in PREPARED_FILES.items():
             getattr(data, name).to_parquet(Path(tmp) / file, index=False)
             failpoint("preprocess:mid-splits")
-        disk.require_for_artifacts("the prepared splits", Path(tmp))
+        space.require_for_artifacts("the prepared splits", Path(tmp))
         mlflow.log_artifacts(tmp, C.DATA_DIR)
 
 
