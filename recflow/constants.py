@@ -1,7 +1,7 @@
 """Names and defaults shared by the steps, ``main``, the package and the tests.
 
 A leaf module: it imports nothing of ours, so any module can use it without an import circle.
-Columns, artifact paths, run tags and parameter defaults live here once; ``contracts`` reads and
+Columns, artifact paths and run tags live here once (parameter defaults live in MLproject); ``contracts`` reads and
 writes what crosses a step boundary under these names.
 """
 
@@ -63,18 +63,13 @@ UPSTREAM = {
     "register": {"train_run_id": "train_best"},
 }
 
-# Parameter defaults (MLproject declares the same values; a test keeps the two in step).
-DEFAULT_DATASET = "ml-1m"
+# Parameter defaults are declared once, in MLproject: the steps' options read them from there
+# (steps/common.py). This is the k every test report includes beside the tuned metric's.
 DEFAULT_K = 10
-DEFAULT_METRIC = "ndcg@10"
-DEFAULT_SEED = 1492
-DEFAULT_N_TRIALS = 20
-DEFAULT_MODEL_NAME = "movielens-rankfm"
 # Where runs go when the user names no experiment: MLflow's Default experiment, renamed to this
 # while it holds only this project's runs.
 DEFAULT_EXPERIMENT_NAME = "movielens-rankfm"
 # The experiment tag MLflow's UI reads to choose its view: training runs, not GenAI traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-DEFAULT_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"

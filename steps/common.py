@@ -7,11 +7,13 @@ code 1, with the step's run marked FAILED.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from mlflow.entities import Run
@@ -20,7 +22,31 @@ from recflow import disk
 from recflow.constants import UPSTREAM
 from recflow.errors import UserError
 from recflow.tracking import runs, space
+from recflow.tracking.cache import entry_point_defaults
 from recflow.tracking.store import prepare_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default(entry_point: str, name: str) -> str:
+    """MLproject's default of ``name`` for ``entry_point``: the one place defaults are declared."""
+    return _declared()[entry_point][name]
+
+
+@functools.cache
+def _declared() -> dict[str, dict[str, str]]:
+    return entry_point_defaults()
+
+
+def options(entry_point: str) -> Callable[..., Callable[[F], F]]:
+    """A click option maker for ``entry_point``: ``option("seed", type=int)`` is ``--seed`` with
+    MLproject's default (converted by ``type``; strings when none), shown in --help."""
+
+    def option(name: str, **kwargs: Any) -> Callable[[F], F]:
+        value = default(entry_point, name)
+        return click.option(f"--{name}", default=value, show_default=value != "", **kwargs)
+
+    return option
 
 
 @dataclass(frozen=True)

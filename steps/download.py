@@ -11,8 +11,9 @@ import mlflow
 from recflow import constants as C
 from recflow.data import datasets, download, extract
 from recflow.tracking import space
-from steps.common import data_dir, step
+from steps.common import data_dir, options, step
 
+option = options("download")
 
 @click.command(
     help="Download a MovieLens archive (or use DATA_URL), verify its checksum and log its files.\n\n"
@@ -20,12 +21,9 @@ from steps.common import data_dir, step
     f"Writes: artifacts {C.RAW_DIR}/ (the dataset's ratings, items and users files); tags "
     f"{C.TAG_DATASET}, {C.TAG_SOURCE_URL}, {C.TAG_CHECKSUM}."
 )
-@click.option("--dataset", default=C.DEFAULT_DATASET, show_default=True,
-              help=", ".join(datasets.DATASETS))  # fmt: skip
-@click.option("--data_url", default="",
-              help="http(s)/file URL or local path of a zip in the dataset's layout.")  # fmt: skip
-@click.option("--checksum", default="",
-              help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known.")  # fmt: skip
+@option("dataset", help=", ".join(datasets.DATASETS))  # fmt: skip
+@option("data_url", help="http(s)/file URL or local path of a zip in the dataset's layout.")  # fmt: skip
+@option("checksum", help="'sha256:<hex>' or 'md5:<hex>'; verified whenever known.")  # fmt: skip
 def main(dataset: str, data_url: str, checksum: str) -> None:
     with step("download") as s:
         spec = datasets.get_spec(dataset)

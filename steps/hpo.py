@@ -17,8 +17,9 @@ from recflow.hpo import fidelity, sampling, space, tune
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, auto_patience, parse_patience
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.tracking.contracts import load_prepared, log_splits
-from steps.common import data_dir, step
+from steps.common import data_dir, options, step
 
+option = options("hpo")
 
 @click.command(
     help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning, early "
@@ -32,36 +33,25 @@ from steps.common import data_dir, step
     f"best_<metric>; n_complete / n_pruned / n_fail; {C.PLOTS_DIR}/*.png; the resolved "
     f"fidelity.* params and the {C.TAG_TUNED_ON_SAMPLE} tag."
 )
-@click.option("--preprocess_run_id", default="",
-              help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
-@click.option("--n_trials", default=C.DEFAULT_N_TRIALS, show_default=True,
-              type=click.IntRange(min=1), help="Complete trials the study should have in total.")  # fmt: skip
-@click.option("--timeout", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Stop starting trials after this many seconds; 0 = no limit.")  # fmt: skip
-@click.option("--metric", default=C.DEFAULT_METRIC, show_default=True,
-              help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
-@click.option("--search_space", default="", help="Search-space YAML (default: the packaged one).")
-@click.option(
-    "--pruner", default="quartile", show_default=True, type=click.Choice(sampling.PRUNERS)
-)
-@click.option("--storage", default="",
-              help="optuna storage: a database URL or a journal file path "
+@option("preprocess_run_id", help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
+@option("n_trials", type=click.IntRange(min=1), help="Complete trials the study should have in total.")  # fmt: skip
+@option("timeout", type=click.IntRange(min=0), help="Stop starting trials after this many seconds; 0 = no limit.")  # fmt: skip
+@option("metric", help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
+@option("search_space", help="Search-space YAML (default: the packaged one).")
+@option("pruner", type=click.Choice(sampling.PRUNERS))
+@option("storage", help="optuna storage: a database URL or a journal file path "
               "(default: $RECFLOW_DATA_DIR/optuna/studies.journal).")  # fmt: skip
-@click.option("--study_name", default="", help="Default: <preprocess run>-<metric>-<space digest>.")
-@click.option("--n_jobs", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Trials run in parallel in this process; 0 = one per CPU core.")  # fmt: skip
-@click.option("--sample_users", default=fidelity.AUTO, show_default=True,
-              help="Tune on this many users (seeded sample): a number, 'all', or 'auto' (all "
+@option("study_name", help="Default: <preprocess run>-<metric>-<space digest>.")
+@option("n_jobs", type=click.IntRange(min=0), help="Trials run in parallel in this process; 0 = one per CPU core.")  # fmt: skip
+@option("sample_users", help="Tune on this many users (seeded sample): a number, 'all', or 'auto' (all "
               f"while the training split has <= {fidelity.AUTO_TRAIN_ROWS:,} rows, else about "
               "that many rows' worth of users).")  # fmt: skip
-@click.option("--eval_users", default=fidelity.AUTO, show_default=True,
-              help="Validate each trial on this many validation users (seeded sample): a number, "
+@option("eval_users", help="Validate each trial on this many validation users (seeded sample): a number, "
               f"'all', or 'auto' (at most {fidelity.AUTO_EVAL_USERS:,}).")  # fmt: skip
-@click.option("--patience", default="auto", show_default=True,
-              help="A trial stops after this many epochs without a better validation score "
+@option("patience", help="A trial stops after this many epochs without a better validation score "
               f"(0 = train every trial to its epochs); 'auto': {PATIENCE}, up to {MAX_PATIENCE} "
               "on small data, where epochs are cheap.")  # fmt: skip
-@click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
+@option("seed", type=int)
 def main(
     preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
     pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,

@@ -13,24 +13,23 @@ from recflow import constants as C
 from recflow.data import datasets, preprocess
 from recflow.tracking.contracts import PREPARED_FILES, link_upstream, log_prepared, log_splits
 from recflow.tracking.runs import download
-from steps.common import step
+from steps.common import options, step
 
+option = options("preprocess")
 
 @click.command(
     help="Filter ratings into implicit positives, split them and build side features.\n\n"
     f"Reads: the {C.RAW_DIR}/ artifacts of a download run (--raw_run_id).\n"
     f"Writes: artifacts {C.DATA_DIR}/{{{', '.join(PREPARED_FILES.values())}}}; counts as metrics."
 )
-@click.option("--raw_run_id", default="",
-              help="Run ID of a finished download run (default: the latest).")  # fmt: skip
-@click.option("--min_rating", default=0.0, show_default=True,
-              help="Keep ratings >= this (0 keeps all).")  # fmt: skip
-@click.option("--min_user_interactions", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--min_item_interactions", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--split", default="random", show_default=True, type=click.Choice(preprocess.SPLITS))
-@click.option("--test_size", default=0.2, show_default=True)
-@click.option("--valid_size", default=0.1, show_default=True)
-@click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
+@option("raw_run_id", help="Run ID of a finished download run (default: the latest).")  # fmt: skip
+@option("min_rating", type=float, help="Keep ratings >= this (0 keeps all).")  # fmt: skip
+@option("min_user_interactions", type=click.IntRange(min=1))
+@option("min_item_interactions", type=click.IntRange(min=1))
+@option("split", type=click.Choice(preprocess.SPLITS))
+@option("test_size", type=float)
+@option("valid_size", type=float)
+@option("seed", type=int)
 def main(
     raw_run_id: str, min_rating: float, min_user_interactions: int, min_item_interactions: int,
     split: str, test_size: float, valid_size: float, seed: int,

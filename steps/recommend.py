@@ -7,24 +7,23 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow import constants as C
 from recflow.errors import UserError
 from recflow.serving import batch
-from steps.common import step
+from steps.common import default, options, step
 
+option = options("recommend")
 
 @click.command(
     help="Write top-k recommendations for many users with the served model's code path.\n\n"
-    f"Reads: a pyfunc model (--model_uri, e.g. models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}) "
+    f"Reads: a pyfunc model (--model_uri, e.g. {default('recommend', 'model_uri')}) "
     "and --users: 'all' (every user the model knows) or a CSV/Parquet file with a user_id "
     "column and optionally a history column (item IDs per user, oldest first; JSON lists in a "
     "CSV), folded in as in the served model.\nWrites: --output (.parquet or .csv) and the same file as an artifact of this run."
 )
-@click.option("--model_uri", default=f"models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}",
-              show_default=True)  # fmt: skip
-@click.option("--users", default="all", show_default=True)
-@click.option("--k", default=C.DEFAULT_K, show_default=True, type=click.IntRange(min=1))
-@click.option("--output", default="recommendations.parquet", show_default=True)
+@option("model_uri")  # fmt: skip
+@option("users")
+@option("k", type=click.IntRange(min=1))
+@option("output")
 def main(model_uri: str, users: str, k: int, output: str) -> None:
     with step("recommend"):
         out = Path(output)

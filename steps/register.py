@@ -20,8 +20,9 @@ from recflow.tracking.contracts import (
     rescore,
 )
 from recflow.tracking.promotion import COMPARABLE, Model, Policy, comparable, decide
-from steps.common import step
+from steps.common import options, step
 
+option = options("register")
 
 @click.command(
     help="Register the model of a train_best run as a new version. The alias moves to it only "
@@ -33,15 +34,12 @@ from steps.common import step
     "\nWrites: a model version with a description and lineage tags; the alias or "
     f"'{C.CHALLENGER_ALIAS}'; tags {C.TAG_MODEL_VERSION} and {C.TAG_PROMOTED} on this run."
 )
-@click.option("--train_run_id", default="",
-              help="Run ID of a finished train_best run (default: the latest).")  # fmt: skip
-@click.option("--model_name", default=C.DEFAULT_MODEL_NAME, show_default=True)
-@click.option("--alias", default=C.DEFAULT_ALIAS, show_default=True)
-@click.option("--metric", default=C.DEFAULT_METRIC, show_default=True,
-              help="Test metric that decides.")  # fmt: skip
-@click.option("--min_improvement", default=0.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--force_promote", default="false", show_default=True,
-              type=click.Choice(["true", "false"]))  # fmt: skip
+@option("train_run_id", help="Run ID of a finished train_best run (default: the latest).")  # fmt: skip
+@option("model_name")
+@option("alias")
+@option("metric", help="Test metric that decides.")  # fmt: skip
+@option("min_improvement", type=click.FloatRange(min=0))
+@option("force_promote", type=click.Choice(["true", "false"]))  # fmt: skip
 def main(
     train_run_id: str, model_name: str, alias: str, metric: str, min_improvement: float,
     force_promote: str,

@@ -36,10 +36,12 @@ from recflow.tracking.contracts import (
     tuned_curve,
     tuned_metric,
 )
-from steps.common import step
+from steps.common import options, step
 
 log = logging.getLogger(__name__)
 
+
+option = options("train_best")
 
 @click.command(
     help="Train the hpo run's best configuration on train+valid and evaluate it on test.\n\n"
@@ -48,19 +50,15 @@ log = logging.getLogger(__name__)
     f"at k={C.DEFAULT_K} and the tuned metric's k (accuracy, coverage, gini, novelty, "
     f"avg_popularity); {C.PLOTS_DIR}/*.png; the pyfunc model '{C.MODEL_NAME}'."
 )
-@click.option("--preprocess_run_id", default="",
-              help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
-@click.option("--hpo_run_id", default="",
-              help="Run ID of a finished hpo run (default: the latest on that preprocess run).")  # fmt: skip
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Training threads. 0: every core from "
+@option("preprocess_run_id", help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
+@option("hpo_run_id", help="Run ID of a finished hpo run (default: the latest on that preprocess run).")  # fmt: skip
+@option("threads", type=click.IntRange(min=0), help="Training threads. 0: every core from "
               f"{PARALLEL_FROM:,} interactions on without side features (parallel SGD, not "
               "bit-for-bit reproducible), else one.")  # fmt: skip
-@click.option("--ensemble", default="auto", show_default=True,
-              help="Models trained from seeds seed, seed+1, ... and averaged into the one "
+@option("ensemble", help="Models trained from seeds seed, seed+1, ... and averaged into the one "
               f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
               "else 1.")  # fmt: skip
-@click.option("--seed", default=C.DEFAULT_SEED, show_default=True)
+@option("seed", type=int)
 def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, seed: int) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
         requested = parse_count("ensemble", ensemble, ("auto",), minimum=1)
@@ -118,7 +116,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         mlflow.log_metrics(report.metrics, model_id=info.model_id, dataset=test_set)
         mlflow.set_tag(C.TAG_MODEL_URI, info.model_uri)
         link_upstream(preprocess_run_id=prep, hpo_run_id=tuned.info.run_id)
-        key = metric_key(C.DEFAULT_METRIC)
+        key = metric_key(f"ndcg@{C.DEFAULT_K}")
         click.echo(f"test {key} = {report.metrics[C.TEST_PREFIX + key]:.4f} "
                    f"(popularity {report.metrics[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
 

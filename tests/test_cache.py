@@ -70,7 +70,9 @@ def test_main_passes_its_metric_to_hpo_and_register(
         return pipeline.StepRun(step, f"{step}-run", False, 0.0)
 
     monkeypatch.setattr(pipeline, "run_step", fake)
-    plan = pipeline.Plan("ml-100k", "", "", 3, "recall@20", 7, "m")
+    plan = pipeline.Plan.with_defaults(
+        dataset="ml-100k", n_trials=3, metric="recall@20", seed=7, model_name="m"
+    )
     with mlflow.start_run() as run:
         pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
     assert calls["hpo"]["metric"] == calls["register"]["metric"] == "recall@20"
@@ -91,8 +93,10 @@ def test_main_passes_the_hpo_budget_and_fidelity_through(
         return pipeline.StepRun(step, f"{step}-run", False, 0.0)
 
     monkeypatch.setattr(pipeline, "run_step", fake)
-    plan = pipeline.Plan(
-        "ml-100k", "", "", 3, "ndcg@10", 7, "m", 60, 2, "500", "all", "user", 0.25, 0.05
+    plan = pipeline.Plan.with_defaults(
+        dataset="ml-100k", n_trials=3, metric="ndcg@10", seed=7, model_name="m", timeout=60,
+        n_jobs=2, sample_users="500", eval_users="all", split="user", test_size=0.25,
+        valid_size=0.05,
     )
     with mlflow.start_run() as run:
         pipeline.run_pipeline(plan, run.info.experiment_id, force=False)

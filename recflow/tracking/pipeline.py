@@ -7,7 +7,9 @@ whether it was reused and how long it took; each step's run is tagged on main's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import ExecutionException
@@ -32,25 +34,43 @@ from recflow.tracking.cache import (
 from recflow.tracking.runs import ui_link
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Plan:
-    """What ``main`` was asked for."""
+    """What ``main`` was asked for: its MLproject parameters, by name."""
 
     dataset: str
     data_url: str
     checksum: str
     n_trials: int
+    timeout: int
+    n_jobs: int
+    sample_users: str
+    eval_users: str
+    split: str
+    test_size: float
+    valid_size: float
+    ensemble: str
     metric: str
     seed: int
     model_name: str
-    timeout: int = 0
-    n_jobs: int = 0
-    sample_users: str = "auto"
-    eval_users: str = "auto"
-    split: str = "random"
-    test_size: float = 0.2
-    valid_size: float = 0.1
-    ensemble: str = "auto"
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> Plan:
+        """The plan in ``params`` (main's options; those that are no part of it, such as
+        ``force``, are left out)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+    @classmethod
+    def with_defaults(cls, **given: Any) -> Plan:
+        """main's MLproject defaults, with ``given`` instead where given."""
+        declared = entry_point_defaults()["main"]
+        convert: dict[str, Callable[[str], Any]] = {
+            "int": lambda v: int(float(v)), "float": float, "str": str,
+        }  # fmt: skip
+        return cls(**{
+            f.name: given[f.name] if f.name in given else convert[f.type](declared[f.name])
+            for f in fields(cls)
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)
