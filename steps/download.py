@@ -15,6 +15,7 @@ from steps.common import data_dir, options, step
 
 option = options("download")
 
+
 @click.command(
     help="Download a MovieLens archive (or use DATA_URL), verify its checksum and log its files.\n\n"
     f"Reads: GroupLens or --data_url; caches archives under $RECFLOW_DATA_DIR (default data/).\n"

@@ -21,6 +21,7 @@ from steps.common import data_dir, options, step
 
 option = options("hpo")
 
+
 @click.command(
     help="Search hyperparameters on the validation split (TPE sampler, epoch-wise pruning, early "
     "stopping at each trial's best epoch, which becomes the tuned epochs). The first trials are "

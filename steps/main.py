@@ -14,6 +14,7 @@ from steps.common import options, step
 
 option = options("main")
 
+
 @click.command(
     help="Run the five steps in order, reusing finished runs with the same parameters, upstream "
     "runs and code version (--force true re-runs all). The tuned metric also decides promotion."

@@ -17,6 +17,7 @@ from steps.common import options, step
 
 option = options("preprocess")
 
+
 @click.command(
     help="Filter ratings into implicit positives, split them and build side features.\n\n"
     f"Reads: the {C.RAW_DIR}/ artifacts of a download run (--raw_run_id).\n"
@@ -44,8 +45,10 @@ def main(
         folder = download(raw.info.run_id, C.RAW_DIR, Path(tmp))
         ratings = datasets.parse_ratings(spec, folder)
         settings = preprocess.Settings(
-            min_rating, min_user_interactions, min_item_interactions, split, test_size, valid_size
-        )
+            min_rating=min_rating, min_user_interactions=min_user_interactions,
+            min_item_interactions=min_item_interactions, split=split, test_size=test_size,
+            valid_size=valid_size,
+        )  # fmt: skip
         data, counts = preprocess.prepare(
             ratings,
             datasets.parse_items(spec, folder),

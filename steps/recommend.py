@@ -13,6 +13,7 @@ from steps.common import default, options, step
 
 option = options("recommend")
 
+
 @click.command(
     help="Write top-k recommendations for many users with the served model's code path.\n\n"
     f"Reads: a pyfunc model (--model_uri, e.g. {default('recommend', 'model_uri')}) "

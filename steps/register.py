@@ -24,6 +24,7 @@ from steps.common import options, step
 
 option = options("register")
 
+
 @click.command(
     help="Register the model of a train_best run as a new version. The alias moves to it only "
     "if its test metric beats the alias's current version by more than min_improvement "

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 option = options("train_best")
 
+
 @click.command(
     help="Train the hpo run's best configuration on train+valid and evaluate it on test.\n\n"
     f"Reads: {C.DATA_DIR}/ of a preprocess run; {C.BEST_PARAMS_FILE} of an hpo run.\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import mlflow
 import pytest
 import yaml
 
+from recflow.data import preprocess
 from recflow.hpo.space import DEFAULT_SPACE
 from recflow.tracking import cache, pipeline
 from tests.helpers import COMMANDS, PROJECT, fails, runs_of
@@ -49,6 +51,13 @@ def test_mlproject_defaults_are_the_click_defaults() -> None:
         options = {p.name: p.default for p in COMMANDS[name].params}
         for param, default in params.items():
             assert same(default, options[param]), (name, param, default, options[param])
+
+
+def test_preprocess_settings_default_to_mlproject() -> None:
+    """In-process callers of ``preprocess.prepare`` get the step's defaults."""
+    declared = cache.entry_point_defaults()["preprocess"]
+    for field in dataclasses.fields(preprocess.Settings):
+        assert same(declared[field.name], field.default), field.name
 
 
 def same(declared: str, default: object) -> bool:

@@ -19,9 +19,10 @@ SPLITS = ("random", "user", "time")
 AGE_BINS = (1, 18, 25, 35, 45, 50, 56)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """How ratings become splits (the preprocess step's options)."""
+    """How ratings become splits (the preprocess step's options; the defaults are MLproject's,
+    which a test checks)."""
 
     min_rating: float = 0.0
     min_user_interactions: int = 1
