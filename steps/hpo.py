@@ -31,7 +31,7 @@ option = options("hpo")
     "a storage and study split the work.\n\n"
     f"Reads: the {C.DATA_DIR}/ artifacts of a preprocess run (--preprocess_run_id).\n"
     f"Writes: one nested run per trial; {C.BEST_PARAMS_FILE}; best.<param> params; "
-    f"best_<metric>; n_complete / n_pruned / n_fail; {C.PLOTS_DIR}/*.png; the resolved "
+    f"best_<metric>; n_complete / n_pruned / n_fail; {C.PLOTS_DIR}/*.png and {C.PLOTS_DIR}/study.html (interactive); the resolved "
     f"fidelity.* params and the {C.TAG_TUNED_ON_SAMPLE} tag."
 )
 @option("preprocess_run_id", help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
