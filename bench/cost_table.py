@@ -1,7 +1,7 @@
 """What the pipeline costs per dataset: wall time and peak memory of every step of ``main``.
 
 For each dataset (ml-100k: the real files of ../shared/data/ml-100k packed as the official zip;
-ml-1m, ml-10m, ml-25m: bench/synthetic.py's zips) runs, with a fresh tracking store and data dir,
+ml-1m, ml-10m, ml-25m: recflow.testing.archives' synthetic zips) runs, with a fresh tracking store and data dir,
 
     mlflow run . -e main -P dataset=<name> -P data_url=<zip> -P checksum=sha256:<hex>
         -P n_trials=<n> [-P key=value ...] --env-manager local
@@ -21,7 +21,6 @@ Prints a Markdown table. Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -31,17 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from recflow.data.datasets import get_spec
+from recflow.testing.archives import dataset_zip
+from recflow.testing.runs import PROJECT, archive_params, mlflow_run, runs_by_step, seconds, store
+from recflow.tracking.cache import entry_point_defaults
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from recflow import constants as C  # noqa: E402
-from recflow.data.datasets import get_spec  # noqa: E402
-from recflow.data.extract import pack  # noqa: E402
-
-ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 STEPS = ("main", "download", "preprocess", "hpo", "train_best", "register", "recommend")
 INTERVAL = 0.2
 MIB = 1024
@@ -117,7 +110,7 @@ class Sampler(threading.Thread):
             u.peak_kib = max(u.peak_kib, rss)
 
 
-def measure(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, Sampler]:
+def measure(cmd: list[str], env: dict[str, str], cwd: Path = PROJECT) -> tuple[float, Sampler]:
     """Run ``cmd`` in ``cwd`` (output to our stderr); return its wall time and what the sampler
     saw."""
     t0 = time.perf_counter()
@@ -133,31 +126,9 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[floa
     return wall, sampler
 
 
-def dataset_zip(name: str, folder: Path, seed: int) -> Path:
-    """The dataset's zip in ``folder``, built (once) from the real ml-100k or the generator."""
-    path = folder / f"{name}.zip"
-    if path.is_file():
-        return path
-    if name == "ml-100k":
-        names = ("u.data", "u.item", "u.user")
-        return pack(get_spec(name), {n: (ML100K / n).read_bytes() for n in names}, path)
-    from bench.synthetic import generate, write_zip
-
-    return write_zip(generate(name, np.random.default_rng(seed)), folder)
-
-
 def mlflow_durations(uri: str) -> dict[str, float]:
     """Seconds per step from the runs' start and end times (the last run of each step)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    out = {}
-    for run in sorted(runs, key=lambda r: r.info.start_time):
-        step = run.data.tags.get(C.TAG_STEP)
-        if step in STEPS and run.info.end_time:
-            out[step] = (run.info.end_time - run.info.start_time) / 1000
-    return out
+    return {s: seconds(r) for s, r in runs_by_step(uri).items() if s in STEPS and r.info.end_time}
 
 
 def main() -> None:
@@ -169,36 +140,25 @@ def main() -> None:
     parser.add_argument("--synthetic-dir", type=Path, help="where zips are kept (default: tmp)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic datasets")
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
     rows = []
     with tempfile.TemporaryDirectory(prefix="cost-table-") as tmp:
         zips = args.synthetic_dir or Path(tmp) / "zips"
         zips.mkdir(parents=True, exist_ok=True)
         for name in args.datasets.split(","):
             path = dataset_zip(name, zips, args.seed)
-            with open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
-            uri = f"sqlite:///{work}/mlflow.db"
-            env = dict(
-                os.environ, MLFLOW_TRACKING_URI=uri, RECFLOW_DATA_DIR=str(work / "data"),
-                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            )  # fmt: skip
-            params = [f"dataset={name}", f"data_url={path}", f"checksum=sha256:{digest}",
-                      f"n_trials={args.n_trials}", *args.param]  # fmt: skip
-            mlflow_exe = str(bin_dir / "mlflow")
-            cmd = [mlflow_exe, "run", str(ROOT), "-e", "main", "--env-manager", "local"]
-            for p in params:
-                cmd += ["-P", p]
+            where = store(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp)))
+            uri, env = where.uri, where.env
+            params = [*archive_params(path, name), f"n_trials={args.n_trials}", *args.param]
+            cmd = mlflow_run("main", params)
             print(f"{name}: {' '.join(cmd)}", file=sys.stderr)
             # Run from the scratch folder: a new SQLite store puts its artifacts in ./mlruns.
-            wall, sampler = measure(cmd, env, cwd=work)
+            wall, sampler = measure(cmd, env, cwd=where.folder)
             usage = sampler.usage
             logged = mlflow_durations(uri)
-            out = work / "recs.parquet"
+            out = where.folder / "recs.parquet"
             rec_wall, rec = measure(
-                [str(bin_dir / "python"), "-m", "steps.recommend", "--users", "all",
-                 "--model_uri", f"models:/{C.DEFAULT_MODEL_NAME}@{C.DEFAULT_ALIAS}",
+                [sys.executable, "-m", "steps.recommend", "--users", "all",
+                 "--model_uri", entry_point_defaults()["recommend"]["model_uri"],
                  "--output", str(out)], env,
             )  # fmt: skip
             import pyarrow.parquet as pq

@@ -5,7 +5,7 @@ RandomSampler, so no sampler steers towards either fidelity's taste), and scores
 trial would: validation NDCG@10 at its best epoch, stopping ``auto`` patience epochs after it. Once
 on a seeded sample of ``--sample_users`` users (``recflow.hpo.fidelity.apply``, as
 ``hpo -P sample_users=N`` does) and once on all users. ML-1M-shaped synthetic data
-(bench/synthetic.py), main's default split, seeded by ``--seed``.
+(recflow.testing.synthetic), main's default split, seeded by ``--seed``.
 
 Prints one row per configuration, the rank correlation of the two scores, the full-data score of
 the sample's best configuration and of the best of the sample's top ``--top`` (the pick a
@@ -19,28 +19,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.main_fidelity import ML1M_USERS  # noqa: E402
-from bench.synthetic import generate  # noqa: E402
-from recflow.data import preprocess  # noqa: E402
-from recflow.data.preprocess import Prepared  # noqa: E402
-from recflow.evaluation.accuracy import Holdout  # noqa: E402
-from recflow.hpo import fidelity  # noqa: E402
-from recflow.hpo.objective import auto_patience  # noqa: E402
-from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest, warm_starts  # noqa: E402
-from recflow.model.recommender import FMParams, Recommender  # noqa: E402
-from recflow.model.training import TrainingDiverged, fit_isolated  # noqa: E402
+from recflow.data import preprocess
+from recflow.data.preprocess import Prepared
+from recflow.evaluation.accuracy import Holdout
+from recflow.hpo import fidelity
+from recflow.hpo.objective import auto_patience
+from recflow.hpo.space import DEFAULT_SPACE, load_space, suggest, warm_starts
+from recflow.model.recommender import FMParams, Recommender
+from recflow.model.training import TrainingDiverged, fit_isolated
+from recflow.testing.synthetic import SHAPES, generate
 
 
 class _Stop(Exception):
@@ -78,7 +71,7 @@ def trial_score(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="random configurations")
-    parser.add_argument("--sample_users", type=int, default=ML1M_USERS // 4)
+    parser.add_argument("--sample_users", type=int, default=SHAPES["ml-1m"].n_users // 4)
     parser.add_argument("--seed", type=int, default=1492, help="split, user sample, sampler")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="configurations trained at once")

@@ -17,45 +17,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.servers import free_port, served, stock_cmd  # noqa: E402
-from bench.synthetic_ml1m import ml1m_ratings  # noqa: E402
-from recflow.constants import ITEM_COL, USER_COL  # noqa: E402
-from recflow.data import preprocess  # noqa: E402
-from recflow.model.recommender import FMParams, Recommender  # noqa: E402
-from recflow.serving import packaging, pyfunc  # noqa: E402
+from recflow.constants import ITEM_COL, USER_COL
+from recflow.model.recommender import FMParams
+from recflow.testing.models import ml1m_model
+from recflow.testing.servers import served, stock_cmd
+from recflow.testing.services import free_port
 
 HISTORY = 20
-
-
-def build(folder: Path) -> tuple[Recommender, pd.DataFrame]:
-    """Train and save the served model; return it and its training interactions."""
-    import mlflow.pyfunc
-
-    ratings = ml1m_ratings(np.random.default_rng(7))
-    train = preprocess.split(ratings, "random", 0.2, 0.1, np.random.default_rng(1)).train
-    model = Recommender.fit(train, FMParams(), seed=1)
-    items = pd.DataFrame({ITEM_COL: model.item_ids, "title": "t", "genres": "g"})
-    bundle = folder / "bundle"
-    bundle.write_bundle(bundle, model, items, train)
-    mlflow.pyfunc.save_model(
-        folder / "model", python_model=pyfunc.RecommenderModel(),
-        artifacts={pyfunc.ARTIFACT_KEY: str(bundle)}, code_paths=[str(ROOT / "recflow")],
-        signature=packaging.signature(bundle, pd.DataFrame({USER_COL: model.user_ids[:2]})),
-    )  # fmt: skip
-    return model, train
 
 
 def latencies(url: str, bodies: list[dict]) -> np.ndarray:
@@ -74,7 +49,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-foldin-"))
-    model, train = build(folder)
+    model, train = ml1m_model(folder, FMParams())
     rng = np.random.default_rng(0)
     users = rng.choice(model.user_ids, size=args.requests).tolist()
     # Histories of real users' items, asked for as new users (IDs the model never saw).

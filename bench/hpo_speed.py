@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from recflow.data.datasets import get_spec  # noqa: E402
-from recflow.data.extract import pack  # noqa: E402
-from steps import download, hpo, preprocess  # noqa: E402
-
-ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
+from recflow.testing.archives import real_ml100k_zip
+from steps import download, hpo, preprocess
 
 
 def invoke(command, args: list[str]) -> str:
@@ -48,13 +41,10 @@ def last_run_id(step: str) -> str:
 
 def download_ml100k(prefix: str) -> str:
     """Point tracking at a fresh temp store, run download on the real ML-100K: its run ID."""
-    if not (ML100K / "u.data").is_file():
-        raise SystemExit(f"needs the real ML-100K in {ML100K}")
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
-    files = {n: (ML100K / n).read_bytes() for n in ("u.data", "u.item", "u.user")}
-    archive = pack(get_spec("ml-100k"), files, tmp / "ml-100k.zip")
+    archive = real_ml100k_zip(tmp)
     invoke(download.main, ["--dataset", "ml-100k", "--data_url", str(archive)])
     return last_run_id("download")
 

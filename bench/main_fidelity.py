@@ -1,6 +1,6 @@
 """The default ``main`` on ML-1M-scale data against a full-fidelity run and a quarter-users run.
 
-Generates the ML-1M-shaped synthetic archive (bench/synthetic.py) unless ``--zip`` is given, then
+Generates the ML-1M-shaped synthetic archive (recflow.testing.archives) unless ``--zip`` is given, then
 runs, one after the other, each with a fresh tracking store and data dir, as a user would:
 
     default   mlflow run . -e main -P data_url=<zip> -P checksum=<sha> -P n_trials=<n>
@@ -23,57 +23,34 @@ one study's test NDCG@10 moves by a few percent with its seed alone, as much as 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from recflow import constants as C
+from recflow.testing.archives import synthetic_zip
+from recflow.testing.runs import archive_params, mlflow_run, run, runs_by_step, seconds, store
+from recflow.testing.synthetic import SHAPES, generate
 
-from bench.synthetic import generate, write_zip  # noqa: E402
-from recflow import constants as C  # noqa: E402
-
-ML1M_USERS = 6040
+QUARTER = f"sample_users={SHAPES['ml-1m'].n_users // 4}"
+VARIANTS = {
+    "default": [],
+    "full": ["n_jobs=1", "sample_users=all", "eval_users=all"],
+    "quarter": [QUARTER],
+}
 
 
 def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict[str, float]:
     """One ``mlflow run . -e main`` in a fresh store; its figures."""
-    from mlflow.tracking import MlflowClient
-
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-fidelity-{name}-"))
-    uri = f"sqlite:///{folder}/mlflow.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RECFLOW_DATA_DIR": str(folder / "data")}
-    # MLproject commands run `python`: this interpreter's, as in an activated venv.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    params = [f"data_url={zip_path}", f"checksum=sha256:{digest}", f"n_trials={n_trials}", *extra]
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "main", "--env-manager", "local"]
-    for p in params:
-        cmd += ["-P", p]
-    start = time.monotonic()
-    log = folder / "main.log"
-    with log.open("w") as out:
-        # From the scratch folder: a new SQLite store puts its artifacts in ./mlruns.
-        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    wall = time.monotonic() - start
-    if done.returncode:
-        raise SystemExit(f"{name}: main failed; its output: {log}\n" + log.read_text()[-3000:])
-    client = MlflowClient(uri)
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], max_results=10_000
-    )
-    by_step = {r.data.tags.get(C.TAG_STEP): r for r in runs if C.TAG_STEP in r.data.tags}
+    where = store(Path(tempfile.mkdtemp(prefix=f"bench-fidelity-{name}-")))
+    params = [*archive_params(zip_path, "ml-1m"), f"n_trials={n_trials}", *extra]
+    wall, _ = run(mlflow_run("main", params), where, "main.log")
+    by_step = runs_by_step(where.uri)
     hpo, train = by_step["hpo"], by_step["train_best"]
     return {
         "main_s": wall,
-        "hpo_s": (hpo.info.end_time - hpo.info.start_time) / 1000,
+        "hpo_s": seconds(hpo),
         "complete": hpo.data.metrics["n_complete"],
         "pruned": hpo.data.metrics["n_pruned"],
         "failed": hpo.data.metrics["n_fail"],
@@ -81,6 +58,12 @@ def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict
         "test_ndcg": train.data.metrics[f"{C.TEST_PREFIX}ndcg_at_10"],
         "valid_ndcg": hpo.data.metrics["best_ndcg_at_10"],
     }
+
+
+def ml1m_zip() -> Path:
+    """The ML-1M-shaped synthetic archive, seeded 0, in a temp dir."""
+    out = Path(tempfile.mkdtemp(prefix="bench-fidelity-data-"))
+    return synthetic_zip(generate("ml-1m", np.random.default_rng(0)), out)
 
 
 def main() -> None:
@@ -93,18 +76,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if len(seeds) > 1:
         return by_seed(args, seeds)
-    zip_path = args.zip
-    if zip_path is None:
-        out = Path(tempfile.mkdtemp(prefix="bench-fidelity-data-"))
-        zip_path = write_zip(generate("ml-1m", np.random.default_rng(0)), out)
-    variants = {
-        "default": [],
-        "full": ["n_jobs=1", "sample_users=all", "eval_users=all"],
-        "quarter": [f"sample_users={ML1M_USERS // 4}"],
-    }
+    zip_path = args.zip or ml1m_zip()
     results = {}
     for name in args.runs.split(","):
-        results[name] = run_main(name, zip_path, args.n_trials, variants[name])
+        results[name] = run_main(name, zip_path, args.n_trials, VARIANTS[name])
         print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
     print("\n| run | main s | hpo s | complete / pruned / diverged | epochs | valid NDCG@10 "
           "| test NDCG@10 |\n|---|---|---|---|---|---|---|")  # fmt: skip
@@ -127,20 +102,12 @@ def main() -> None:
 
 def by_seed(args: argparse.Namespace, seeds: list[int]) -> None:
     """Each run once per seed; per-seed ratios and their mean ± sd."""
-    zip_path = args.zip or write_zip(
-        generate("ml-1m", np.random.default_rng(0)),
-        Path(tempfile.mkdtemp(prefix="bench-fidelity-data-")),
-    )
-    variants = {
-        "default": [],
-        "full": ["n_jobs=1", "sample_users=all", "eval_users=all"],
-        "quarter": [f"sample_users={ML1M_USERS // 4}"],
-    }
+    zip_path = args.zip or ml1m_zip()
     names = args.runs.split(",")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for seed in seeds:
         for name in names:
-            r = run_main(name, zip_path, args.n_trials, [*variants[name], f"seed={seed}"])
+            r = run_main(name, zip_path, args.n_trials, [*VARIANTS[name], f"seed={seed}"])
             results[name].append(r)
             print(seed, name, {k: round(v, 4) for k, v in r.items()}, flush=True)
     print("\n| run | seed | hpo s | main s | epochs | valid NDCG@10 | test NDCG@10 |\n"

@@ -1,12 +1,12 @@
 """Serving under load and abuse: many clients, a share of malformed requests, memory watched.
 
 A real `mlflow models serve` (this environment, one worker) of an ML-1M-scale model
-(bench/serve_latency.py's) gets ``--requests`` POSTs from ``--clients`` concurrent keep-alive
-clients; ``--bad`` of them are malformed, in equal shares: bytes that are not JSON, a user ID of
-the wrong type, a huge ``k``, unknown fields, and (one in ten of the bad ones) 10,000 users in one
-request. Every answer must be a 200 or a 4xx: a 5xx, a timeout or a dropped connection is counted
-as a failure. The server's resident memory (all its processes) is read after a warm-up and after
-the run. Prints the counts, p50 / p99 latency of the good requests and of all, and memory after /
+(``recflow.testing.models.ml1m_model``, 40 factors, 3 epochs) gets ``--requests`` POSTs from
+``--clients`` concurrent keep-alive clients; ``--bad`` of them are malformed
+(``recflow.testing.load.make_requests``: not JSON, a user ID of the wrong type, a huge ``k``,
+unknown fields, 10,000 users in one request). Every answer must be a 200 or a 4xx: a 5xx, a
+timeout or a dropped connection is counted as a failure. The server's resident memory (all its
+processes) is read after a warm-up and after the run. Prints the counts, p50 / p99 latency of the good requests and of all, and memory after /
 after warm-up (target: within 10 %). Usage::
 
     .venv/bin/python bench/serve_abuse.py [--requests 20000] [--clients 8] [--bad 0.1]
@@ -15,172 +15,29 @@ after warm-up (target: within 10 %). Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import tempfile
-import threading
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from recflow.model.recommender import FMParams
+from recflow.testing.load import make_requests, print_report, run
+from recflow.testing.models import ml1m_model
+from recflow.testing.servers import served, stock_cmd
+from recflow.testing.services import free_port
 
-from bench.servers import free_port, served, stock_cmd  # noqa: E402
-
-BAD_KINDS = ("not_json", "wrong_type", "huge_k", "unknown_fields")
-MANY_USERS = 10_000
-
-
-def make_requests(
-    n: int, n_users: int, bad_share: float, rng: np.random.Generator
-) -> list[tuple[str, bytes]]:
-    """``n`` (kind, body) pairs: one known or unknown user per good request; ``bad_share`` bad."""
-    out = []
-    for i in range(n):
-        user = int(rng.integers(1, n_users + 1000))  # some users the model never saw
-        if rng.random() >= bad_share:
-            body: object = {"inputs": {"user_id": [user]}, "params": {"k": 10}}
-            out.append(("good", json.dumps(body).encode()))
-            continue
-        kind = "many_users" if rng.random() < 0.1 else BAD_KINDS[i % len(BAD_KINDS)]
-        if kind == "not_json":
-            raw = b'{"inputs": {"user_id": [' + str(user).encode()
-        elif kind == "wrong_type":
-            raw = json.dumps({"dataframe_records": [{"user_id": f"user-{user}"}]}).encode()
-        elif kind == "huge_k":
-            raw = json.dumps({"inputs": {"user_id": [user]}, "params": {"k": 10**12}}).encode()
-        elif kind == "unknown_fields":
-            body = {"inputs": {"user_id": [user]}, "params": {"k": 10, "colour": "red"},
-                    "extra": {"a": [1, 2]}}  # fmt: skip
-            raw = json.dumps(body).encode()
-        else:
-            users = rng.integers(1, n_users + 1000, size=MANY_USERS).tolist()
-            raw = json.dumps({"inputs": {"user_id": users}, "params": {"k": 10}}).encode()
-        out.append((kind, raw))
-    return out
-
-
-@dataclass
-class Outcome:
-    kind: str
-    status: int  # 0: no answer (timeout, dropped connection)
-    seconds: float
-
-
-def hammer(url: str, bodies: list[tuple[str, bytes]], clients: int) -> list[Outcome]:
-    """POST every body to /invocations from ``clients`` threads, each with its own keep-alive
-    session; a request that gets no answer within 60 s counts as status 0."""
-    local = threading.local()
-
-    def one(item: tuple[str, bytes]) -> Outcome:
-        kind, body = item
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        start = time.perf_counter()
-        try:
-            resp = local.session.post(
-                f"{url}/invocations", data=body,
-                headers={"Content-Type": "application/json"}, timeout=60,
-            )  # fmt: skip
-            status = resp.status_code
-        except requests.RequestException:
-            status = 0
-            local.session = requests.Session()
-        return Outcome(kind, status, time.perf_counter() - start)
-
-    with ThreadPoolExecutor(clients) as pool:
-        return list(pool.map(one, bodies))
-
-
-def group_rss(pgid: int) -> int:
-    """Resident bytes of every process in process group ``pgid`` (the server and its workers)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            # Fields after the command name (which may hold spaces): state ppid pgrp ...
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in Path(entry.path, "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-    return total
-
-
-@dataclass
-class Report:
-    counts: Counter  # (kind, status class) -> requests
-    p50_good_ms: float
-    p99_good_ms: float
-    p99_all_ms: float
-    rss_warm: int
-    rss_after: int
-    seconds: float
-
-    @property
-    def failures(self) -> int:
-        """5xx answers and requests with no answer."""
-        return sum(n for (_, cls), n in self.counts.items() if cls in ("5xx", "none"))
-
-
-def status_class(status: int) -> str:
-    return "none" if status == 0 else f"{status // 100}xx"
-
-
-def run(url: str, pgid: int, bodies: list[tuple[str, bytes]], clients: int, warmup: list) -> Report:
-    """Warm up, read memory, send ``bodies``, read memory again."""
-    hammer(url, warmup, clients)
-    rss_warm = group_rss(pgid)
-    start = time.perf_counter()
-    outcomes = hammer(url, bodies, clients)
-    seconds = time.perf_counter() - start
-    rss_after = group_rss(pgid)
-    counts = Counter((o.kind, status_class(o.status)) for o in outcomes)
-    good = np.array([o.seconds for o in outcomes if o.kind == "good"]) * 1000
-    every = np.array([o.seconds for o in outcomes]) * 1000
-    return Report(
-        counts, float(np.percentile(good, 50)), float(np.percentile(good, 99)),
-        float(np.percentile(every, 99)), rss_warm, rss_after, seconds,
-    )  # fmt: skip
-
-
-def print_report(r: Report, n: int, clients: int) -> None:
-    kinds = sorted({k for k, _ in r.counts})
-    classes = ["2xx", "4xx", "5xx", "none"]
-    print(f"\n{n:,} requests, {clients} clients, {r.seconds:.1f} s ({n / r.seconds:.0f} req/s)")
-    print("| kind | " + " | ".join(classes) + " |\n|---|" + "---|" * len(classes))
-    for kind in kinds:
-        print(f"| {kind} | " + " | ".join(str(r.counts.get((kind, c), 0)) for c in classes) + " |")
-    print(f"good requests: p50 {r.p50_good_ms:.1f} ms, p99 {r.p99_good_ms:.1f} ms; "
-          f"all requests: p99 {r.p99_all_ms:.1f} ms")  # fmt: skip
-    ratio = r.rss_after / r.rss_warm
-    print(f"server memory: {r.rss_warm / 2**20:.0f} MiB after warm-up, "
-          f"{r.rss_after / 2**20:.0f} MiB after the run ({ratio:.3f}x; target <= 1.10)")  # fmt: skip
-    print(f"5xx or no answer: {r.failures} (target 0)")
+MODEL = FMParams(factors=40, epochs=3)
 
 
 def main() -> None:
-    from bench.serve_latency import build_model
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--bad", type=float, default=0.1)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-abuse-"))
-    n_users = build_model(folder)
+    model, _ = ml1m_model(folder, MODEL)
+    n_users = len(model.user_ids)
     rng = np.random.default_rng(11)
     bodies = make_requests(args.requests, n_users, args.bad, rng)
     warmup = make_requests(1000, n_users, args.bad, rng)

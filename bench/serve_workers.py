@@ -1,9 +1,9 @@
 """Throughput of two serving workers vs one: stock `mlflow models serve -w 2` vs recflow.serving.server.
 
-An ML-1M-scale model (bench/serve_latency.py's) is served three ways, one after another, on
-loopback: stock `mlflow models serve -w 1`, stock `-w 2`, and `python -m recflow.serving.server -w 2`
-(the socket bound with IPPROTO_TCP so accepted connections get TCP_NODELAY; see that module). Each
-gets a short warm-up, then wrk with 2 threads and 4 keep-alive connections POSTs one random user
+An ML-1M-scale model (``recflow.testing.models.ml1m_model``, 40 factors, 3 epochs) is served three
+ways, one after another, on loopback: stock `mlflow models serve -w 1`, stock `-w 2`, and
+`python -m recflow.serving.server -w 2` (the socket bound with IPPROTO_TCP so accepted connections
+get TCP_NODELAY; see that module). Each gets a short warm-up, then wrk with 2 threads and 4 keep-alive connections POSTs one random user
 per request to /invocations. Prints req/s, p50 and p99 of each, and the ratios fixed-2 / stock-1
 and fixed-2 / stock-2. Non-2xx answers or socket errors fail the run.
 
@@ -18,15 +18,13 @@ import argparse
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.serve_latency import build_model  # noqa: E402
-from bench.servers import fixed_cmd, free_port, served, stock_cmd  # noqa: E402
+from recflow.model.recommender import FMParams
+from recflow.testing.models import ml1m_model
+from recflow.testing.servers import fixed_cmd, served, stock_cmd
+from recflow.testing.services import free_port
 
 # One random known user per request; `done` prints the figures in microseconds, one line.
 LUA = """
@@ -70,7 +68,8 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
-    n_users = build_model(tmp)
+    model, _ = ml1m_model(tmp, FMParams(factors=40, epochs=3))
+    n_users = len(model.user_ids)
     script = tmp / "one_user.lua"
     script.write_text(LUA % n_users)
     results = {}

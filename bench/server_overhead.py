@@ -1,8 +1,8 @@
 """Wall time of a fully cached `mlflow run -e main` on ML-100K: tracking server vs local SQLite.
 
 Two tracking stores: an `mlflow server` with a throwaway PostgreSQL backend and proxied
-artifacts (tests/services.py), and a local sqlite:///<tmp>/mlflow.db. For each, builds a zip in
-the official ml-100k layout from ../shared/data/ml-100k and runs `mlflow run <project> -e main
+artifacts (recflow/testing/services.py), and a local sqlite:///<tmp>/mlflow.db. Builds a zip in the
+official ml-100k layout from ../shared/data/ml-100k and, for each store, runs `mlflow run <project> -e main
 --env-manager local -P dataset=ml-100k -P data_url=<zip> -P checksum=... -P n_trials=3` once
 cold (timed apart), then --repeats more times, alternating the stores, each with its own
 RECFLOW_DATA_DIR and working directory. It runs a copy of the project's code taken at the start,
@@ -17,25 +17,15 @@ store and the ratio server / sqlite. Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.main_cache import (  # noqa: E402
-    client_env,
-    ml100k_zip,
-    preflight,
-    run_main,
-    scratch,
-    step_states,
-)
-from recflow.constants import STEPS  # noqa: E402
-from tests.services import team_services  # noqa: E402
+from recflow.constants import STEPS
+from recflow.testing.archives import real_ml100k_zip
+from recflow.testing.runs import PROJECT, archive_params, mlflow_run, require_reused, run, scratch
+from recflow.testing.runs import store as make_store
+from recflow.testing.services import team_services
 
 
 def snapshot(dst: Path) -> Path:
@@ -46,10 +36,10 @@ def snapshot(dst: Path) -> Path:
     )  # fmt: skip
 
     def ignore(folder: str, names: list[str]) -> set[str]:
-        top = {"data"} if Path(folder) == ROOT else set()  # downloaded archives
+        top = {"data"} if Path(folder) == PROJECT else set()  # downloaded archives
         return set(skip(folder, names)) | (top & set(names))
 
-    shutil.copytree(ROOT, dst, ignore=ignore)
+    shutil.copytree(PROJECT, dst, ignore=ignore)
     return dst
 
 
@@ -59,48 +49,31 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=3, help="main's n_trials (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (stores, logs)")
     args = parser.parse_args()
-    mlflow_exe = preflight()
 
     with (
         scratch("recflow-bench-server-", args.keep) as tmp,
         team_services(tmp / "server" / "artifacts") as (_, server),
     ):
-        archive = ml100k_zip(tmp)
-        sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
-        project = snapshot(tmp / "project")
-        stores = {"sqlite": f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", "server": server.url}
-        envs: dict[str, dict[str, str]] = {}
-        for label, uri in stores.items():
-            (tmp / label).mkdir(exist_ok=True)
-            envs[label] = client_env(mlflow_exe, uri, tmp / label / "data")
-        cmd = [
-            str(mlflow_exe), "run", str(project), "-e", "main", "--env-manager", "local",
-            "-P", "dataset=ml-100k", "-P", f"data_url={archive}",
-            "-P", f"checksum=sha256:{sha256}", "-P", f"n_trials={args.n_trials}",
-        ]  # fmt: skip
+        params = [*archive_params(real_ml100k_zip(tmp)), f"n_trials={args.n_trials}"]
+        cmd = mlflow_run("main", params, project=snapshot(tmp / "project"))
+        stores = {
+            "sqlite": make_store(tmp / "sqlite"),
+            "server": make_store(tmp / "server", server.url),
+        }
         print(
             f"mlflow run -e main on ML-100K, n_trials={args.n_trials}: sqlite store vs "
             f"mlflow server (PostgreSQL, proxied artifacts); temp dir {tmp}"
         )
 
-        for label in stores:
-            seconds, _ = run_main(cmd, envs[label], tmp / label / "cold.log", cwd=tmp / label)
+        for label, where in stores.items():
+            seconds, _ = run(cmd, where, "cold.log")
             print(f"{label:<6} cold      {seconds:7.1f} s")
         cached: dict[str, list[float]] = {label: [] for label in stores}
         # Alternate the stores so that a drift of the machine's speed hits both alike.
         for i in range(args.repeats):
-            for label in stores:
-                seconds, stdout = run_main(
-                    cmd, envs[label], tmp / label / f"cached-{i}.log", cwd=tmp / label
-                )
-                states = step_states(stdout)
-                not_reused = [s for s in STEPS if states.get(s) != "reused"]
-                if not_reused:
-                    raise SystemExit(
-                        f"FAIL: cached run {i + 1} on {label} did not reuse "
-                        f"{', '.join(not_reused)} (summary parsed: "
-                        f"{states or 'no summary lines found'}); its output:\n{stdout}"
-                    )
+            for label, where in stores.items():
+                seconds, stdout = run(cmd, where, f"cached-{i}.log")
+                require_reused(stdout, f"cached run {i + 1} on {label}")
                 cached[label].append(seconds)
                 print(f"{label:<6} cached {i + 1}  {seconds:7.1f} s  (all {len(STEPS)} reused)")
 

@@ -1,7 +1,7 @@
 """Wall time of one vs two `hpo` workers on the same study in PostgreSQL, as a ratio.
 
 Setup (not timed): a throwaway PostgreSQL cluster and an `mlflow server` with a database backend
-and proxied artifacts (tests/services.py), tracking through the server as a team would; then
+and proxied artifacts (recflow/testing/services.py), tracking through the server as a team would; then
 `mlflow run -e download` on a zip built from ../shared/data/ml-100k and `mlflow run -e preprocess`.
 Timed: `mlflow run <project> -e hpo --env-manager local -P storage=<postgresql URL> -P
 n_trials=20 -P pruner=none` (no pruning, so every trial trains all its epochs) as one process on
@@ -23,24 +23,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import optuna
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from recflow.hpo.attrs import WORKER
+from recflow.testing.archives import real_ml100k_zip
+from recflow.testing.runs import Store, archive_params, mlflow_run, run, run_id, scratch
+from recflow.testing.runs import store as make_store
+from recflow.testing.services import PASSWORD, stop_group, team_services
 
-from bench.main_cache import client_env, ml100k_zip, preflight, scratch  # noqa: E402
-from recflow.hpo.attrs import WORKER  # noqa: E402
-from tests.services import PASSWORD, team_services  # noqa: E402
-
-RUN_ID = re.compile(r"Run \(ID '([0-9a-f]{32})'\) succeeded")
 # --space equal-cost: only parameters that barely change a trial's cost are searched (BPR samples
 # one negative per positive; factors, epochs and features keep their defaults), so both studies
 # train about the same amount whichever configurations TPE picks.
@@ -52,39 +46,29 @@ learning_rate: {type: float, low: 0.005, high: 0.15, log: true}
 """
 
 
-def mlflow_run(mlflow_exe: Path, entry_point: str, params: dict[str, object]) -> list[str]:
-    """The `mlflow run` command line of one entry point of this project."""
-    cmd = [str(mlflow_exe), "run", str(ROOT), "-e", entry_point, "--env-manager", "local"]
-    for key, value in params.items():
-        cmd += ["-P", f"{key}={value}"]
-    return cmd
+def start(cmd: list[str], where: Store, log: str) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group (so it can be stopped with its trials)."""
+    with (where.folder / log).open("w") as out:
+        return subprocess.Popen(
+            cmd, env=where.env, cwd=where.folder, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
-def check(proc: subprocess.Popen, cmd: list[str], log: Path) -> str:
+def check(proc: subprocess.Popen, cmd: list[str], where: Store, log: str) -> str:
     """Wait for ``proc``; return its log. Exits with the log's tail when it failed."""
     code = proc.wait()
-    text = log.read_text()
+    text = (where.folder / log).read_text()
     if code:
         tail = "\n".join(text.splitlines()[-30:])
         raise SystemExit(f"`{' '.join(cmd)}` failed (exit {code}):\n{tail}")
     return text
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group (so it can be stopped with its trials)."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def run_step(cmd: list[str], env: dict[str, str], log: Path) -> str:
+def step(entry: str, params: list[str], where: Store) -> str:
     """Run one setup step to the end; return the ID of its run."""
-    text = check(start(cmd, env, log), cmd, log)
-    found = RUN_ID.findall(text)
-    if not found:
-        raise SystemExit(f"no run ID in the output of `{' '.join(cmd)}`; see {log}")
-    return found[-1]
+    run(mlflow_run(entry, params), where, f"{entry}.log")
+    return run_id(where, f"{entry}.log")
 
 
 def verify(url: str, name: str, n_trials: int) -> tuple[str, float]:
@@ -126,7 +110,6 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, artifacts)")
     args = parser.parse_args()
-    mlflow_exe = preflight()
     workers: list[subprocess.Popen] = []
     with (
         scratch("recflow-bench-team-", args.keep) as tmp,
@@ -135,22 +118,14 @@ def main() -> None:
         try:
             # Clients get the password from PGPASSWORD, never from a URL MLflow would record.
             os.environ["PGPASSWORD"] = PASSWORD
-            env = client_env(mlflow_exe, server.url, tmp / "data")
-            archive = ml100k_zip(tmp)
-            raw = run_step(
-                mlflow_run(mlflow_exe, "download", {"dataset": "ml-100k", "data_url": archive}),
-                env, tmp / "download.log",
-            )  # fmt: skip
-            prep = run_step(
-                mlflow_run(mlflow_exe, "preprocess", {"raw_run_id": raw}),
-                env,
-                tmp / "preprocess.log",
-            )
-            hpo_params = {"preprocess_run_id": prep, "n_trials": args.n_trials, "pruner": "none"}
+            where = make_store(tmp, server.url)
+            raw = step("download", archive_params(real_ml100k_zip(tmp)), where)
+            prep = step("preprocess", [f"raw_run_id={raw}"], where)
+            hpo_params = [f"preprocess_run_id={prep}", f"n_trials={args.n_trials}", "pruner=none"]
             if args.space == "equal-cost":
                 space = tmp / "equal_cost_space.yaml"
                 space.write_text(EQUAL_COST_SPACE)
-                hpo_params["search_space"] = space
+                hpo_params.append(f"search_space={space}")
             print(
                 f"hpo on ML-100K preprocess run {prep}, n_trials={args.n_trials}, pruner=none, "
                 f"{args.space} search space; tracking {server.url}, optuna in PostgreSQL; "
@@ -162,13 +137,11 @@ def main() -> None:
             for n_workers, name in ((1, "one"), (2, "two")):
                 storage = pg.create_database(f"optuna_{name}")
                 optuna.storages.RDBStorage(storage).engine.dispose()  # the schema, untimed
-                cmd = mlflow_run(
-                    mlflow_exe, "hpo", hpo_params | {"storage": storage, "study_name": name}
-                )
-                logs = [tmp / f"hpo-{name}-{i}.log" for i in range(n_workers)]
+                cmd = mlflow_run("hpo", [*hpo_params, f"storage={storage}", f"study_name={name}"])
+                logs = [f"hpo-{name}-{i}.log" for i in range(n_workers)]
                 begin = time.perf_counter()
-                workers = [start(cmd, env, log) for log in logs]
-                outputs = [check(w, cmd, log) for w, log in zip(workers, logs, strict=True)]
+                workers = [start(cmd, where, log) for log in logs]
+                outputs = [check(w, cmd, where, log) for w, log in zip(workers, logs, strict=True)]
                 times[n_workers] = time.perf_counter() - begin
                 print(
                     f"{n_workers} worker{'s' if n_workers > 1 else ' '}: {times[n_workers]:7.1f} s"
@@ -192,9 +165,7 @@ def main() -> None:
             print(f"OK: both studies have exactly {args.n_trials} complete trials")
         finally:
             for w in workers:
-                if w.poll() is None:
-                    os.killpg(w.pid, signal.SIGTERM)
-                    w.wait()
+                stop_group(w)
 
 
 if __name__ == "__main__":

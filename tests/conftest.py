@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recflow.testing.archives import ml100k_files, write_zip
 from tests.helpers import SHARED_DATA, checkerboard_data, copy_tracking_folder, ok
-from tests.synthetic import ml100k_files, write_zip
 
 # The pipeline as far as each template goes; each is built from a copy of the one before.
 STAGES = ("empty", "downloaded", "prepared", "trained")

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,12 +20,12 @@ import pandas as pd
 from click.testing import CliRunner, Result
 
 from recflow import constants as C
+from recflow.testing.services import MLFLOW as MLFLOW
+from recflow.testing.services import free_port as free_port
 from steps import download, hpo, main, preprocess, recommend, register, train_best
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT.parent / "shared" / "data"
-# The mlflow CLI of the interpreter running the tests (the project's virtualenv).
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
 COMMANDS = {
     "download": download.main, "preprocess": preprocess.main, "hpo": hpo.main,
@@ -161,13 +160,6 @@ def last_run_id(proc: subprocess.CompletedProcess) -> str:
 def sha256(path: Path) -> str:
     """The checksum of ``path`` in the form the steps accept: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_tracking_folder(src: Path, dst: Path) -> None:

@@ -19,8 +19,8 @@ from recflow.data import datasets as D
 from recflow.data import download as A
 from recflow.data import extract as X
 from recflow.errors import UserError
+from recflow.testing.archives import ml100k_files, write_zip
 from tests.helpers import free_port, sha256
-from tests.synthetic import ml100k_files, write_zip
 
 ML100K = D.get_spec("ml-100k")
 

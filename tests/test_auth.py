@@ -20,9 +20,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
 
+from recflow.testing.archives import ml100k_files, write_zip
+from recflow.testing.services import MlflowServer
 from tests.helpers import last_run_id, mlflow_run, step_lines, user_env
-from tests.services import MlflowServer
-from tests.synthetic import ml100k_files, write_zip
 
 pytestmark = pytest.mark.slow
 

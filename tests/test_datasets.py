@@ -11,8 +11,8 @@ from recflow.data import datasets as D
 from recflow.data import download as A
 from recflow.data import extract as X
 from recflow.errors import UserError
+from recflow.testing.archives import write_zip
 from tests.helpers import SHARED_DATA, sha256
-from tests.synthetic import write_zip
 
 ML100K = D.get_spec("ml-100k")
 ML1M = D.get_spec("ml-1m")

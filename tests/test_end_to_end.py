@@ -8,8 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from recflow.testing.archives import ml100k_files, write_zip
 from tests.helpers import mlflow_run, sha256, step_lines, user_env
-from tests.synthetic import ml100k_files, write_zip
 
 
 def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:

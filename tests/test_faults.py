@@ -116,8 +116,9 @@ def test_serving_under_load_and_abuse(tmp_path: Path) -> None:
     prints the same figures)."""
     import numpy as np
 
-    from bench.serve_abuse import make_requests, print_report, run
-    from bench.servers import free_port, served, stock_cmd
+    from recflow.testing.load import make_requests, print_report, run
+    from recflow.testing.servers import served, stock_cmd
+    from recflow.testing.services import free_port
     from tests.helpers import save_checkerboard_pyfunc
 
     save_checkerboard_pyfunc(tmp_path)
@@ -155,8 +156,8 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
 
     import pandas as pd
 
+    from recflow.testing.archives import ml100k_files, write_zip
     from tests.helpers import PROJECT, mlflow_cmd, mlflow_run, step_lines, user_env
-    from tests.synthetic import ml100k_files, write_zip
 
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())

@@ -198,8 +198,8 @@ def test_new_users_on_real_ml100k_beat_popularity_and_a_retrained_model(
 ) -> None:
     """bench/new_users.py's protocol, one split seed (measured: fold-in NDCG@10 0.404,
     popularity 0.266, retrained 0.311): a guard against a fold-in that quietly stops learning."""
-    from bench.new_users import one_seed
     from recflow.data.datasets import get_spec, parse_items, parse_ratings
+    from recflow.testing.newusers import one_seed
 
     spec = get_spec("ml-100k")
     ratings, items = parse_ratings(spec, shared_ml100k), parse_items(spec, shared_ml100k)

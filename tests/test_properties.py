@@ -140,7 +140,8 @@ def test_metrics_stay_in_0_1_and_a_perfect_ranking_scores_1(case) -> None:
 @pytest.fixture(scope="module")
 def scoring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The checkerboard model behind MLflow's scoring app (python -m recflow.serving.server)."""
-    from bench.servers import fixed_cmd, free_port, served
+    from recflow.testing.servers import fixed_cmd, served
+    from recflow.testing.services import free_port
 
     folder = tmp_path_factory.mktemp("served")
     save_checkerboard_pyfunc(folder)

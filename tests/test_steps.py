@@ -17,11 +17,11 @@ from recflow import constants as C
 from recflow.data.preprocess import Prepared
 from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
+from recflow.testing.archives import ml100k_files, write_zip
 from recflow.tracking.contracts import PREPARED_FILES
 from recflow.tracking.runs import get_step_run
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
-from tests.synthetic import ml100k_files, write_zip
 
 
 def test_every_mlproject_parameter_reaches_its_click_option() -> None:

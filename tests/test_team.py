@@ -30,6 +30,8 @@ from optuna.trial import TrialState
 from recflow.hpo.attrs import WORKER, WORKER_RUN
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
+from recflow.testing.archives import ml100k_files, write_zip
+from recflow.testing.services import PASSWORD, MlflowServer, NetHost, Postgres
 from tests.helpers import (
     MLFLOW,
     PROJECT,
@@ -42,8 +44,6 @@ from tests.helpers import (
     step_lines,
     user_env,
 )
-from tests.services import PASSWORD, MlflowServer, NetHost, Postgres
-from tests.synthetic import ml100k_files, write_zip
 
 pytestmark = pytest.mark.slow
 

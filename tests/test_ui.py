@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from recflow import constants as C
+from recflow.testing.services import MlflowServer
 from tests.helpers import ok
-from tests.services import MlflowServer
 
 
 @pytest.mark.slow

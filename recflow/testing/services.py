@@ -1,9 +1,12 @@
-"""PostgreSQL and an MLflow tracking server on loopback, for the team tests and benchmarks.
+"""Throwaway services on this machine, for the team tests and benchmarks: PostgreSQL, an MLflow
+tracking server, a git daemon, and "hosts" of their own in network namespaces.
 
-Both are started as a user would start them: Debian's PostgreSQL binaries (installed with apt when
+They are started as a user would start them: Debian's PostgreSQL binaries (installed with apt when
 missing, as on a fresh CI machine) with password authentication, and ``mlflow server`` with that
-database as its backend store and proxied artifact storage. Clients get the password from
-``PGPASSWORD``, never from a URL that MLflow would record as a run parameter.
+database as its backend store and proxied artifact storage, ``git daemon`` exporting bare
+repositories. Clients get the password from ``PGPASSWORD``, never from a URL that MLflow would
+record as a run parameter. Every start waits with a deadline and fails with the service's log;
+every stop ends the service's whole process group.
 """
 
 from __future__ import annotations
@@ -13,18 +16,73 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
 
-from tests.helpers import MLFLOW, free_port
-
 USER = "recflow"
 PASSWORD = "recflow-test-password"
+# The mlflow CLI of the interpreter running the tests or benchmarks (the project's virtualenv).
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers a GET with a 2xx within a second."""
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def listens(port: int) -> bool:
+    """Whether something accepts TCP connections on loopback ``port``."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def await_ready(
+    proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float
+) -> None:
+    """Poll ``ready`` until it holds; raise with the tail of ``log`` if ``proc`` exits first or
+    ``timeout`` seconds pass (the process is then stopped)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            stop_group(proc)
+            raise RuntimeError(
+                f"{proc.args[0]} not ready in {timeout} s:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.1)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM ``proc``'s process group (it was started in a session of its own), SIGKILL it if
+    it is still there after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def postgres_bin() -> Path:
@@ -141,28 +199,13 @@ class MlflowServer:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer:\n{self.log.read_text()[-3000:]}")
+        await_ready(self.proc, lambda: answers(f"{self.url}/health"), self.log, timeout)
+        return self
 
     def stop(self) -> None:
         """Stop the server and its workers (they share its process group)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc)
         self.proc = None
 
 
@@ -222,3 +265,28 @@ class NetHost:
     def delete(self) -> None:
         subprocess.run(["ip", "link", "del", self.link], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class GitDaemon:
+    """``git daemon`` on a free loopback port exporting every repository under ``base``."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.port = base, free_port()
+        self.url = f"git://127.0.0.1:{self.port}"
+        self.log = base.parent / f"git-daemon-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> GitDaemon:
+        cmd = ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.base}",
+               "--listen=127.0.0.1", f"--port={self.port}", str(self.base)]  # fmt: skip
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        await_ready(self.proc, lambda: listens(self.port), self.log, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+        self.proc = None
