@@ -211,7 +211,8 @@ def test_a_body_cut_every_time_spends_one_retry_budget(
     """Regression: a cut body was retried by a hand-written loop with its own backoff.
 
     That loop slept even after its last attempt, before giving up. Now the cut is charged to the
-    urllib3 ``Retry`` budget: retries=2 means 3 requests in all, and no wait after the last one.
+    urllib3 ``Retry`` budget: retries=3 means 4 requests in all, waits that grow between them
+    (the budget's exponential backoff), and no wait after the last one.
     """
     cache = tmp_path / "cache"
     payload = tiny_zip.read_bytes()
@@ -219,9 +220,12 @@ def test_a_body_cut_every_time_spends_one_retry_budget(
         scripted_server(["cut"], payload) as (url, answered),
         pytest.raises(UserError, match="kept failing"),
     ):
-        A.fetch_archive(ML100K, cache, url, sha256(tiny_zip), retries=2)
-    assert answered == ["cut"] * 3
+        A.fetch_archive(ML100K, cache, url, sha256(tiny_zip), retries=3)
+    assert answered == ["cut"] * 4
     assert len(slept) < len(answered)  # waits only between attempts
+    # backoff_factor 0.5: urllib3 retries the first failure at once, then waits 0.5 * 2 ** (n - 1)
+    # seconds after the n-th failure in a row; none after the 4th, the last.
+    assert slept == [1.0, 2.0]
     assert files_in(cache) == []  # no .part file left behind
 
 
@@ -241,6 +245,7 @@ def test_5xx_and_cut_bodies_share_one_retry_budget(
     ):
         A.fetch_archive(ML100K, cache, url, sha256(tiny_zip), retries=2)
     assert answered == ["503", "503", "cut"]
+    assert slept == [1.0]  # one backoff, after the second 503; none after the cut, the last
     assert files_in(cache) == []
 
 

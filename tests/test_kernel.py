@@ -47,8 +47,21 @@ def test_bitmap_and_binary_search_train_identically(
     items = np.arange(70)
     itf = pd.DataFrame({"item_id": items, "g": (items % 4 == 0).astype(float)})
     params = FMParams(factors=4, epochs=3, features=features, max_samples=30)
+    # Which index each epoch was handed: the kernel reads the bitmap when it has rows, else it
+    # binary-searches the users' sorted items.
+    bitmap_rows: list[int] = []
+    train_epoch = kernel.train_epoch
+
+    def spy(rows, pairs, weight, seen, *rest) -> None:
+        bitmap_rows.append(seen[2].shape[0])
+        train_epoch(rows, pairs, weight, seen, *rest)
+
+    monkeypatch.setattr(kernel, "train_epoch", spy)
+    n_users = train.user_id.nunique()
     with_bits = Recommender.fit(train, params, 2, item_features=itf)
+    assert bitmap_rows == [n_users] * 3
     monkeypatch.setattr(kernel, "BITMAP_BYTES", 0)
     searched = Recommender.fit(train, params, 2, item_features=itf)
+    assert bitmap_rows == [n_users] * 3 + [0] * 3  # the second fit searched every epoch
     np.testing.assert_array_equal(with_bits.user_emb, searched.user_emb)
     np.testing.assert_array_equal(with_bits.item_emb, searched.item_emb)

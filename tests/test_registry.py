@@ -120,5 +120,6 @@ def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Pat
         "has no 'user_id'",
     )
     fails("recommend", ["--model_uri", "models:/nope@champion"], "cannot load model")
-    fails("recommend", ["--model_uri", "models:/m@champion", "--output", "x.txt"], "must end in")
-    assert not (tmp_path / "x.txt").exists()
+    bad = tmp_path / "x.txt"
+    fails("recommend", ["--model_uri", "models:/m@champion", "--output", str(bad)], "must end in")
+    assert not bad.exists()

@@ -14,7 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
-from recflow.data.preprocess import Prepared
+from recflow.data.datasets import get_spec, parse_ratings
+from recflow.data.preprocess import Prepared, k_core, to_implicit
 from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.testing.archives import ml100k_files, write_zip
@@ -212,12 +213,39 @@ def test_download_removes_a_rejected_archive_from_the_cache(
 
 def test_preprocess_writes_splits_and_counts(prep_id: str) -> None:
     run = mlflow.get_run(prep_id)
-    m = run.data.metrics
+    m, p = run.data.metrics, run.data.params
     assert m["n_train"] + m["n_valid"] + m["n_test"] <= m["n_after_filter"]
     assert m["n_valid"] > 0 and m["n_test"] > 0
     folder = Path(mlflow.artifacts.download_artifacts(run_id=prep_id, artifact_path=C.DATA_DIR))
-    train = pd.read_parquet(folder / C.TRAIN_FILE)
+    files = {"train": C.TRAIN_FILE, "valid": C.VALID_FILE, "test": C.TEST_FILE}
+    splits = {name: pd.read_parquet(folder / file) for name, file in files.items()}
+    train = splits["train"]
     assert len(train) == m["n_train"]
+    assert {name: len(df) for name, df in splits.items()} == {
+        name: m[f"n_{name}"] for name in splits
+    }
+    # Every filtered interaction is in exactly one split, or was held out for valid or test with
+    # a user or item that train lacks (the model cannot score it): nothing else goes missing.
+    raw = Path(mlflow.artifacts.download_artifacts(run_id=p["raw_run_id"], artifact_path=C.RAW_DIR))
+    filtered = k_core(
+        to_implicit(parse_ratings(get_spec("ml-100k"), raw), float(p["min_rating"])),
+        int(float(p["min_user_interactions"])), int(float(p["min_item_interactions"])),
+    )  # fmt: skip
+    assert len(filtered) == m["n_after_filter"]
+    keys = [C.USER_COL, C.ITEM_COL]
+    placed = pd.concat([df[keys] for df in splits.values()], ignore_index=True)
+    assert not placed.duplicated().any()
+    merged = filtered[keys].merge(placed, on=keys, how="outer", indicator=True)
+    assert (merged["_merge"] != "right_only").all()  # no split holds what the filter dropped
+    lost = merged[merged["_merge"] == "left_only"]
+    assert len(placed) + len(lost) == m["n_after_filter"]
+    unknown = ~lost[C.USER_COL].isin(train[C.USER_COL]) | ~lost[C.ITEM_COL].isin(train[C.ITEM_COL])
+    assert unknown.all()
+    # The random split holds out round(n * size) interactions for each of test and valid; train
+    # keeps the rest, untouched by the filter that followed.
+    n = m["n_after_filter"]
+    held = round(n * float(p["test_size"])) + round(n * float(p["valid_size"]))
+    assert p["split"] == "random" and m["n_train"] == n - held
     items = pd.read_parquet(folder / C.ITEMS_FILE)
     assert list(items.columns) == [C.ITEM_COL, C.TITLE_COL, C.GENRES_COL]
     assert run.data.tags["recflow.raw_run_id"] == run.data.params["raw_run_id"]

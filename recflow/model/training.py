@@ -1,4 +1,5 @@
-"""Training in a child process, so that a configuration that diverges cannot crash the caller.
+"""Training in a child process, so that each fit has NumPy's global RNG to itself and a crash
+ends only the child.
 
 In: the training interactions, ``FMParams``, a seed, optional side features and a per-epoch
 callback. Out: the fitted ``Recommender``, or ``TrainingDiverged``; the callback runs in the
@@ -66,8 +67,13 @@ def fit_isolated(
 ) -> Recommender:
     """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
 
-    rankfmc corrupts its process's heap when training diverges (NaN weights; seen as "double
-    free or corruption" aborts), so a bad configuration must not train in the caller's process.
+    The child once kept rankfmc's kernel, which corrupted its process's heap when training
+    diverged, away from the caller. Training now runs ``recflow.model.kernel``, which fails
+    cleanly: an epoch that leaves non-finite weights raises FloatingPointError, raised here as
+    ``TrainingDiverged``. The child still gives each fit NumPy's global RNG to itself (rankfm
+    draws its initial weights and every epoch's shuffle from it), which hpo's parallel trials,
+    threads of one process, would otherwise share; and a crash in the compiled training code
+    ends only the child (``TrainingDiverged`` too).
     The child receives the data once and sends back the small weight matrices.
     An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
     propagates here.
