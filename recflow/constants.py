@@ -24,6 +24,7 @@ USER_FEATURES_FILE = "user_features.parquet"
 ITEM_FEATURES_FILE = "item_features.parquet"
 ITEMS_FILE = "items.parquet"
 BEST_PARAMS_FILE = "best_params.json"
+EASE_FILE = "baselines/ease.json"  # train_best: the λ tried and chosen on validation
 PLOTS_DIR = "plots"
 MODEL_NAME = "model"
 
@@ -46,13 +47,15 @@ TAG_PROMOTED = "recflow.promoted"
 TAG_PROMOTION_REASON = "recflow.promotion_reason"
 TAG_TUNED_ON_SAMPLE = "recflow.tuned_on_sample"  # hpo: "true" when trials saw a user sample
 TAG_TRAINED_ON = "recflow.trained_on"  # train_best: what the final model was trained on
+TAG_EASE_SKIPPED = "recflow.ease_skipped"  # train_best: why EASE was not fitted
 TAG_MAIN_STEP_RUN = "recflow.run."  # + step name: main's link to each step's run
 # The tag MLflow Projects sets on runs of an entry point (runs made before TAG_STEP existed).
 TAG_ENTRY_POINT = "mlflow.project.entryPoint"
 
-# Metric key prefixes of train_best: the model and the popularity baseline on the test split.
+# Metric key prefixes of train_best: the model and its baselines on the test split.
 TEST_PREFIX = "test_"
 POPULARITY_PREFIX = "popularity_"
+EASE_PREFIX = "ease_"
 
 STEPS = ("download", "preprocess", "hpo", "train_best", "register")
 # Each step's upstream run-ID parameter and the step that parameter names.

@@ -58,7 +58,7 @@ def main(
         metrics, tags = outcome(done)
         mlflow.log_metrics({**metrics, "n_reused": sum(r.reused for r in done)})
         mlflow.set_tags(tags)
-        for line in summary(done, model_name, metrics, tags, s.run.info.experiment_id):
+        for line in summary(done, model_name, metrics, tags, s.run.info.experiment_id, metric):
             click.echo(line)
 
 

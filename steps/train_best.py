@@ -10,7 +10,10 @@ import click
 import mlflow
 
 from recflow import constants as C
+from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
+from recflow.evaluation import baselines
+from recflow.evaluation.baselines import Ease, ease_fits
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -47,7 +50,8 @@ option = options("train_best")
 @click.command(
     help="Train the hpo run's best configuration on train+valid and evaluate it on test.\n\n"
     f"Reads: {C.DATA_DIR}/ of a preprocess run; {C.BEST_PARAMS_FILE} of an hpo run.\n"
-    f"Writes: {C.TEST_PREFIX}<metric>_at_<k> and {C.POPULARITY_PREFIX}<metric>_at_<k> metrics "
+    f"Writes: {C.TEST_PREFIX}<metric>_at_<k>, {C.POPULARITY_PREFIX}<metric>_at_<k> and "
+    f"{C.EASE_PREFIX}<metric>_at_<k> metrics (EASE's λ chosen on validation: {C.EASE_FILE}) "
     f"at k={C.DEFAULT_K} and the tuned metric's k (accuracy, coverage, gini, novelty, "
     f"avg_popularity); {C.PLOTS_DIR}/*.png; the pyfunc model '{C.MODEL_NAME}'."
 )
@@ -99,8 +103,9 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         except FloatingPointError as e:
             raise UserError(f"training the best configuration failed: {e}") from e
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
-        ks = (C.DEFAULT_K, parse_metric(tuned_metric(tuned))[1])
-        report = test_report(model, seen, data.test, ks)
+        name, k = parse_metric(tuned_metric(tuned))
+        baselines = {C.EASE_PREFIX: ease.scorer} if (ease := fit_ease(model, data, name, k)) else {}
+        report = test_report(model, seen, data.test, (C.DEFAULT_K, k), baselines)
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
@@ -120,6 +125,29 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         key = metric_key(f"ndcg@{C.DEFAULT_K}")
         click.echo(f"test {key} = {report.metrics[C.TEST_PREFIX + key]:.4f} "
                    f"(popularity {report.metrics[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
+
+
+def fit_ease(model: Recommender, data: Prepared, metric: str, k: int) -> Ease | None:
+    """EASE with λ chosen on validation by the tuned metric, logged; None (and the reason in a
+    tag) when its item-item matrices would not fit in memory."""
+    reason = ease_fits(len(model.item_ids))
+    try:
+        ease = None if reason else baselines.fit_ease(
+            model, data.train, data.valid, data.seen(), metric, k
+        )  # fmt: skip
+    except ValueError as e:  # no validation interactions to choose λ on
+        reason = f"EASE's λ cannot be chosen: {e}"
+    if ease is not None:
+        mlflow.log_param("ease.lambda", ease.lam)
+        mlflow.log_dict(
+            {"metric": f"{metric}@{k}", "lambda": ease.lam,
+             "validation": {str(lam): v for lam, v in ease.validation.items()}},
+            C.EASE_FILE,
+        )  # fmt: skip
+        return ease
+    mlflow.set_tag(C.TAG_EASE_SKIPPED, reason)
+    click.echo(f"EASE baseline skipped: {reason}")
+    return None
 
 
 if __name__ == "__main__":

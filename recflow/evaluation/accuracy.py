@@ -24,6 +24,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]  # user positions (B,) -> scores (B,
 class Ranker(Protocol):
     """What evaluation needs of a model (``model.Recommender`` is one)."""
 
+    user_ids: np.ndarray
     item_ids: np.ndarray
 
     def scores(self, user_pos: np.ndarray) -> np.ndarray: ...

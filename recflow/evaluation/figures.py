@@ -10,10 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from recflow.constants import DEFAULT_K, POPULARITY_PREFIX, TEST_PREFIX
+from recflow.constants import DEFAULT_K, EASE_PREFIX, POPULARITY_PREFIX, TEST_PREFIX
 from recflow.evaluation.report import CURVE_K, Report
 
-SERIES = {TEST_PREFIX: ("model", "tab:blue"), POPULARITY_PREFIX: ("popularity", "tab:gray")}
+SERIES = {
+    TEST_PREFIX: ("model", "tab:blue"),
+    EASE_PREFIX: ("EASE", "tab:orange"),  # when it was fitted
+    POPULARITY_PREFIX: ("popularity", "tab:gray"),
+}
+
+
+def _series(report: Report) -> list[tuple[str, tuple[str, str]]]:
+    return [(prefix, style) for prefix, style in SERIES.items() if prefix in report.tallies]
 
 
 def save_figures(
@@ -59,7 +67,7 @@ def _accuracy_at_k(plt, report: Report):
         [("precision", "Precision@k"), ("recall", "Recall@k"), ("ndcg", "NDCG@k")],
         strict=True,
     ):
-        for prefix, (label, color) in SERIES.items():
+        for prefix, (label, color) in _series(report):
             tally = report.tallies[prefix]
             values = [tally.metrics(k)[f"{metric}_at_{k}"] for k in ks]
             ax.plot(ks, values, marker="o", markersize=3, label=label, color=color)
@@ -69,7 +77,7 @@ def _accuracy_at_k(plt, report: Report):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("Test set: the model against the popularity baseline")
+    fig.suptitle("Test set: the model against its baselines")
     return fig
 
 
@@ -79,12 +87,16 @@ def _exposure_by_decile(plt, report: Report):
     decile = np.empty(order.size, dtype=int)
     decile[order] = np.arange(order.size) * 10 // order.size
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.4
-    for j, (prefix, (label, color)) in enumerate(SERIES.items()):
+    series = _series(report)
+    width = 0.8 / len(series)
+    for j, (prefix, (label, color)) in enumerate(series):
         shown = report.tallies[prefix].shown(DEFAULT_K)
         share = np.bincount(decile, weights=shown, minlength=10) / shown.sum()
         percent = 100 * share
-        bars = ax.bar(np.arange(10) + (j - 0.5) * width, percent, width, label=label, color=color)
+        bars = ax.bar(
+            np.arange(10) + (j - (len(series) - 1) / 2) * width, percent, width, label=label,
+            color=color,
+        )  # fmt: skip
         # The tail is where the story is, and too short to read off the axis: print it.
         ax.bar_label(bars, [f"{v:.1f}" if v >= 0.05 else "" for v in percent], fontsize=7)
     ax.set_xticks(np.arange(10), [f"{10 * d}-{10 * d + 10}%" for d in range(10)], fontsize=8)

@@ -16,6 +16,7 @@ from mlflow.exceptions import ExecutionException
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import (
+    EASE_PREFIX,
     POPULARITY_PREFIX,
     TAG_MAIN_STEP_RUN,
     TAG_MODEL_NAME,
@@ -25,6 +26,7 @@ from recflow.constants import (
     TEST_PREFIX,
 )
 from recflow.errors import UserError
+from recflow.evaluation.names import METRICS, metric_key
 from recflow.tracking.cache import (
     PROJECT_ROOT,
     code_version,
@@ -32,6 +34,9 @@ from recflow.tracking.cache import (
     find_reusable_run,
 )
 from recflow.tracking.runs import ui_link
+
+# The baselines train_best compares the model with, by metric prefix, as main names them.
+BASELINES = {EASE_PREFIX: "EASE", POPULARITY_PREFIX: "popularity"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,16 +139,31 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
 
 def outcome(done: list[StepRun]) -> tuple[dict[str, float], dict[str, str]]:
     """What main's own run carries, so that the UI shows the result without opening a step:
-    train_best's test and popularity metrics, and register's model version and verdict."""
+    train_best's test metrics of the model and its baselines, the model's ratio to each
+    baseline (``vs_ease_ndcg_at_10``), and register's model version and verdict."""
     client = MlflowClient()
     steps = {r.step: r.run_id for r in done}
     trained = client.get_run(steps["train_best"]).data.metrics
-    metrics = {k: v for k, v in trained.items() if k.startswith((TEST_PREFIX, POPULARITY_PREFIX))}
+    metrics = {k: v for k, v in trained.items() if k.startswith((TEST_PREFIX, *BASELINES))}
+    metrics |= ratios(metrics)
     registered = client.get_run(steps["register"]).data
     metrics |= {k: v for k, v in registered.metrics.items() if k == "model_version"}
     carried = (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_PROMOTED, TAG_PROMOTION_REASON)
     tags = {k: v for k, v in registered.tags.items() if k in carried}
     return metrics, tags
+
+
+def ratios(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The model's accuracy over each baseline's, e.g. ``vs_ease_ndcg_at_10``: test_ndcg_at_10
+    / ease_ndcg_at_10, for every accuracy metric both have (a zero baseline gives none)."""
+    out = {}
+    for key, ours in metrics.items():
+        name = key.removeprefix(TEST_PREFIX)
+        if key.startswith(TEST_PREFIX) and name.split("_at_")[0] in METRICS:
+            for prefix in BASELINES:
+                if metrics.get(prefix + name):
+                    out[f"vs_{prefix}{name}"] = ours / metrics[prefix + name]
+    return out
 
 
 def summary(
@@ -152,9 +172,11 @@ def summary(
     metrics: dict[str, float],
     tags: dict[str, str],
     experiment_id: str,
+    metric: str,
 ) -> list[str]:
-    """The lines ``main`` prints: each step, the registry's decision and the test metrics (the
-    :func:`outcome`), and where the UI shows the runs."""
+    """The lines ``main`` prints: each step, the registry's decision, the test metrics (the
+    :func:`outcome`), the tuned ``metric`` against each baseline, and where the UI shows the
+    runs."""
     lines = [
         f"{r.step:<11} {'reused' if r.reused else 'ran':<6} {r.run_id}  {r.seconds:7.1f}s"
         for r in done
@@ -166,5 +188,13 @@ def summary(
         if k.startswith(TEST_PREFIX)
     )
     lines.append(f"model {model_name} version {tags.get(TAG_MODEL_VERSION)}: {shown}")
+    name = metric_key(metric)
+    against = [
+        f"{metrics[f'vs_{prefix}{name}']:.2f}x {label} ({metrics[prefix + name]:.4f})"
+        for prefix, label in BASELINES.items()
+        if f"vs_{prefix}{name}" in metrics
+    ]
+    if against:
+        lines.append(f"{name} {metrics[TEST_PREFIX + name]:.4f}: " + ", ".join(against))
     lines.append(f"runs: {ui_link(experiment_id)}")
     return lines
