@@ -105,6 +105,14 @@ def test_similar_items_are_block_mates(saved) -> None:
     assert set(out.loc[out.similar_to == 12345, "source"]) == {"popular"}
 
 
+# Bad requests that MLflow's pyfunc refuses before our code sees them (the signature types the
+# column or param): our message, and MLflow's words the pyfunc caller gets instead.
+MLFLOW_CHECKS_FIRST = {
+    "'item_id' values must be integers": "Incompatible input types for column item_id",
+    "half_life must be a number": "Failed to validate type and shape for 'half_life'",
+}
+
+
 @pytest.mark.parametrize(
     ("rows", "params", "message"),
     [
@@ -132,21 +140,27 @@ def test_similar_items_are_block_mates(saved) -> None:
         ([{"user_id": 1, "item_id": 2}], {}, "not both"),
         ([{"item_id": 2, "history": [1]}], {}, "'history' goes with 'user_id' rows"),
         ([{"item_id": "x"}], {}, "'item_id' values must be integers"),
-        ([{"user_id": 1, "history": [1]}], {"half_life": -1}, "half_life must be a number >= 0"),
+        # A float: the signature types half_life as a double, so pyfunc would say -1 as "-1.0".
+        ([{"user_id": 1, "history": [1]}], {"half_life": -0.5}, "half_life must be a number >= 0"),
         ([{"user_id": 1, "history": [1]}], {"half_life": "x"}, "half_life must be a number"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(saved, rows, params, message) -> None:
     direct, loaded, _ = saved
     frame = pd.DataFrame.from_records(rows)
-    with pytest.raises(parsing.BadRequest, match=re.escape(message)):
+    with pytest.raises(parsing.BadRequest, match=re.escape(message)) as ours:
         direct.predict(None, frame, params)
-    # Through pyfunc (what the server calls): the same message, or MLflow's own for a value
-    # of the wrong type in a typed column or param; either is a 400 from the server.
+    # Through pyfunc (what the server calls): our own message, word for word, except where the
+    # signature types a column or param and MLflow refuses the wrong type before our code runs
+    # (MLFLOW_CHECKS_FIRST says which, and in what words). Either is a 400 from the server.
     with pytest.raises(MlflowException) as caught:
         loaded.predict(frame, params=params)
     said = caught.value.message
-    assert message in said or "Incompatible input types" in said or "Can not safely" in said
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    if message in MLFLOW_CHECKS_FIRST:
+        assert MLFLOW_CHECKS_FIRST[message] in said and "Can not safely" in said
+    else:
+        assert said == ours.value.message
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -172,10 +186,13 @@ def test_batch_scoring_has_no_history_limits_but_one_history_per_user(
 ) -> None:
     _, loaded, _ = saved
     users = tmp_path / "users.parquet"
-    long = list(range(20)) * 30  # 600 items: over the per-request limit of the server
+    # Items 0-15 over and over: over the server's per-request limit, leaving 16-19 to recommend.
+    long = list(range(16)) * (parsing.MAX_HISTORY // 16 + 1)
+    assert len(long) > parsing.MAX_HISTORY
     pd.DataFrame({"user_id": [NEW], "history": [long]}).to_parquet(users)
     out = pd.concat(list(batch.recommend(loaded, batch.users_frame(str(users), loaded), 5)))
-    assert out.empty or set(out.source) == {"history"}  # every item is in the history
+    assert not out.empty and set(out.source) == {"history"}
+    assert set(out.item_id) == {16, 17, 18, 19}  # every item outside the history, none in it
     pd.DataFrame({"user_id": [NEW, NEW], "history": [[0], [2]]}).to_parquet(users)
     with pytest.raises(UserError, match=f"user {NEW} is in more than one row"):
         batch.users_frame(str(users), loaded)
