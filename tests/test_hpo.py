@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
-from tests.helpers import PROJECT, fails, ok, runs_of
+from tests.helpers import PROJECT, Spawned, fails, ok, runs_of
 
 
 def test_default_space_loads_and_respects_conditions() -> None:
@@ -182,7 +180,9 @@ def test_pruned_trial_is_finished_and_tagged(prep_id: str, tmp_path: Path) -> No
         study = optuna.create_study(direction="maximize", pruner=_PruneAfterTwo())
         study.optimize(Objective(data, space, "ndcg@10", 1, parent.info.run_id), n_trials=3)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
-    for run in trial_runs(parent.info.run_id):
+    runs = trial_runs(parent.info.run_id)
+    assert len(runs) == 3  # one run per trial, so the loop below checks each
+    for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["trial_state"] == "PRUNED"
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "ndcg_at_10")
         assert [m.step for m in history] == [1, 2]
@@ -300,17 +300,17 @@ epochs: {type: int, low: 150, high: 160}
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen]]:
-    """Processes a test starts; killed at teardown, should an assertion stop the test early."""
-    started: list[subprocess.Popen] = []
+def processes() -> Iterator[list[Spawned]]:
+    """Processes a test starts; killed with their training children at teardown, should an
+    assertion stop the test early."""
+    started: list[Spawned] = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill_tree()
 
 
-def hpo_process(prep_id: str, tmp_path: Path, n_trials: int) -> subprocess.Popen:
+def hpo_process(prep_id: str, tmp_path: Path, n_trials: int, log: str) -> Spawned:
+    """An hpo worker on the shared study; its output goes to ``tmp_path / log``."""
     space = tmp_path / "slow.yaml"
     space.write_text(SLOW_SPACE)
     args = [
@@ -318,14 +318,7 @@ def hpo_process(prep_id: str, tmp_path: Path, n_trials: int) -> subprocess.Popen
         "--n_trials", str(n_trials), "--storage", str(tmp_path / "j.log"),
         "--study_name", "shared", "--pruner", "none", "--search_space", str(space),
     ]  # fmt: skip
-    return subprocess.Popen(
-        args,
-        cwd=PROJECT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return Spawned(args, tmp_path / log, cwd=PROJECT, env=os.environ.copy())
 
 
 def load(tmp_path: Path) -> optuna.Study:
@@ -335,23 +328,23 @@ def load(tmp_path: Path) -> optuna.Study:
 
 @pytest.mark.slow
 def test_killed_study_resumes_keeping_finished_trials(
-    prep_id: str, tmp_path: Path, processes: list[subprocess.Popen]
+    prep_id: str, tmp_path: Path, processes: list[Spawned]
 ) -> None:
-    proc = hpo_process(prep_id, tmp_path, n_trials=6)
+    proc = hpo_process(prep_id, tmp_path, n_trials=6, log="first.log")
     processes.append(proc)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if (tmp_path / "j.log").exists() and count(load(tmp_path), TrialState.COMPLETE) >= 2:
-            break
+    while not ((tmp_path / "j.log").exists() and count(load(tmp_path), TrialState.COMPLETE) >= 2):
+        assert proc.poll() is None, proc.output()[-4000:]
+        assert time.monotonic() < deadline, "no 2 complete trials in 300 s\n" + proc.output()
         time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.kill_tree()
     finished = {t.number: t.value for t in load(tmp_path).get_trials(states=(TrialState.COMPLETE,))}
     assert 2 <= len(finished) < 6
 
-    resumed = hpo_process(prep_id, tmp_path, n_trials=6)
+    resumed = hpo_process(prep_id, tmp_path, n_trials=6, log="resumed.log")
     processes.append(resumed)
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    out = resumed.finish(timeout=600)
+    assert resumed.returncode == 0, out[-4000:]
     study = load(tmp_path)
     after = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert len(after) == 6
@@ -360,12 +353,13 @@ def test_killed_study_resumes_keeping_finished_trials(
 
 @pytest.mark.slow
 def test_two_concurrent_workers_share_one_study(
-    prep_id: str, tmp_path: Path, processes: list[subprocess.Popen]
+    prep_id: str, tmp_path: Path, processes: list[Spawned]
 ) -> None:
-    workers = [hpo_process(prep_id, tmp_path, n_trials=6) for _ in range(2)]
+    workers = [hpo_process(prep_id, tmp_path, n_trials=6, log=f"worker{n}.log") for n in (1, 2)]
     processes.extend(workers)
     for w in workers:
-        assert w.wait(timeout=600) == 0, w.stderr.read()
+        out = w.finish(timeout=600)
+        assert w.returncode == 0, out[-4000:]
     study = load(tmp_path)
     assert count(study, TrialState.COMPLETE) == 6
     hpo_runs = runs_of("hpo")
