@@ -53,7 +53,8 @@ def main(
                 f"train run {train.info.run_id} has no {policy.key}; train_best logs "
                 f"@{C.DEFAULT_K} and at the k of the metric it was tuned on"
             )
-        test = {k: v for k, v in train.data.metrics.items() if k.startswith(C.TEST_PREFIX)}
+        prefixes = (C.TEST_PREFIX, C.POPULARITY_PREFIX, C.EASE_PREFIX)
+        test = {k: v for k, v in train.data.metrics.items() if k.startswith(prefixes)}
         candidate = Model(lineage(train), test)
         holder = alias_holder(model_name, alias)
         ours, theirs, note = candidate, holder, ""
@@ -69,7 +70,7 @@ def main(
             }
             fresh = {who: rescore(uri, seen, data.test, metric) for who, uri in uris.items()}
             mlflow.log_metrics({f"{who}_{policy.key}": v for who, v in fresh.items()})
-            ours = Model(candidate.tags, {policy.key: fresh["candidate"]})
+            ours = Model(candidate.tags, {**candidate.metrics, policy.key: fresh["candidate"]})
             theirs = Model(holder.tags, {policy.key: fresh[alias]}, holder.version)
             note = " (both re-scored now on the same test set)"
         decision = decide(ours, theirs, policy)

@@ -64,3 +64,30 @@ def test_another_test_set_is_not_compared_even_on_the_same_split() -> None:
 def test_an_unknown_metric_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown metric 'auc@10'"):
         decide(model(0.1), model(0.2, "1"), Policy("champion", "auc@10"))
+
+
+def with_baselines(ndcg: float, popularity: float, ease: float | None = None) -> Model:
+    metrics = {"test_ndcg_at_10": ndcg, "popularity_ndcg_at_10": popularity}
+    if ease is not None:
+        metrics["ease_ndcg_at_10"] = ease
+    return Model(DATA, metrics)
+
+
+def test_a_model_that_does_not_beat_popularity_is_not_promoted_even_first() -> None:
+    """Regression: a model below popularity on its own test set (0.2245 against 0.2275) was made
+    @champion as the first version."""
+    decision = decide(with_baselines(0.2245, 0.2275, ease=0.2301), None, POLICY)
+    assert not decision.promote
+    assert decision.reason == (
+        "test_ndcg_at_10 0.2245 does not beat popularity on its own test set "
+        "(popularity 0.2275, EASE 0.2301)"
+    )
+    assert not decide(with_baselines(0.2275, 0.2275), model(0.1, "2"), POLICY).promote
+    forced = decide(with_baselines(0.2, 0.3), None, Policy("champion", "ndcg@10", force=True))
+    assert forced.promote
+
+
+def test_reasons_carry_the_baselines() -> None:
+    decision = decide(with_baselines(0.45, 0.2, ease=0.5), None, POLICY)
+    assert decision.promote
+    assert decision.reason == "first version under @champion (popularity 0.2000, EASE 0.5000)"
