@@ -82,7 +82,11 @@ def test_models_tested_on_another_test_set_are_not_compared(
 ) -> None:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
     prep = ok("preprocess", ["--raw_run_id", trained["raw"], *prep_args])
-    other = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"]])
+    # One model, not auto's five: the test set it is scored on is the point, not the ensemble.
+    other = ok(
+        "train_best",
+        ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"], "--ensemble", "1"],
+    )
     fails("register", ["--train_run_id", other, "--model_name", "m"], message)
     assert versions("m") == {"1": ["champion"]}
     ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
