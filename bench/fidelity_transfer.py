@@ -60,8 +60,8 @@ def trial_score(
     try:
         with contextlib.suppress(_Stop):
             fit_isolated(
-                data.train, params, seed, data.user_features, data.item_features, on_epoch,
-                data_share=share,
+                data.train, params, seed, on_epoch, user_features=data.user_features,
+                item_features=data.item_features, data_share=share,
             )  # fmt: skip
     except TrainingDiverged:
         return float("nan"), 0

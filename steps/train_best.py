@@ -96,8 +96,9 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         try:
             model = Recommender.average([
                 fit_isolated(
-                    seen, params, seed + i, data.user_features, data.item_features, threads=threads
-                )
+                    seen, params, seed + i, user_features=data.user_features,
+                    item_features=data.item_features, threads=threads,
+                )  # fmt: skip
                 for i in range(size)
             ])  # fmt: skip
         except FloatingPointError as e:

@@ -120,8 +120,8 @@ class Objective:
         try:
             with contextlib.suppress(_EarlyStop):
                 fit_isolated(
-                    self.data.train, params, self.seed + trial.number,
-                    self.data.user_features, self.data.item_features, on_epoch,
+                    self.data.train, params, self.seed + trial.number, on_epoch,
+                    user_features=self.data.user_features, item_features=self.data.item_features,
                     data_share=self.data_share,
                 )  # fmt: skip
             trial.set_user_attr(attrs.BEST_EPOCH, int(best[attrs.BEST_EPOCH]))

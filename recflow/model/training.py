@@ -13,6 +13,7 @@ import os
 import sys
 import types
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -59,13 +60,11 @@ def fit_isolated(
     train: pd.DataFrame,
     params: FMParams,
     seed: int,
-    user_features: pd.DataFrame | None = None,
-    item_features: pd.DataFrame | None = None,
     on_epoch: Callable[[int, Recommender], None] | None = None,
-    threads: int = 1,
-    data_share: float = 1.0,
+    **fit: Any,
 ) -> Recommender:
-    """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one.
+    """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one;
+    ``fit`` holds fit's other keyword arguments (side features, threads, data_share).
 
     The child once kept rankfmc's kernel, which corrupted its process's heap when training
     diverged, away from the caller. Training now runs ``recflow.model.kernel``, which fails
@@ -80,10 +79,7 @@ def fit_isolated(
     """
     ctx = _context()
     conn, child_conn = ctx.Pipe()
-    args = (
-        child_conn, train, params, seed, user_features, item_features, on_epoch is not None,
-        threads, data_share,
-    )  # fmt: skip
+    args = (child_conn, train, params, seed, on_epoch is not None, fit)
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
     proc.start()
     child_conn.close()
@@ -143,25 +139,15 @@ class _Stop(Exception):
 
 
 def _fit_child(
-    conn, train, params, seed, user_features, item_features, report: bool, threads: int,
-    data_share: float,
-) -> None:  # fmt: skip
+    conn, train: pd.DataFrame, params: FMParams, seed: int, report: bool, fit: dict[str, Any]
+) -> None:
     def on_epoch(epoch: int, model: Recommender) -> None:
         conn.send(("epoch", (epoch, model)))
         if not conn.recv():
             raise _Stop
 
     try:
-        model = Recommender.fit(
-            train,
-            params,
-            seed,
-            user_features,
-            item_features,
-            on_epoch if report else None,
-            threads,
-            data_share,
-        )
+        model = Recommender.fit(train, params, seed, on_epoch=on_epoch if report else None, **fit)
         conn.send(("done", model))
     except _Stop:
         pass
