@@ -138,24 +138,30 @@ def test_serving_under_load_and_abuse(tmp_path: Path) -> None:
     assert report.rss_after <= 1.10 * report.rss_warm
 
 
-KILL_POINTS = (
-    "download:mid-archive",
-    "preprocess:mid-splits",
-    "hpo:mid-trial",
-    "train_best:model-logged",
-    "register:before-alias",
+# One chain of mains in one store, each SIGKILLed at the next failpoint (recflow/failpoints.py):
+# the step's process alone or, the second time at hpo:mid-trial, the whole process tree (`mlflow
+# run`, main, hpo and its trial: a power cut, where nothing but the next main ends the runs).
+CHAIN = (
+    ("download:mid-archive", False),
+    ("preprocess:mid-splits", False),
+    ("hpo:mid-trial", False),
+    ("hpo:mid-trial", True),
+    ("train_best:model-logged", False),
+    ("register:before-alias", False),
 )
 
 
 @pytest.mark.slow
 def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> None:
-    """SIGKILL a step at each failpoint (recflow/failpoints.py) in a forced main, then run main
-    again: it completes, reusing only runs that finished; no run stays RUNNING; the champion
-    always loads; no partial download is left."""
+    """A forced main killed at the first failpoint, then a main killed at each next one, then a
+    main that completes. Each main reuses exactly the steps that finished before (only FINISHED
+    runs), ends every run its predecessor left RUNNING (marked KILLED after the power cut) and
+    leaves no partial download; the last leaves nothing RUNNING and the champion loads."""
     import os
 
     import pandas as pd
 
+    from recflow import constants as C
     from recflow.testing.archives import ml100k_files, write_zip
     from tests.helpers import PROJECT, mlflow_cmd, mlflow_run, step_lines, user_env
 
@@ -166,43 +172,64 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
     env = user_env(tmp_path)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
-    rows = []
-    for point in KILL_POINTS:
-        killed = mlflow_run(
-            env | {"RECFLOW_KILL_AT": point}, "main", *params, "force=true", ok=False
-        )
+
+    def runs() -> dict[str, mlflow.entities.Run]:
+        return {r.info.run_id: r for r in client.search_runs(["0"], max_results=1000)}
+
+    def parts() -> list[Path]:
+        return list((tmp_path / "data").rglob("*.part-*"))
+
+    def check_main(before: dict[str, mlflow.entities.Run], out: str, redo: int) -> list[str]:
+        """The checks every main must pass; the steps it ran or reused, in order."""
+        after = runs()
+        (main_run,) = [r for i, r in after.items() if i not in before and
+                       r.data.tags.get(C.TAG_STEP) == "main"]  # fmt: skip
+        linked = {s: main_run.data.tags.get(C.TAG_MAIN_STEP_RUN + s) for s in C.STEPS}
+        reused = [s for s, rid in linked.items() if rid in before]
+        assert reused == list(C.STEPS[:redo]), (reused, out[-3000:])  # nothing finished is lost
+        corrupt = [s for s in reused if before[linked[s]].info.status != "FINISHED"]
+        assert not corrupt, corrupt
+        left = [i for i, r in before.items() if r.info.status == "RUNNING"]
+        assert all(after[i].info.status != "RUNNING" for i in left), out[-3000:]
+        assert not parts(), parts()
+        return [s for s, rid in linked.items() if rid]
+
+    redo, orphans = 0, []  # the first step the next main must run; runs a power cut left
+    for n, (point, whole_tree) in enumerate(CHAIN):
+        before = runs()
+        kill = {"RECFLOW_KILL_AT": point} | ({"RECFLOW_KILL_GROUP": "1"} if whole_tree else {})
+        killed = subprocess.run(
+            mlflow_cmd("main", *params, *(["force=true"] if n == 0 else [])), env=env | kill,
+            cwd=PROJECT, start_new_session=True, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        out = killed.stdout + killed.stderr
         assert killed.returncode != 0, point
-        before = {r.info.run_id: r.info.status for r in client.search_runs(["0"], max_results=500)}
-        again = mlflow_run(env, "main", *params)
-        reused = [rid for state, rid in step_lines(again.stdout).values() if state == "reused"]
-        corrupt = [rid for rid in reused if before.get(rid) != "FINISHED"]
-        running = client.search_runs(["0"], "attributes.status = 'RUNNING'")
-        champion = mlflow.pyfunc.load_model("models:/movielens-rankfm@champion")
-        answer = champion.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})
-        parts = [p for p in (tmp_path / "data").rglob("*.part-*")]
-        rows.append((point, len(reused), len(corrupt), len(running), len(answer), len(parts)))
-        assert not corrupt and not running and len(answer) == 3 and not parts, rows[-1]
-    # The whole process tree at once (mlflow run, main, hpo and its trial): nothing is left to
-    # end the runs but the next main, which marks those of dead processes KILLED.
-    tree = subprocess.run(
-        mlflow_cmd("main", *params, "force=true"), start_new_session=True, timeout=1800,
-        cwd=PROJECT, capture_output=True, text=True,
-        env=env | {"RECFLOW_KILL_AT": "hpo:mid-trial", "RECFLOW_KILL_GROUP": "1"},
-    )  # fmt: skip
-    assert tree.returncode != 0
-    orphans = client.search_runs(["0"], "attributes.status = 'RUNNING'")
-    assert {r.data.tags.get("recflow.step") for r in orphans} >= {"main", "hpo"}, orphans
+        step = point.split(":")[0]
+        if n == 0:  # the killed download's partial file is there for the next main to remove
+            assert parts(), out[-3000:]
+        else:
+            assert check_main(before, out, redo) == list(C.STEPS[: C.STEPS.index(step)])
+        if orphans:  # the power cut's runs: nothing but this main could end them
+            assert "marked KILLED" in killed.stdout, out[-3000:]
+            for rid in orphans:
+                assert client.get_run(rid).info.status == "KILLED", rid
+        if whole_tree:
+            orphans = [i for i, r in runs().items() if r.info.status == "RUNNING"]
+            assert {runs()[i].data.tags.get(C.TAG_STEP) for i in orphans} >= {"main", "hpo"}
+        else:
+            assert f"step {step} failed" in killed.stderr, out[-3000:]
+            orphans = []
+        redo = C.STEPS.index(step)
+
+    before = runs()
     again = mlflow_run(env, "main", *params)
-    assert "marked KILLED" in again.stdout
-    for run in orphans:
-        assert client.get_run(run.info.run_id).info.status == "KILLED", run.data.tags
-    reused = [rid for state, rid in step_lines(again.stdout).values() if state == "reused"]
-    running = client.search_runs(["0"], "attributes.status = 'RUNNING'")
-    rows.append(("hpo:mid-trial, whole process tree", len(reused), 0, len(running), 3, 0))
-    assert not running
-    print(
-        "\n| kill point | re-run | reused | corrupt reuses | left RUNNING |\n|---|---|---|---|---|"
-    )
-    for point, n_reused, n_corrupt, n_running, _, _ in rows:
-        print(f"| {point} | completed | {n_reused} | {n_corrupt} | {n_running} |")
+    assert check_main(before, again.stdout, redo) == list(C.STEPS)
+    lines = step_lines(again.stdout)
+    assert [state for state, _ in lines.values()] == ["reused"] * redo + ["ran"]
+    assert not client.search_runs(["0"], "attributes.status = 'RUNNING'")
+    champion = mlflow.pyfunc.load_model("models:/movielens-rankfm@champion")
+    answer = champion.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})
+    assert len(answer) == 3
+    version = client.get_model_version_by_alias("movielens-rankfm", "champion")
+    assert version.run_id == lines["train_best"][1]  # the model of the train_best that finished
     assert os.environ.get("RECFLOW_KILL_AT") is None
