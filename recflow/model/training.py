@@ -22,8 +22,8 @@ from recflow.model.recommender import FMParams, Recommender
 # From this many training interactions, ``threads=0`` trains on every core. Below it training
 # takes under a minute on one core, and one thread keeps the model bit-for-bit reproducible.
 # Parallel SGD pays only without side features: every sample updates the shared feature weights,
-# and two threads writing them gave no speed-up (bench/train_threads.py, ML-1M scale, item
-# features: 0.97x; without: 1.46x per epoch at ML-10M scale).
+# and two threads writing them gave no speed-up (bench/training.py --compare threads, ML-1M
+# scale, item features: 0.97x; without: 1.46x per epoch at ML-10M scale).
 PARALLEL_FROM = 2_000_000
 
 
