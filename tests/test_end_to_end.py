@@ -1,15 +1,22 @@
-"""`mlflow run . -e main` as a user runs it: a real subprocess, a loopback HTTP source, the cache."""
+"""`mlflow run . -e main` as a user runs it: a real subprocess, a loopback HTTP source, the cache.
+
+What main decides without running a step (force takes every step past the cache) is tested in
+process.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 
 from recflow.testing.archives import ml100k_files, write_zip
-from tests.helpers import mlflow_run, sha256, step_lines, user_env
+from recflow.tracking import pipeline
+from steps import main
+from tests.helpers import invoke, mlflow_run, ok, sha256, step_lines, user_env
 
 
 def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:
@@ -54,10 +61,43 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
     assert main_run.data.tags["recflow.promotion_reason"]
     experiment = client.get_experiment(main_run.info.experiment_id)
     assert (experiment.experiment_id, experiment.name) == ("0", "movielens-rankfm")
+    # force=true re-runs everything: test_main_with_force_reruns_every_step, in process.
 
-    # force=true re-runs everything.
-    forced, _ = run_main(tmp_path, *params, "force=true")
+
+def test_main_with_force_reruns_every_step(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`main --force true` runs every step again, even where the store holds a reusable run.
+
+    In process: no step really runs (``mlflow.run`` is stubbed, and each step "runs" as the
+    store's existing run of it); what is checked is that force takes every step past the cache.
+    """
+    ids = {
+        "download": trained["raw"], "preprocess": trained["preprocess"], "hpo": trained["hpo"],
+        "train_best": trained["train"],
+        "register": ok("register", ["--train_run_id", trained["train"], "--model_name", "m"]),
+    }  # fmt: skip
+
+    def cache(experiment_id: str, step: str, params: dict[str, str], version: str) -> None:
+        raise AssertionError(f"forced, yet the cache was asked for a {step} run")
+
+    def submit(uri: str, entry_point: str, **kwargs: object) -> SimpleNamespace:
+        return SimpleNamespace(run_id=ids[entry_point])
+
+    monkeypatch.setattr(pipeline, "find_reusable_run", cache)
+    monkeypatch.setattr(pipeline.mlflow, "run", submit)
+    result = invoke(main.main, ["--model_name", "m", "--force", "true"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    forced = step_lines(result.output)
     assert [state for state, _ in forced.values()] == ["ran"] * 5
+    assert {step: run_id for step, (_, run_id) in forced.items()} == ids
+    # Unforced, the same main asks the cache first and reuses what it finds.
+    monkeypatch.setattr(
+        pipeline, "find_reusable_run", lambda e, step, p, v: mlflow.get_run(ids[step])
+    )
+    result = invoke(main.main, ["--model_name", "m"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert [state for state, _ in step_lines(result.output).values()] == ["reused"] * 5
 
 
 @pytest.mark.slow
