@@ -1,5 +1,5 @@
 """Opening the tracking store: a brand-new local one created safely when several processes open
-it at once; a tracking server's refusal of our credentials said in one line.
+it at once; a tracking server that refuses our credentials, or cannot be reached, said in one line.
 
 MLflow's SQLite tracking and registry stores create their tables (by running every schema
 migration) when they find none, without a lock: two processes opening the same new file together
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 from pathlib import Path
 
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
@@ -67,6 +69,13 @@ def check_credentials(uri: str) -> None:
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except MlflowException as e:
+        # MLflow raises a server it cannot reach as a page of traceback around the cause.
+        if isinstance(e.__context__, requests.ConnectionError):
+            why = re.findall(r"\[Errno -?\d+\] ([^\"')]+)", str(e.__context__))
+            raise UserError(
+                f"cannot reach the tracking server {uri}: {why[-1] if why else 'no connection'}; "
+                "start it, or set MLFLOW_TRACKING_URI to one that runs"
+            ) from None
         if e.error_code != "UNAUTHENTICATED":
             raise
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
