@@ -1,23 +1,25 @@
-"""recflow.serving.server: the socket it binds gives accepted connections TCP_NODELAY (uvicorn's own
-``--workers`` socket does not, issue #3149), and two workers serve the model's answers."""
+"""recflow.serving.server: why it still exists (`mlflow models serve -w N` gives its workers no BLAS
+thread share), the socket uvicorn binds for its workers (TCP_NODELAY since 0.55.0, pinned), and
+two workers that each serve the model's answers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import requests
 
 from recflow.serving import server
-from tests.helpers import PROJECT, free_port, save_checkerboard_pyfunc
+from recflow.testing.servers import fixed_cmd, served, stock_cmd
+from tests.helpers import free_port, save_checkerboard_pyfunc
 
 
 def accepted_nodelay(listener: socket.socket) -> int:
@@ -43,51 +45,90 @@ def accepted_nodelay(listener: socket.socket) -> int:
     return asyncio.run(accept_one())
 
 
-def test_bound_socket_gives_accepted_connections_tcp_nodelay() -> None:
-    sock = server.bind_socket("127.0.0.1", 0)
+def test_uvicorn_workers_socket_gives_accepted_connections_tcp_nodelay() -> None:
+    """The socket uvicorn binds for ``--workers N`` (and so for both `mlflow models serve -w N`
+    and recflow.serving.server): accepted connections get TCP_NODELAY, so no ~40 ms Nagle stall
+    per keep-alive request. uvicorn 0.55.0, the version pinned, fixed #3149; older ones fail."""
+    import uvicorn
+
+    sock = uvicorn.Config("app:app", host="127.0.0.1", port=0, workers=2).bind_socket()
     assert sock.proto == socket.IPPROTO_TCP
     assert accepted_nodelay(sock) != 0
 
 
-def test_uvicorn_workers_socket_still_lacks_tcp_nodelay() -> None:
-    """Why recflow.serving.server exists: the socket `uvicorn --workers N` binds (and so `mlflow models
-    serve -w N`) leaves Nagle on, a ~40 ms stall per keep-alive request."""
-    import uvicorn
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid``, children first."""
+    tasks = Path(f"/proc/{pid}/task").glob("*/children")
+    kids = [int(c) for t in tasks for c in t.read_text().split()]
+    return kids + [d for k in kids for d in descendants(k)]
 
-    sock = uvicorn.Config("app:app", host="127.0.0.1", port=0, workers=2).bind_socket()
-    if accepted_nodelay(sock):
-        pytest.skip("uvicorn binds with IPPROTO_TCP now (#3149 fixed): recflow.serving.server can go")
+
+def worker_pids(supervisor: int, n: int = 2) -> set[int]:
+    """The uvicorn workers under ``supervisor`` (processes running multiprocessing's spawn_main),
+    waited for until there are ``n`` (a worker is listed once it has exec'd) or a minute passed."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = {d for d in descendants(supervisor)
+                 if b"spawn_main" in Path(f"/proc/{d}/cmdline").read_bytes()}  # fmt: skip
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def blas_env(pid: int) -> dict[str, str]:
+    """The BLAS thread variables process ``pid`` started with."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    env = dict(p.split("=", 1) for p in pairs if "=" in p)
+    return {k: env[k] for k in server.BLAS_THREAD_VARS if k in env}
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, log: Path) -> Iterator[tuple[str, int]]:
+    """``served`` (its URL and PID) with no BLAS thread variable in the server's environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in server.BLAS_THREAD_VARS:
+            mp.delenv(var, raising=False)
+        with served(cmd, port, log, timeout=120) as (url, _, proc):
+            yield url, proc.pid
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
-    """`python -m recflow.serving.server -w 2` of the checkerboard pyfunc; its URL and in-process model."""
-    tmp = tmp_path_factory.mktemp("server")
+def pyfunc(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """The checkerboard pyfunc's folder and the in-process model."""
+    tmp = tmp_path_factory.mktemp("model")
     direct, _ = save_checkerboard_pyfunc(tmp)
+    return tmp / "pyfunc", direct
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    pyfunc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, object, int]]:
+    """`python -m recflow.serving.server -w 2` of the checkerboard pyfunc: its URL, the in-process
+    model and the supervisor's PID."""
+    folder, direct = pyfunc
     port = free_port()
-    cmd = [sys.executable, "-m", "recflow.serving.server", "-m", str(tmp / "pyfunc"), "-w", "2",
-           "-p", str(port)]  # fmt: skip
-    log = tmp / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not start: " + log.read_text()[-3000:])
-        yield url, direct
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the supervisor and its workers
-        proc.wait(timeout=30)
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with serving(fixed_cmd(folder, port, 2), port, log) as (url, pid):
+        yield url, direct, pid
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_still_gives_its_workers_no_blas_share(
+    pyfunc, two_workers, tmp_path: Path
+) -> None:
+    """Why recflow.serving.server exists: `mlflow models serve -w 2` starts its workers with no
+    BLAS thread setting, so each one's OpenBLAS spins a thread per core, while ours start with
+    their share (bench/serve_workers.py measures the difference). When MLflow's workers get a
+    share too, this fails: then recflow.serving.server can go."""
+    port = free_port()
+    with serving(stock_cmd(pyfunc[0], port, 2), port, tmp_path / "serve.log") as (_, pid):
+        theirs = worker_pids(pid)
+        assert len(theirs) == 2, theirs
+        assert [blas_env(w) for w in theirs] == [{}, {}], "recflow.serving.server can go"
+    ours = worker_pids(two_workers[2])
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert [blas_env(w) for w in ours] == [dict.fromkeys(server.BLAS_THREAD_VARS, share)] * 2
 
 
 def test_workers_share_the_cores_between_their_blas_threads(
@@ -107,18 +148,31 @@ def test_workers_share_the_cores_between_their_blas_threads(
 
 @pytest.mark.slow
 def test_two_workers_serve_the_models_answers(two_workers) -> None:
-    url, direct = two_workers
+    url, direct, supervisor = two_workers
     assert requests.get(f"{url}/health", timeout=5).ok
+    body = {"inputs": {"user_id": [0, 1, 999]}, "params": {"k": 4}}
     expected = direct.predict(None, pd.DataFrame({"user_id": [0, 1, 999]}), {"k": 4})
+
+    def answers(post) -> None:
+        resp = post(f"{url}/invocations", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        got = pd.DataFrame(resp.json()["predictions"])
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
     with requests.Session() as session:  # one keep-alive connection, as a client would hold
         for _ in range(10):
-            resp = session.post(
-                f"{url}/invocations",
-                json={"inputs": {"user_id": [0, 1, 999]}, "params": {"k": 4}},
-                timeout=30,
-            )
-            assert resp.status_code == 200, resp.text
-            got = pd.DataFrame(resp.json()["predictions"])
-            pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+            answers(session.post)
+    # Each worker answers alone while the other is stopped: new connections, which only a
+    # running worker can accept (a stop well under uvicorn's 5 s health check, so no restart).
+    workers = worker_pids(supervisor)
+    assert len(workers) == 2, workers
+    for stopped in workers:
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                answers(requests.post)  # a connection of its own each time
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    assert worker_pids(supervisor) == workers  # the answers came from these two
     resp = requests.post(f"{url}/invocations", json={"inputs": {"uid": [1]}}, timeout=30)
     assert resp.status_code == 400 and resp.json()["message"]

@@ -1,15 +1,19 @@
-"""Serve a pyfunc model with N uvicorn workers like `mlflow models serve -w N`, without its stall.
+"""Serve a pyfunc model with N uvicorn workers like `mlflow models serve -w N`, each worker with
+its share of the cores for BLAS.
 
 In: a model URI (``models:/name@alias``, ``runs:/...``, a folder), host, port, workers.
 Out: MLflow's own scoring app (``/invocations``, ``/ping``, ``/health``, ``/version``) on
 host:port, run in the current environment (as ``--env-manager local``).
 
-Why not ``mlflow models serve -w 2``: it runs ``uvicorn --workers 2``, whose supervisor binds the
-listening socket as ``socket.socket(family)``, protocol 0. Accepted sockets inherit protocol 0 and
-asyncio enables TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP, so Nagle's algorithm
-meets the client's delayed ACK and every keep-alive request after the first waits ~40 ms
-(uvicorn issue #3149). One worker is unaffected: asyncio binds that socket itself. Here the
-socket is bound with IPPROTO_TCP and handed to the same supervisor.
+What it adds to ``mlflow models serve -w N`` today: the BLAS thread share. MLflow starts its
+workers with no BLAS thread setting, so each worker's OpenBLAS starts one thread per core and N
+workers run N x cores threads on the cores; here each gets cores / N. Measured on 2 cores at
+uvicorn 0.55.0 (an ML-1M-sized model, wrk 2x4 keep-alive, the machine shared): the same server
+CPU per request (2.9-3.4 ms both) and throughput within the noise (stock 191-416 req/s, this
+247-394): on 2 cores there is no gain to measure; more cores oversubscribe more. Nagle's ~40 ms stall per
+keep-alive request (uvicorn #3149), the first reason for this module, is fixed in uvicorn 0.55.0,
+the version pinned. tests/test_server.py fails when MLflow's workers get a share: then this
+module can go.
 
     python -m recflow.serving.server -m models:/movielens-rankfm@champion -w 2 -p 5001
 """
@@ -19,19 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import socket
 
 DEFAULT_PORT = 5000
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket whose accepted connections asyncio will set TCP_NODELAY on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)  # the workers are spawned processes
-    return sock
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -54,7 +47,6 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
     import mlflow.artifacts
     import uvicorn
     from mlflow.pyfunc import scoring_server
-    from uvicorn.supervisors import Multiprocess
 
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     # MLflow's own command and environment, so the app and its settings stay MLflow's: the
@@ -62,12 +54,7 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
     command, env = scoring_server.get_cmd(local, port, host, timeout, workers)
     os.environ.update(env)
     share_cores(workers)
-    config = uvicorn.Config(shlex.split(command)[-1], host=host, port=port, workers=workers)
-    sock = bind_socket(host, port)
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.run(shlex.split(command)[-1], host=host, port=port, workers=workers)
 
 
 def main(argv: list[str] | None = None) -> None:
