@@ -28,18 +28,22 @@ def test_the_ui_sees_named_runs_datasets_linked_metrics_and_the_training_view(
         hpo = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
         train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", hpo])
 
-        api = f"{server.url}/ajax-api/2.0/mlflow"
+        def api(method: str, path: str, **kwargs: object) -> dict:
+            """A call the UI's pages make; it must answer 200 within 30 s."""
+            url = f"{server.url}/ajax-api/2.0/mlflow/{path}"
+            resp = requests.request(method, url, timeout=30, **kwargs)
+            assert resp.status_code == 200, (path, resp.status_code, resp.text[:2000])
+            return resp.json()
+
         # The experiment page: our name, and the training-runs view rather than GenAI's.
-        experiment = requests.get(f"{api}/experiments/get", params={"experiment_id": "0"}).json()
-        experiment = experiment["experiment"]
+        experiment = api("GET", "experiments/get", params={"experiment_id": "0"})["experiment"]
         tags = {t["key"]: t["value"] for t in experiment["tags"]}
         assert experiment["name"] == C.DEFAULT_EXPERIMENT_NAME
         assert tags[C.EXPERIMENT_KIND_TAG] == C.EXPERIMENT_KIND
 
         # The runs list: names, and the Dataset and Model columns' sources.
-        found = requests.post(
-            f"{api}/runs/search", json={"experiment_ids": ["0"], "max_results": 100}
-        ).json()["runs"]
+        search = {"experiment_ids": ["0"], "max_results": 100}
+        found = api("POST", "runs/search", json=search)["runs"]
         runs = {r["info"]["run_id"]: r for r in found}
         assert runs[raw]["info"]["run_name"] == "download · ml-100k"
         assert runs[hpo]["info"]["run_name"] == "hpo · ml-100k · 1 trial"
@@ -48,7 +52,7 @@ def test_the_ui_sees_named_runs_datasets_linked_metrics_and_the_training_view(
         (output,) = runs[train]["outputs"]["model_outputs"]
 
         # The model's page: test metrics linked to it and to the test set.
-        model = requests.get(f"{api}/logged-models/{output['model_id']}").json()["model"]
+        model = api("GET", f"logged-models/{output['model_id']}")["model"]
         linked = {m["key"]: m for m in model["data"]["metrics"]}
         assert linked["test_ndcg_at_10"]["dataset_name"] == "ml-100k test"
         on_run = {m["key"]: m["value"] for m in runs[train]["data"]["metrics"]}
