@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -105,17 +106,21 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
             raise UserError(f"training the best configuration failed: {e}") from e
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
         name, k = parse_metric(tuned_metric(tuned))
-        baselines = {C.EASE_PREFIX: ease.scorer} if (ease := fit_ease(model, data, name, k)) else {}
-        report = test_report(model, seen, data.test, (C.DEFAULT_K, k), baselines)
+        ease = fit_ease(model, data, name, k)
+        compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
+        report = test_report(model, seen, data.test, (C.DEFAULT_K, k), compared)
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
         folder = Path(tmp) / "bundle"
         bundle.write_bundle(folder, model, data.items, seen)
+        chosen = [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
         # Everything this run logs must fit before any of it is logged.
-        space.require_for_artifacts("the model and its plots", folder, *figures)
+        space.require_for_artifacts("the model and its plots", folder, *figures, *chosen)
         for path in figures:
             mlflow.log_artifact(str(path), C.PLOTS_DIR)
+        for path in chosen:
+            mlflow.log_artifact(str(path), str(Path(C.EASE_FILE).parent))
         example = sorted(seen[C.USER_COL].unique()[:2].tolist())
         info = packaging.log_model(folder, example_users=example)
         failpoint("train_best:model-logged")
@@ -129,27 +134,28 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
 
 
 def fit_ease(model: Recommender, data: Prepared, metric: str, k: int) -> Ease | None:
-    """EASE with λ chosen on validation by the tuned metric, logged; None (and the reason in a
-    tag) when its item-item matrices would not fit in memory."""
+    """EASE with λ chosen on validation by the tuned metric (logged as a param); None, and the
+    reason in a tag, when its item-item matrices would not fit in memory or no λ can be chosen."""
     reason = ease_fits(len(model.item_ids))
-    try:
-        ease = None if reason else baselines.fit_ease(
-            model, data.train, data.valid, data.seen(), metric, k
-        )  # fmt: skip
-    except ValueError as e:  # no validation interactions to choose λ on
-        reason = f"EASE's λ cannot be chosen: {e}"
-    if ease is not None:
-        mlflow.log_param("ease.lambda", ease.lam)
-        mlflow.log_dict(
-            {"metric": f"{metric}@{k}", "lambda": ease.lam,
-             "validation": {str(lam): v for lam, v in ease.validation.items()}},
-            C.EASE_FILE,
-        )  # fmt: skip
-        return ease
+    if reason is None:
+        try:
+            ease = baselines.fit_ease(model, data.train, data.valid, data.seen(), metric, k)
+        except ValueError as e:  # no validation interactions to choose λ on
+            reason = f"EASE's λ cannot be chosen: {e}"
+        else:
+            mlflow.log_param("ease.lambda", ease.lam)
+            return ease
     mlflow.set_tag(C.TAG_EASE_SKIPPED, reason)
     click.echo(f"EASE baseline skipped: {reason}")
     return None
 
+
+def write_ease(ease: Ease, metric: str, folder: Path) -> Path:
+    """The λ tried and chosen on validation, as the file logged at ``C.EASE_FILE``."""
+    path = folder / Path(C.EASE_FILE).name
+    validation = {str(lam): v for lam, v in ease.validation.items()}
+    path.write_text(json.dumps({"metric": metric, "lambda": ease.lam, "validation": validation}))
+    return path
 
 if __name__ == "__main__":
     main()
