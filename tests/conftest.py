@@ -235,3 +235,17 @@ def trained(store: Store) -> dict[str, str]:
     """The chain up to train_best (one HPO trial) in the test's store: {raw, preprocess, hpo,
     train} run IDs."""
     return dict(store.ids)
+
+
+@pytest.fixture(scope="module")
+def module_trained(
+    store_templates: StoreTemplates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """``trained`` in one store shared by the module's tests (for an expensive module fixture,
+    e.g. a model server), MLflow and the download cache pointed there until the module ends."""
+    template, ids = store_templates.get("trained")
+    folder = tmp_path_factory.mktemp("module-store")
+    copy_tracking_folder(template, folder)
+    with _pointed_at(folder):
+        yield ids
+    store_templates.check_untouched("trained")

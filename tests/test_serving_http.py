@@ -24,8 +24,12 @@ from tests.helpers import MLFLOW, free_port, ok
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server(trained: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def server(
+    module_trained: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """One server for the module's tests (each start builds or checks the uv environment)."""
+    trained, tmp_path = module_trained, tmp_path_factory.mktemp("serve")
     ok("register", ["--train_run_id", trained["train"], "--model_name", "served"])
     port = free_port()
     bin_dir = Path(sys.executable).parent
