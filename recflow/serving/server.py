@@ -7,13 +7,13 @@ host:port, run in the current environment (as ``--env-manager local``).
 
 What it adds to ``mlflow models serve -w N`` today: the BLAS thread share. MLflow starts its
 workers with no BLAS thread setting, so each worker's OpenBLAS starts one thread per core and N
-workers run N x cores threads on the cores; here each gets cores / N. Measured on 2 cores at
-uvicorn 0.55.0 (an ML-1M-sized model, wrk 2x4 keep-alive, the machine shared): the same server
-CPU per request (2.9-3.4 ms both) and throughput within the noise (stock 191-416 req/s, this
-247-394): on 2 cores there is no gain to measure; more cores oversubscribe more. Nagle's ~40 ms stall per
-keep-alive request (uvicorn #3149), the first reason for this module, is fixed in uvicorn 0.55.0,
-the version pinned. tests/test_server.py fails when MLflow's workers get a share: then this
-module can go.
+workers run N x cores threads on the cores; here each gets cores / N. Measured with
+bench/serve_workers.py's model (one ML-1M-sized rankfm) on 2 shared cores at uvicorn 0.55.0: the
+same server CPU per request (2.9-3.4 ms both ways) and throughput within the noise (stock 191-416
+req/s, this 237-394): no gain measurable here (docs/serving.md's 355 vs 163 req/s came from an
+ensemble, more BLAS work per request). Nagle's ~40 ms stall per keep-alive request (uvicorn #3149),
+the first reason for this module, is fixed in uvicorn 0.55.0, the version pinned.
+tests/test_server.py fails when MLflow's workers get a share: then this module can go.
 
     python -m recflow.serving.server -m models:/movielens-rankfm@champion -w 2 -p 5001
 """
