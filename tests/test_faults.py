@@ -215,8 +215,9 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
             for rid in orphans:
                 assert client.get_run(rid).info.status == "KILLED", rid
         if whole_tree:
-            orphans = [i for i, r in runs().items() if r.info.status == "RUNNING"]
-            assert {runs()[i].data.tags.get(C.TAG_STEP) for i in orphans} >= {"main", "hpo"}
+            left = [r for r in runs().values() if r.info.status == "RUNNING"]
+            assert {r.data.tags.get(C.TAG_STEP) for r in left} >= {"main", "hpo"}, out[-3000:]
+            orphans = [r.info.run_id for r in left]
         else:
             assert f"step {step} failed" in killed.stderr, out[-3000:]
             orphans = []
