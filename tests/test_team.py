@@ -28,10 +28,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from recflow.hpo.attrs import WORKER, WORKER_RUN
-from recflow.hpo.storage import open_storage
+from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space
+from recflow.hpo.storage import open_storage, open_study
 from recflow.hpo.workers import count
 from recflow.testing.archives import ml100k_files, write_zip
-from recflow.testing.services import PASSWORD, MlflowServer, NetHost, Postgres
+from recflow.testing.services import PASSWORD, GitDaemon, MlflowServer, NetHost, Postgres
 from tests.helpers import (
     MLFLOW,
     PROJECT,
@@ -210,6 +211,9 @@ def hpo_worker(
 
 
 def can_fake_hosts() -> bool:
+    """Whether this process may give a child a host name of its own (a UTS namespace)."""
+    if shutil.which("unshare") is None:
+        return False
     return subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
 
 
@@ -228,8 +232,12 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
         return study_trials("shared", store)
 
     # The doomed worker claims to be another machine, so its trials are only failed through
-    # their stopped heartbeats, as for a machine that died.
-    doomed_host = "doomed-host" if can_fake_hosts() else ""
+    # their stopped heartbeats, as for a machine that died. Without a host of its own, the
+    # same-host PID check would fail its trial instead, and the test would prove nothing about
+    # heartbeats.
+    if not can_fake_hosts():
+        pytest.skip("`unshare --uts` is unavailable: the doomed worker cannot be another host")
+    doomed_host = "doomed-host"
     workers: list[Spawned] = []
 
     try:
@@ -259,6 +267,8 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     assert count(study, TrialState.COMPLETE) == n_trials
     killed = study.trials[killed_trial.number]
     assert killed.state == TrialState.FAIL
+    # Recorded on another host, so the same-host PID check skipped it: heartbeats failed it.
+    assert str(killed.user_attrs[WORKER]).startswith(f"{doomed_host}:"), killed.user_attrs
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("team-hpo")
@@ -379,23 +389,27 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
             if pg is not None:
                 pg.stop()
     try:
-        for w, out in zip(workers, outputs, strict=True):
-            assert w.returncode == 0, out[-4000:]
         study = optuna.load_study(study_name="shared", storage=store)
-        assert count(study, TrialState.COMPLETE) == n_trials
-        assert study.trials[lost.number].state == TrialState.FAIL
         client = MlflowClient()
         exp = client.get_experiment_by_name("team-partition")
         runs = client.search_runs([exp.experiment_id], max_results=1000)
         complete = [r for r in runs if r.data.tags.get("trial_state") == "COMPLETE"]
-        assert len(complete) == n_trials  # the late result was not counted as well
         late = client.get_run(lost.user_attrs["mlflow_run_id"])
+        study_complete = count(study, TrialState.COMPLETE)
+        # Measured, and printed before the checks so a failure shows them too.
+        print(f"\ntrials lost: {max(0, n_trials - study_complete)}; counted twice: "
+              f"{len(complete) - study_complete}; study complete trials: {study_complete} of "
+              f"{n_trials}; lost trial {lost.number}: {study.trials[lost.number].state.name}, its "
+              f"run {late.info.status} ({late.data.tags.get('trial_state')})")  # fmt: skip
+        for w, out in zip(workers, outputs, strict=True):
+            assert w.returncode == 0, out[-4000:]
+        assert study_complete == n_trials
+        assert study.trials[lost.number].state == TrialState.FAIL
+        assert len(complete) == n_trials  # the late result was not counted as well
         assert late.info.status == "KILLED"
+        # The cut-off worker finished the trial after all and found it failed: dropped as late.
+        assert late.data.tags.get("trial_state") == "LATE", late.data.tags
         assert not [r for r in runs if r.info.status == "RUNNING"]
-        print(f"\ntrials lost: 0; counted twice: {len(complete) - n_trials}; study complete "
-              f"trials: {count(study, TrialState.COMPLETE)} of {n_trials}; lost trial "
-              f"{lost.number}: {study.trials[lost.number].state.name}, its run "
-              f"{late.info.status} ({late.data.tags.get('trial_state')})")  # fmt: skip
     finally:
         if srv is not None:
             srv.stop()
@@ -407,7 +421,11 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
     server: MlflowServer, prepared: str, tmp_path: Path
 ) -> None:
     """The study's database restarts (an immediate stop, as a crash) while a worker is mid-trial:
-    the worker carries on and the study ends with exactly n_trials complete trials."""
+    the worker carries on and the study ends with exactly n_trials complete trials.
+
+    Regression: a worker died when a storage call met the restart (one restart mid-trial in
+    three). The database stays down until the worker has met the outage (its storage call failed
+    and is retried), so the restart catches a worker that does not ride it out every time."""
     pg = Postgres().start()
     try:
         storage = pg.create_database("optuna")
@@ -420,7 +438,11 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
             running_trial_of(worker, lambda: study_trials("shared", store))
             store.remove_session()
             store.engine.dispose()
-            pg.restart()
+            pg_ctl(pg, "-m", "immediate", "stop")  # a crash: no connection is closed cleanly
+            # Heartbeats (every 2 s) and each epoch's report reach the storage within seconds;
+            # the worker warns as it retries (recflow/hpo/storage.py).
+            wait_for_output(worker, "optuna database unreachable", timeout=60)
+            pg_ctl(pg, "-o", pg.opts, "-l", str(pg.root / "server.log"), "-w", "start")
             out = worker.finish(timeout=900)
             assert worker.returncode == 0, out[-4000:]
         finally:
@@ -429,6 +451,25 @@ def test_a_postgres_restart_mid_study_is_ridden_out(
         assert count(study, TrialState.COMPLETE) == 3
     finally:
         pg.stop()
+
+
+def pg_ctl(pg: Postgres, *args: str) -> None:
+    """``pg_ctl`` on ``pg``'s cluster, as the user it runs as."""
+    subprocess.run(
+        [*pg.as_user, str(pg.bin / "pg_ctl"), "-D", str(pg.data), *args],
+        check=True, capture_output=True, cwd=pg.root, timeout=120,
+    )  # fmt: skip
+
+
+def wait_for_output(proc: Spawned, text: str, timeout: float) -> None:
+    """Wait until ``proc`` has written ``text``; fail the test if it exits first or the
+    ``timeout`` (seconds) passes."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.output():
+        assert proc.poll() is None, f"exited before writing {text!r}:\n" + proc.output()[-4000:]
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} within {timeout:.0f} s:\n" + proc.output()[-4000:])
+        time.sleep(0.2)
 
 
 def study_trials(name: str, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
@@ -494,15 +535,12 @@ def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     git("commit", "-qm", "monorepo", cwd=mono)
     git("clone", "-q", "--bare", str(mono), str(served / "mono.git"))
 
-    port = free_port()
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}",
-         "--listen=127.0.0.1", f"--port={port}", str(served)],
-    )  # fmt: skip
-    time.sleep(1)
-    yield f"git://127.0.0.1:{port}", commits
-    daemon.terminate()
-    daemon.wait()
+    # Started with a deadline: the fixture fails if the daemon does not listen in time.
+    daemon = GitDaemon(served).start()
+    try:
+        yield daemon.url, commits
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture(scope="module")
@@ -573,9 +611,19 @@ def test_version_and_subdirectory_forms_of_a_git_url(
 def test_an_unreachable_server_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     env = team_env(url, tmp_path) | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    # A bare `mlflow run` fails in MLflow's own CLI (creating the run) with its traceback.
     proc = mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}", ok=False)
     assert proc.returncode != 0
     assert url in proc.stderr and "Connection refused" in proc.stderr, proc.stderr[-3000:]
+
+    # What `make main` runs before `mlflow run` (and every step before opening its run): one line.
+    check = subprocess.run([sys.executable, "-m", "recflow.tracking.store"], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert check.returncode != 0
+    lines = check.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in check.stderr, check.stderr[-3000:]
+    assert lines[0].startswith("Error: cannot reach the tracking server"), lines
+    assert url in lines[0] and "Connection refused" in lines[0], lines
 
 
 def test_a_server_restart_during_a_step_is_ridden_out(
@@ -638,6 +686,8 @@ def test_a_server_restart_mid_main_is_ridden_out(
             if trials:
                 break
             time.sleep(0.5)
+        else:
+            pytest.fail("main's hpo never started a trial run:\n" + main.output()[-4000:])
         srv.stop()
         time.sleep(3)
         srv.start()
@@ -687,16 +737,38 @@ def test_a_bad_optuna_database_is_a_clear_error(
 def test_workers_opening_an_empty_database_together_all_get_the_study(
     postgres: Postgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Workers started at once race to create optuna's tables; none may fail for it."""
+    """Workers started at once race to create optuna's tables, then to create the study; none
+    may fail for it, and all join the one study."""
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    space = load_space(DEFAULT_SPACE)
     for round_ in range(3):
         url = postgres.create_database(f"optuna_race_{round_}")
-        barrier = threading.Barrier(6)
+        tables, study = threading.Barrier(6), threading.Barrier(6)
         with ThreadPoolExecutor(6) as pool:
-            storages = list(pool.map(_open_after, [barrier] * 6, [url] * 6))
-        assert len(storages) == 6
+            futures = [pool.submit(_join_after, tables, study, url, space) for _ in range(6)]
+        errors = [repr(f.exception()) for f in futures if f.exception() is not None]
+        assert not errors, errors
+        joined = [f.result() for f in futures]
+        assert len(joined) == 6
+        (summary,) = optuna.get_all_study_summaries(open_storage(url, Path("unused")))
+        assert summary.study_name == "race"
+        # Every worker holds the study the database holds, with the attributes it checks.
+        assert {study_id for study_id, _ in joined} == {
+            open_storage(url, Path("unused")).get_study_id_from_name("race")
+        }
+        assert all(attrs == summary.user_attrs for _, attrs in joined), (joined, summary)
 
 
-def _open_after(barrier: threading.Barrier, url: str) -> optuna.storages.BaseStorage:
-    barrier.wait()
-    return open_storage(url, Path("unused"))
+def _join_after(
+    tables: threading.Barrier, study: threading.Barrier, url: str, space: list[Dimension]
+) -> tuple[int, dict[str, object]]:
+    """Open the storage when every worker does, then the study when every worker does; the
+    study's ID in the database and its user attributes."""
+    tables.wait(timeout=120)  # a worker that failed first breaks it, not hangs the rest
+    storage = open_storage(url, Path("unused"))
+    study.wait(timeout=120)
+    joined = open_study(
+        storage, "race", "ndcg@10", space, optuna.samplers.RandomSampler(0),
+        optuna.pruners.NopPruner(),
+    )  # fmt: skip
+    return storage.get_study_id_from_name("race"), joined.user_attrs
