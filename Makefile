@@ -26,6 +26,8 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-logo
 
-# -m "" runs the slow end-to-end tests too; plain `pytest` skips them.
+# -m "" runs the slow end-to-end tests too; plain `pytest` skips them. One worker per core, a
+# test file per worker (-n auto --dist loadfile): most slow tests wait on servers and subprocesses,
+# and a file's tests share its module fixtures. On 2 cores: 668 s against 940 s in one process.
 test: lint
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -m "" $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -m "" -n auto --dist loadfile $(PYTEST_ARGS)
