@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import mlflow
+import pandas as pd
 
 from recflow import constants as C
 from recflow.data.preprocess import Prepared
@@ -106,7 +107,7 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
             raise UserError(f"training the best configuration failed: {e}") from e
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
         name, k = parse_metric(tuned_metric(tuned))
-        ease = fit_ease(model, data, name, k)
+        ease = fit_ease(model, data, seen, name, k)
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
         report = test_report(model, seen, data.test, (C.DEFAULT_K, k), compared)
         figures = save_figures(
@@ -133,13 +134,16 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
                    f"(popularity {report.metrics[C.POPULARITY_PREFIX + key]:.4f})")  # fmt: skip
 
 
-def fit_ease(model: Recommender, data: Prepared, metric: str, k: int) -> Ease | None:
-    """EASE with λ chosen on validation by the tuned metric (logged as a param); None, and the
-    reason in a tag, when its item-item matrices would not fit in memory or no λ can be chosen."""
+def fit_ease(
+    model: Recommender, data: Prepared, seen: pd.DataFrame, metric: str, k: int
+) -> Ease | None:
+    """EASE on ``seen`` (train and valid) with λ chosen on validation by the tuned metric
+    (logged as a param); None, and the reason in a tag, when its item-item matrices would not
+    fit in memory or no λ can be chosen."""
     reason = ease_fits(len(model.item_ids))
     if reason is None:
         try:
-            ease = baselines.fit_ease(model, data.train, data.valid, data.seen(), metric, k)
+            ease = baselines.fit_ease(model, data.train, data.valid, seen, metric, k)
         except ValueError as e:  # no validation interactions to choose λ on
             reason = f"EASE's λ cannot be chosen: {e}"
         else:
