@@ -5,7 +5,8 @@ fitted against the model's fixed item side with the loss the model was trained w
 WARP or BPR: the log-sigmoid of a positive's margin over a sampled negative, WARP's weighted by
 how many negatives it took to find a violating one). A known user's history moves their vector
 on from where training left it. Mini-batch SGD over the history, for the model's epochs at its
-learning rate and schedule, seeded by the user ID: the same request gets the same answer.
+learning rate and schedule, seeded by the user ID (``seed_of``: an integer ID itself, a string
+ID a hash of its text): the same request gets the same answer.
 
 Recent items weigh more: a history item's gradient is weighted by half every ``HALF_LIFE``
 items back from the latest. On real ML-100K's new-users protocol (bench/new_users.py, half-life
@@ -19,6 +20,8 @@ fits ``p`` (added to both halves of a known user's embedding).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -39,6 +42,15 @@ def recency_weights(n: int, half_life: float) -> np.ndarray | None:
         return None
     weights = 0.5 ** (np.arange(n) / half_life)
     return weights / weights.mean()
+
+
+def seed_of(user_id: object) -> int:
+    """The fold-in seed of a user ID: an integer ID itself, a string ID (or any other) the first
+    8 bytes of its text's BLAKE2 hash (Python's own ``hash`` of a string changes per process)."""
+    if isinstance(user_id, int | np.integer) and not isinstance(user_id, bool | np.bool_):
+        return int(user_id)
+    digest = hashlib.blake2b(str(user_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def item_vectors(model: Recommender) -> np.ndarray:

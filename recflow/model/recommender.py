@@ -2,7 +2,8 @@
 
 In: training interactions, optional side features and ``FMParams``. Out: a fitted ``Recommender``
 that scores every item for any known user with one matrix product, and saves to / loads from a
-folder of NumPy arrays (so loading it needs NumPy and pandas only).
+folder of NumPy arrays (so loading it needs NumPy and pandas only). User and item IDs are integers
+or strings, as the training data had them (``recflow.model.ids``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import ITEM_COL, USER_COL
+from recflow.model.ids import IdIndex, id_array
 
 LOSSES = ("warp", "bpr")
 SCHEDULES = ("constant", "invscaling")
@@ -96,13 +98,13 @@ class Recommender:
         item_bias: np.ndarray,
     ) -> None:
         self.params = params
-        self.user_ids = np.asarray(user_ids, dtype=np.int64)
-        self.item_ids = np.asarray(item_ids, dtype=np.int64)
+        self.user_ids = id_array(user_ids)
+        self.item_ids = id_array(item_ids)
         self.user_emb = user_emb
         self.item_emb = item_emb
         self.item_bias = item_bias
-        self._user_index = pd.Index(self.user_ids)
-        self._item_index = pd.Index(self.item_ids)
+        self._user_index = IdIndex(self.user_ids)
+        self._item_index = IdIndex(self.item_ids)
 
     @classmethod
     def fit(
@@ -213,11 +215,11 @@ class Recommender:
 
     def user_positions(self, user_ids: np.ndarray) -> np.ndarray:
         """Row positions of ``user_ids`` in the model; -1 for unknown users."""
-        return self._user_index.get_indexer(np.asarray(user_ids, dtype=np.int64))
+        return self._user_index.positions(user_ids)
 
     def item_positions(self, item_ids: np.ndarray) -> np.ndarray:
         """Column positions of ``item_ids``; -1 for unknown items."""
-        return self._item_index.get_indexer(np.asarray(item_ids, dtype=np.int64))
+        return self._item_index.positions(item_ids)
 
     def scores(self, user_pos: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Scores of every item for the users at ``user_pos``: shape (len(user_pos), n_items),
@@ -227,7 +229,8 @@ class Recommender:
         return scores
 
     def save(self, path: Path) -> None:
-        """Write the model to a folder: arrays as .npy, parameters as JSON."""
+        """Write the model to a folder: arrays as .npy (string IDs as NumPy unicode, which
+        loads without pickle), parameters as JSON."""
         path.mkdir(parents=True, exist_ok=True)
         (path / "params.json").write_text(json.dumps(self.params.to_dict(), indent=2))
         for name in ("user_ids", "item_ids", "user_emb", "item_emb", "item_bias"):

@@ -2,7 +2,8 @@
 
 In: a user list ('all' or a CSV/Parquet file with a user_id column and, optionally, a history
 column: a list of item IDs per user, oldest first, as JSON text in a CSV), a pyfunc recommender
-and k.
+and k. IDs are read in the model's kind: a string model's users as text (a CSV's ``00042`` stays
+``"00042"``, a Parquet integer 42 is ``"42"``), an integer model's as integers.
 Out: a .parquet or .csv file of recommendation rows, streamed batch by batch (memory does not grow
 with the number of users) into a file beside its final name and renamed into place, so a failure
 never leaves a half-written output.
@@ -21,11 +22,10 @@ import pyarrow.parquet as pq
 
 from recflow.constants import USER_COL
 from recflow.errors import UserError
-from recflow.serving.parsing import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history
+from recflow.serving.parsing import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history, to_ids
+from recflow.serving.pyfunc import known_users, string_ids
 
 # Users per predict call. predict scores them a 16 MB block at a time (serving.BLOCK_BYTES), so
-from recflow.serving.pyfunc import known_users
-
 # a call holds that block and its output rows (100,000 at k=10, ~30 MB): larger calls only
 # amortise the per-call costs (pyfunc input checks, a parquet row group).
 BATCH = 10_000
@@ -40,13 +40,22 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
     path = Path(users)
     if not path.is_file():
         raise UserError(f"users {users!r} is neither 'all' nor an existing file")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    string_users, string_items = string_ids(model)
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:  # a string model's IDs as written: 00042 is not 42
+        frame = pd.read_csv(path, dtype={USER_COL: str} if string_users else None)
     if USER_COL not in frame.columns:
         raise UserError(f"{users} has no '{USER_COL}' column (columns: {list(frame.columns)})")
-    ids = pd.to_numeric(frame[USER_COL], errors="coerce")
-    if ids.isna().any() or (ids % 1 != 0).any():
-        raise UserError(f"{users}: '{USER_COL}' must hold integers only")
-    out = pd.DataFrame({USER_COL: ids.astype("int64")})
+    if string_users:
+        ids = to_ids(frame[USER_COL], strings=True)
+        if ids is None:
+            raise UserError(f"{users}: '{USER_COL}' must hold IDs (strings or integers) only")
+    else:
+        ids = pd.to_numeric(frame[USER_COL], errors="coerce")
+        if ids.isna().any() or (ids % 1 != 0).any():
+            raise UserError(f"{users}: '{USER_COL}' must hold integers only")
+    out = pd.DataFrame({USER_COL: ids if string_users else ids.astype("int64")})
     if HISTORY_COL in frame.columns:
         twice = out[USER_COL][out[USER_COL].duplicated()]
         if len(twice):
@@ -54,11 +63,13 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
                 f"{users}: user {twice.iloc[0]} is in more than one row; give each user one "
                 f"'{HISTORY_COL}'"
             )
-        out[HISTORY_COL] = [_history(users, row, h) for row, h in enumerate(frame[HISTORY_COL])]
+        out[HISTORY_COL] = [
+            _history(users, row, h, string_items) for row, h in enumerate(frame[HISTORY_COL])
+        ]
     return out.drop_duplicates(USER_COL).reset_index(drop=True)
 
 
-def _history(users: str, row: int, value: object) -> list[int]:
+def _history(users: str, row: int, value: object, strings: bool) -> list[int] | list[str]:
     # A history cell: a list (Parquet) or its JSON text (CSV); empty or missing: no history.
     if isinstance(value, str):
         try:
@@ -69,7 +80,7 @@ def _history(users: str, row: int, value: object) -> list[int]:
                 f"(like [1, 50, 181]): {value[:50]!r}"
             ) from None
     try:
-        return check_history(value, row, longest=None).tolist()
+        return check_history(value, row, longest=None, strings=strings).tolist()
     except BadRequest as e:
         raise UserError(f"{users}: {e.message}") from None
 

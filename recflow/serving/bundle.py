@@ -4,7 +4,9 @@ The bundle is the model's arrays (``Recommender.save``), ``items.parquet`` (titl
 the seen table as CSR over the model's user and item positions, so that loading it is a memory
 map, not a sort of millions of rows: the user at position ``u`` has seen the items at positions
 ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]`` (``seen_indptr.npy``,
-``seen_indices.npy``); ``popularity.npy`` counts each item's seen rows.
+``seen_indices.npy``); ``popularity.npy`` counts each item's seen rows. IDs are integers or
+strings, as the model's (``user_ids.npy``, ``item_ids.npy``); ``items.parquet``'s ``item_id``
+column is written in the model's kind, so a string model's titles are found by their text.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 from recflow.constants import ITEM_COL, USER_COL
+from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 
 
 def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
     """Write everything the served model needs into one folder."""
     model.save(path)
+    if is_string(model.item_ids):
+        items = items.assign(**{ITEM_COL: items[ITEM_COL].astype(str)})
     items.to_parquet(path / "items.parquet", index=False)
     for name, array in seen_arrays(model, seen).items():
         np.save(path / f"{name}.npy", array)

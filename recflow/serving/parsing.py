@@ -1,9 +1,11 @@
 """Requests to the served model: the rows and params it accepts, parsed and checked.
 
 In: a DataFrame with a ``user_id`` column (optionally ``history``, a list of item IDs per row,
-oldest first) or an ``item_id`` column (similar items), and params ``k``, ``filter_seen`` and
-``half_life``. Out: a ``Request``, or ``BadRequest`` (MLflow's scoring server answers it with a
-400 and its message).
+oldest first) or an ``item_id`` column (similar items), params ``k``, ``filter_seen`` and
+``half_life``, and whether the model's user and item IDs are strings. Out: a ``Request`` whose IDs
+are of the model's kind, or ``BadRequest`` (MLflow's scoring server answers it with a 400 and its
+message). For an integer model IDs must be integer-valued (the text "42" is 42); for a string
+model an ID is a string or an integer, looked up by its text (42 is "42").
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class BadRequest(MlflowException, ValueError):
 class Request:
     """A parsed request: users (each with a history, if the request has any) or items."""
 
-    ids: np.ndarray
+    ids: np.ndarray  # int64, or str for a model with string IDs
     k: int
     filter_seen: bool
     items: bool = False  # "more like this": ``ids`` are items
@@ -59,9 +61,15 @@ class Request:
 
 
 def parse_request(
-    model_input: pd.DataFrame, params: dict[str, Any], max_users: int | None = MAX_USERS
+    model_input: pd.DataFrame,
+    params: dict[str, Any],
+    max_users: int | None = MAX_USERS,
+    *,
+    string_users: bool = False,
+    string_items: bool = False,
 ) -> Request:
-    """The request's rows and params, or ``BadRequest`` saying what is wrong."""
+    """The request's rows and params, or ``BadRequest`` saying what is wrong; ``string_users``
+    and ``string_items`` say the model's IDs are strings."""
     try:
         k = int(params.get("k", 10))
     except (TypeError, ValueError, OverflowError):
@@ -93,14 +101,18 @@ def parse_request(
             "or score many users with the recommend entry point"
         )
     column = ITEM_COL if items else USER_COL
-    ids = _integers(model_input[column])
+    strings = string_items if items else string_users
+    ids = to_ids(model_input[column], strings)
     if ids is None:
-        raise BadRequest(f"'{column}' values must be integers")
+        raise BadRequest(
+            f"'{column}' values must be {'IDs (strings or integers)' if strings else 'integers'}"
+        )
     histories = None
     if HISTORY_COL in columns:
         longest = MAX_HISTORY if max_users is not None else None
         histories = [
-            check_history(h, row, longest) for row, h in enumerate(model_input[HISTORY_COL])
+            check_history(h, row, longest, string_items)
+            for row, h in enumerate(model_input[HISTORY_COL])
         ]
         total = sum(h.size for h in histories)
         if max_users is not None and total > MAX_REQUEST_HISTORY:
@@ -109,6 +121,25 @@ def parse_request(
                 "the request or score many users with the recommend entry point"
             )
     return Request(ids, k, bool(filter_seen), items, histories, half_life)
+
+
+def to_ids(values: Any, strings: bool) -> np.ndarray | None:
+    """``values`` as a model's IDs: int64 (``strings`` False: integer-valued numbers or their
+    text) or str (strings as they are, integer-valued numbers as their decimal text); None if
+    one of them cannot be."""
+    if not strings:
+        return _integers(values)
+    out = []
+    for value in list(values):
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, int | np.integer) and _is_number(value):
+            out.append(str(value))
+        elif _is_number(value) and float(value).is_integer():  # 42.0: JSON's integers, at times
+            out.append(str(int(value)))
+        else:  # None, NaN, a list...
+            return None
+    return np.array(out, dtype=str)
 
 
 def _integers(values: Any) -> np.ndarray | None:
@@ -125,11 +156,13 @@ def _integers(values: Any) -> np.ndarray | None:
     return array.astype(np.int64)
 
 
-def check_history(value: Any, row: int, longest: int | None = MAX_HISTORY) -> np.ndarray:
-    """One row's history as int64 item IDs (missing: empty), at most ``longest`` of them (None:
-    no limit), or ``BadRequest``."""
+def check_history(
+    value: Any, row: int, longest: int | None = MAX_HISTORY, strings: bool = False
+) -> np.ndarray:
+    """One row's history as item IDs (missing: empty), int64 or (``strings``) str, at most
+    ``longest`` of them (None: no limit), or ``BadRequest``."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=str if strings else np.int64)
     # A list from JSON, a 1-d array from Parquet (pyarrow); anything else is no history.
     if not (isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim == 1)):
         raise BadRequest(
@@ -137,9 +170,13 @@ def check_history(value: Any, row: int, longest: int | None = MAX_HISTORY) -> np
         )
     if longest is not None and len(value) > longest:
         raise BadRequest(f"'{HISTORY_COL}' of row {row} has {len(value)} items; at most {longest}")
-    items = _integers(list(value)) if all(_is_number(v) for v in value) else None
+    if strings:
+        items = to_ids(value, strings=True)
+    else:
+        items = _integers(list(value)) if all(_is_number(v) for v in value) else None
     if items is None:
-        raise BadRequest(f"'{HISTORY_COL}' of row {row} must hold integer item IDs only")
+        kind = "item IDs (strings or integers)" if strings else "integer item IDs"
+        raise BadRequest(f"'{HISTORY_COL}' of row {row} must hold {kind} only")
     return items
 
 

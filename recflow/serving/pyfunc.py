@@ -18,7 +18,9 @@ item's ``k`` nearest items by cosine on the item vectors, itself excluded, in ro
 (similar_to, rank, item_id, title, genres, score, source "similar"); unknown items get the
 most popular items (source "popular").
 
-Requests are parsed by ``parsing``; the model loads the folder ``bundle`` writes.
+User and item IDs are integers or strings, as the model's training data had them
+(``recflow.model.ids``); answers carry them in that kind, and a string model looks an integer ID
+up by its text. Requests are parsed by ``parsing``; the model loads the folder ``bundle`` writes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pandas as pd
 from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
+from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 from recflow.serving.parsing import (
     IGNORED_COL,
@@ -109,7 +112,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         popularity: np.ndarray,
     ) -> None:
         self.model = model
-        meta = items.set_index(ITEM_COL).reindex(model.item_ids)
+        meta = items.set_index(ITEM_COL)
+        if is_string(model.item_ids):  # titles of string items found whatever the file's kind
+            meta.index = meta.index.astype(str)
+        meta = meta.reindex(model.item_ids)
         self.titles = meta[TITLE_COL].fillna("").to_numpy()
         self.genres = meta[GENRES_COL].fillna("").to_numpy()
         self.seen_indptr = seen_indptr
@@ -132,7 +138,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        request = parse_request(model_input, params or {}, self.max_users)
+        request = parse_request(
+            model_input, params or {}, self.max_users,
+            string_users=is_string(self.model.user_ids),
+            string_items=is_string(self.model.item_ids),
+        )  # fmt: skip
         if request.items:
             return self._similar(request)
         users = request.ids
@@ -231,7 +241,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return out
 
     def _folded(
-        self, user: int, pos: int, history: np.ndarray, filter_seen: bool, half_life: float
+        self, user: object, pos: int, history: np.ndarray, filter_seen: bool, half_life: float
     ) -> np.ndarray:
         # Every item's score for a user with a history (item positions, latest first); the
         # history (and a known user's seen items) at -inf with filter_seen.
@@ -245,7 +255,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             start = np.zeros(self.vectors.shape[1])
         weights = foldin.recency_weights(history.size, half_life)
         params = self.model.params
-        p = foldin.fold_in(self.vectors, base, history, mine, params, user, start, weights)
+        seed = foldin.seed_of(user)
+        p = foldin.fold_in(self.vectors, base, history, mine, params, seed, start, weights)
         scores = (base + self.vectors @ p).astype(np.float32)
         if filter_seen:
             scores[mine] = -np.inf
@@ -272,6 +283,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 def known_users(model: mlflow.pyfunc.PyFuncModel) -> np.ndarray:
     """The users a loaded recommender model was trained on."""
     return model.unwrap_python_model().user_ids
+
+
+def string_ids(model: mlflow.pyfunc.PyFuncModel) -> tuple[bool, bool]:
+    """Whether a loaded recommender model's user IDs and its item IDs are strings."""
+    recommender = model.unwrap_python_model().model
+    return is_string(recommender.user_ids), is_string(recommender.item_ids)
 
 
 class _Context:
