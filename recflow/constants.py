@@ -26,6 +26,8 @@ ITEMS_FILE = "items.parquet"
 BEST_PARAMS_FILE = "best_params.json"
 EASE_FILE = "baselines/ease.json"  # train_best: the λ tried and chosen on validation
 PLOTS_DIR = "plots"
+# register: how the new model and the alias holder were compared (rule, scores, overlap)
+COMPARISON_FILE = "promotion/comparison.json"
 MODEL_NAME = "model"
 
 # Run tags. Every step writes TAG_STEP and TAG_CODE_VERSION (the step cache and run-ID

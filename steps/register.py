@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import click
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -12,14 +9,9 @@ from mlflow.tracking import MlflowClient
 from recflow import constants as C
 from recflow.errors import UserError
 from recflow.failpoints import failpoint
-from recflow.tracking.contracts import (
-    alias_holder,
-    lineage,
-    load_prepared,
-    register_version,
-    rescore,
-)
-from recflow.tracking.promotion import COMPARABLE, Model, Policy, comparable, decide
+from recflow.tracking.contracts import alias_holder, lineage, register_version
+from recflow.tracking.promotion import COMPARABLE, LINEAGE, METRIC_TAG, Model, Policy, decide, rule
+from recflow.tracking.rescoring import compare, log_comparison
 from steps.common import options, step
 
 option = options("register")
@@ -28,12 +20,18 @@ option = options("register")
 @click.command(
     help="Register the model of a train_best run as a new version. The alias moves to it only "
     "if its test metric beats the alias's current version by more than min_improvement "
-    f"(absolute); otherwise it becomes '{C.CHALLENGER_ALIAS}'. Both are re-scored on the test set "
-    "first. Models tested on another test set (by "
-    f"{', '.join(COMPARABLE)}) are not compared: that is an error unless force_promote is true."
-    f"\n\nReads: the '{C.MODEL_NAME}' model and test metrics of a train_best run (--train_run_id)."
+    f"(absolute); otherwise it becomes '{C.CHALLENGER_ALIAS}'. Both are scored now on this "
+    f"model's test set: all of it when the holder was tested on the same one (by "
+    f"{', '.join(COMPARABLE)}); after new data of the same {' and '.join(LINEAGE)}, without "
+    "the interactions the holder trained on, its unknown users folded in from their history. "
+    "Models registered on another metric, dataset or item column are not compared: that is an "
+    "error unless force_promote is true."
+    f"\n\nReads: the '{C.MODEL_NAME}' model and test metrics of a train_best run (--train_run_id); "
+    "the test set and training data of its preprocess run and of the holder's."
     "\nWrites: a model version with a description and lineage tags; the alias or "
-    f"'{C.CHALLENGER_ALIAS}'; tags {C.TAG_MODEL_VERSION} and {C.TAG_PROMOTED} on this run."
+    f"'{C.CHALLENGER_ALIAS}'; tags {C.TAG_MODEL_VERSION} and {C.TAG_PROMOTED} on this run; "
+    f"both scores, the rule and the holder's overlap with the test set as comparison.* params, "
+    f"metrics and {C.COMPARISON_FILE}."
 )
 @option("train_run_id", help="Run ID of a finished train_best run (default: the latest).")  # fmt: skip
 @option("model_name")
@@ -55,25 +53,20 @@ def main(
             )
         prefixes = (C.TEST_PREFIX, C.POPULARITY_PREFIX, C.EASE_PREFIX)
         test = {k: v for k, v in train.data.metrics.items() if k.startswith(prefixes)}
-        candidate = Model(lineage(train), test)
+        candidate = Model({**lineage(train), METRIC_TAG: metric}, test)
         holder = alias_holder(model_name, alias)
-        ours, theirs, note = candidate, holder, ""
-        if holder is not None and not policy.force and comparable(candidate, holder):
-            # The same test set: score both models again, now, with this code, so that a change
-            # in the metric code between the two versions cannot decide.
-            with tempfile.TemporaryDirectory() as tmp:
-                data = load_prepared(candidate.tags["preprocess_run_id"], Path(tmp))
-            seen = data.seen()
-            uris = {
-                "candidate": train.data.tags[C.TAG_MODEL_URI],
-                alias: f"models:/{model_name}/{holder.version}",
-            }
-            fresh = {who: rescore(uri, seen, data.test, metric) for who, uri in uris.items()}
-            mlflow.log_metrics({f"{who}_{policy.key}": v for who, v in fresh.items()})
-            ours = Model(candidate.tags, {**candidate.metrics, policy.key: fresh["candidate"]})
-            theirs = Model(holder.tags, {policy.key: fresh[alias]}, holder.version)
-            note = " (both re-scored now on the same test set)"
-        decision = decide(ours, theirs, policy)
+        scored, note = None, ""
+        if holder is not None and not policy.force:
+            # Scored again now, by this code, so that a change in the metric code between the
+            # two versions cannot decide; on new data, only on what neither trained on.
+            uri = f"models:/{model_name}/{holder.version}"
+            comparison = compare(
+                candidate, train.data.tags[C.TAG_MODEL_URI], holder, uri,
+                rule(candidate, holder, policy), metric,
+            )  # fmt: skip
+            log_comparison(comparison, alias, holder.version)
+            scored, note = comparison.head_to_head(), f" ({comparison.note(alias)})"
+        decision = decide(candidate, holder, policy, scored)
         version = register_version(train, model_name, candidate)
         failpoint("register:before-alias")
         target = alias if decision.promote else C.CHALLENGER_ALIAS

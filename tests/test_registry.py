@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
-from tests.helpers import fails, ok
+from recflow import constants as C
+from recflow.evaluation.accuracy import evaluate_model
+from recflow.testing.archives import ml100k_files, write_zip
+from recflow.tracking.contracts import load_prepared, load_recommender
+from steps import register
+from tests.helpers import fails, invoke, ok, runs_of
 
 
 def versions(name: str) -> dict[str, list[str]]:
@@ -70,27 +78,128 @@ def test_version_carries_lineage(trained: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prep_args", "message"),
+    ("tag", "value", "message"),
     [
-        (["--split", "user"], "are not comparable"),
-        # Same dataset, archive and split kind, another seed: another test set, by its digest.
-        (["--seed", "7"], "'testset_digest': '"),
+        ("dataset", "ml-1m", "'dataset': 'ml-1m'"),
+        ("item_col", "movie", "'item_col': 'movie'"),
+        ("metric", "recall@20", "@champion (version 1) was registered on recall@20"),
     ],
 )
-def test_models_tested_on_another_test_set_are_not_compared(
-    trained: dict[str, str], prep_args: list[str], message: str
+def test_models_of_another_dataset_item_column_or_metric_are_not_compared(
+    trained: dict[str, str], tag: str, value: str, message: str
 ) -> None:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
-    prep = ok("preprocess", ["--raw_run_id", trained["raw"], *prep_args])
-    # One model, not auto's five: the test set it is scored on is the point, not the ensemble.
-    other = ok(
+    # The champion as if trained on other data, or registered on another metric.
+    mlflow.MlflowClient().set_model_version_tag("m", "1", tag, value)
+    args = ["--train_run_id", trained["train"], "--model_name", "m"]
+    result = invoke(register.main, args)
+    assert result.exit_code == 1 and runs_of("register")[0].info.status == "FAILED"
+    # One line says why, and what to do.
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert message in error and "not comparable" in error
+    assert error.endswith("force_promote=true to replace it anyway")
+    assert versions("m") == {"1": ["champion"]}
+    ok("register", [*args, "--force_promote", "true"])
+    assert versions("m") == {"1": [], "2": ["champion"]}
+
+
+def grown_files() -> dict[str, str]:
+    """The tiny archive's files (40 users, 30 items, 480 ratings) and 10 % more: 4 new users
+    with 12 ratings each, 3 of them of 3 new items."""
+    files = ml100k_files()
+    rng = np.random.default_rng(1)
+    rows, items, users = [], [], []
+    for u in range(41, 45):
+        liked = [31, 32, 33, *rng.choice(np.arange(1, 16) + (u % 2) * 15, 9, replace=False)]
+        rows += [f"{u}\t{i}\t5\t{890000000 + 1000 * u + t}" for t, i in enumerate(liked)]
+        users.append(f"{u}|30|F|writer|0000{u}")
+    first = files["u.item"].splitlines()[0].split("|")
+    for i in (31, 32, 33):
+        items.append("|".join([str(i), f"Movie {i} (1996)", *first[2:]]))
+    return {
+        "u.data": files["u.data"] + "\n".join(rows) + "\n",
+        "u.item": files["u.item"] + "\n".join(items) + "\n",
+        "u.user": files["u.user"] + "\n".join(users) + "\n",
+    }
+
+
+@pytest.fixture
+def retrained(trained: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``trained`` with its model registered as m@champion (version 1), and the chain again on
+    the data grown by 10 % (same dataset, another archive): {grown_prep, grown_train} too."""
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    archive = write_zip(tmp_path / "grown" / "ml-100k.zip", grown_files())
+    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(archive)])
+    prep = ok("preprocess", ["--raw_run_id", raw])
+    train = ok(
         "train_best",
         ["--preprocess_run_id", prep, "--hpo_run_id", trained["hpo"], "--ensemble", "1"],
     )
-    fails("register", ["--train_run_id", other, "--model_name", "m"], message)
-    assert versions("m") == {"1": ["champion"]}
-    ok("register", ["--train_run_id", other, "--model_name", "m", "--force_promote", "true"])
-    assert versions("m") == {"1": [], "2": ["champion"]}
+    return {**trained, "grown_prep": prep, "grown_train": train}
+
+
+def test_a_retrained_model_is_compared_on_what_neither_trained_on(
+    retrained: dict[str, str], tmp_path: Path
+) -> None:
+    """Regression: a model trained on grown data was refused ("their ndcg@10 are not
+    comparable"), so every routine retrain ended main FAILED."""
+    args = ["--train_run_id", retrained["grown_train"], "--model_name", "m"]
+    kept = mlflow.get_run(ok("register", [*args, "--min_improvement", "1"]))
+    assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
+    assert kept.data.params["comparison.rule"] == "common test set"
+    assert kept.data.params["comparison.holder_version"] == "1"
+    m = kept.data.metrics
+
+    # What the test expects, from the two preprocess runs' data: the new test set without the
+    # pairs the champion trained on; the users and items of the new test set it knows.
+    new = load_prepared(retrained["grown_prep"], tmp_path / "new")
+    old = load_prepared(retrained["preprocess"], tmp_path / "old").seen()
+    pairs = ["user_id", "item_id"]
+    leaked = new.test[pairs].merge(old[pairs]).drop_duplicates()
+    assert m["left_out_interactions"] == len(leaked) > 0
+    assert m["common_test_interactions"] == len(new.test) - len(leaked)
+    test_users, test_items = set(new.test.user_id), set(new.test.item_id)
+    assert m["champion_known_users"] == len(test_users & set(old.user_id)) < len(test_users)
+    assert m["champion_user_overlap"] == m["champion_known_users"] / len(test_users)
+    assert m["champion_known_items"] == len(test_items & set(old.item_id))
+    assert m["champion_folded_users"] == len(test_users - set(old.user_id)) > 0
+
+    # The challenger's figure is train_best's metric code on that common test set, the pairs
+    # left out excluded from its rankings too.
+    common = new.test.merge(leaked, how="left", indicator=True)
+    common = common[common._merge == "left_only"].drop(columns="_merge")
+    candidate = load_recommender(
+        mlflow.get_run(retrained["grown_train"]).data.tags[C.TAG_MODEL_URI]
+    )
+    seen = pd.concat([new.seen(), leaked], ignore_index=True)
+    expected = evaluate_model(candidate, seen, common, 10)["ndcg_at_10"]
+    assert m["candidate_test_ndcg_at_10"] == pytest.approx(expected, abs=1e-9)
+    assert 0 < m["champion_test_ndcg_at_10"] < 1
+
+    folder = mlflow.artifacts.download_artifacts(
+        run_id=kept.info.run_id, artifact_path=C.COMPARISON_FILE, dst_path=str(tmp_path / "c")
+    )
+    logged = json.loads(Path(folder).read_text())
+    assert logged["rule"] == "common test set" and logged["holder"]["version"] == "1"
+    assert logged["candidate"]["test_ndcg_at_10"] == m["candidate_test_ndcg_at_10"]
+    assert logged["left_out_interactions"] == m["left_out_interactions"]
+    reason = kept.data.tags["recflow.promotion_reason"]
+    assert (
+        reason.startswith("test_ndcg_at_10 ")
+        and "by more than 1.0 on the common test set" in reason
+    )
+    assert f"without the {len(leaked)} interactions @champion trained on" in reason
+
+    # Without a margin the comparison decides, and the run finishes either way.
+    run = mlflow.get_run(ok("register", args))
+    beats = (
+        run.data.metrics["candidate_test_ndcg_at_10"] > run.data.metrics["champion_test_ndcg_at_10"]
+    )
+    assert run.data.tags["recflow.promoted"] == str(beats).lower()
+    if beats:
+        assert versions("m") == {"1": [], "2": ["challenger"], "3": ["champion"]}
+    else:
+        assert versions("m") == {"1": ["champion"], "2": [], "3": ["challenger"]}
 
 
 def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Path) -> None:

@@ -27,10 +27,9 @@ from mlflow.tracking import MlflowClient
 from recflow import constants as C
 from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
-from recflow.evaluation.accuracy import Holdout
-from recflow.evaluation.names import metric_key, parse_metric
+from recflow.evaluation.names import metric_key
 from recflow.failpoints import failpoint
-from recflow.model.recommender import FMParams
+from recflow.model.recommender import FMParams, Recommender
 from recflow.tracking import space
 from recflow.tracking.cache import unquote
 from recflow.tracking.promotion import Model
@@ -134,15 +133,12 @@ def input_digest(run: Run, context: str) -> str:
     return ""
 
 
-def rescore(model_uri: str, seen: pd.DataFrame, test: pd.DataFrame, metric: str) -> float:
-    """``metric`` (e.g. ``ndcg@10``) of the served model at ``model_uri`` on ``test``, ``seen``
-    items excluded, computed now by this code, as train_best computes it."""
+def load_recommender(model_uri: str) -> Recommender:
+    """The recommender inside the served model at ``model_uri`` (to score it again)."""
     try:
-        model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
     except Exception as e:  # a missing or foreign model: all mean the same here
         raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
-    figures = Holdout.of(model, seen, test).evaluate(model.scores, parse_metric(metric)[1])
-    return figures[metric_key(metric)]
 
 
 def lineage(train: Run) -> dict[str, str]:
@@ -150,10 +146,13 @@ def lineage(train: Run) -> dict[str, str]:
     client = MlflowClient()
     preprocess = client.get_run(linked(train, "preprocess_run_id"))
     raw = client.get_run(linked(preprocess, "raw_run_id"))
+    # The column of the data that holds item IDs, when the data steps take one (else ours).
+    item_cols = [unquote(run.data.params.get("item_col", "")) for run in (preprocess, raw)]
     return {
         "dataset": raw.data.params.get("dataset", ""),
         "checksum": raw.data.tags.get(C.TAG_CHECKSUM, ""),
         "split": preprocess.data.params.get("split", ""),
+        "item_col": next((c for c in item_cols if c), C.ITEM_COL),
         "testset_digest": input_digest(train, "test"),
         "download_run_id": raw.info.run_id,
         "preprocess_run_id": preprocess.info.run_id,

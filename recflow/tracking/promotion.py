@@ -1,9 +1,16 @@
 """The promotion policy: does a newly trained model take the alias from the current holder?
 
 In: the candidate's and the current holder's test figures (the candidate's with its baselines'
-on the same test set) and data lineage, and the policy. Out: a ``Decision`` (promote or not,
-and why). A model that does not beat popularity on its own test set is never promoted unless
-forced. Pure: no MLflow, so it is tested on its own.
+on the same test set) and data lineage, both models scored now on one test set
+(``HeadToHead``), and the policy. Out: how the two compare (``rule``) and a ``Decision``
+(promote or not, and why). A model that does not beat popularity on its own test set is never
+promoted unless forced. Pure: no MLflow, so it is tested on its own.
+
+Two models tested on the same test set compare on it. A model retrained on new data of the
+holder's dataset (same dataset name and item column, a grown archive and so another test set)
+compares with it on the common test set: its own test set without the interactions the holder
+trained on (``recflow.evaluation.retraining``). Anything else (another dataset, item column or
+metric) cannot be compared, and says so in one line.
 """
 
 from __future__ import annotations
@@ -12,13 +19,20 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from recflow.constants import EASE_PREFIX, POPULARITY_PREFIX, TEST_PREFIX
+from recflow.constants import EASE_PREFIX, ITEM_COL, POPULARITY_PREFIX, TEST_PREFIX
 from recflow.errors import UserError
 from recflow.evaluation.names import metric_key
 
 # Test results are comparable only on the same test set: the same data, kind of split and, by
 # content digest, the same held-out interactions (another test_size, seed or filter differs).
 COMPARABLE = ("dataset", "checksum", "split", "testset_digest")
+# Otherwise, models of one dataset's lineage compare on the common test set; versions registered
+# before a lineage tag existed read as its default.
+LINEAGE = {"dataset": "", "item_col": ITEM_COL}
+# The version tag naming the metric a version was registered (judged) on.
+METRIC_TAG = "metric"
+SAME_TEST_SET = "same test set"
+COMMON_TEST_SET = "common test set"
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,16 @@ class Model:
 
 
 @dataclass(frozen=True)
+class HeadToHead:
+    """Both models' figures of the policy's metric, scored now by the same code on one test set
+    (the one ``rule`` chose)."""
+
+    rule: str
+    candidate: float
+    holder: float
+
+
+@dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
@@ -58,10 +82,36 @@ def comparable(candidate: Model, holder: Model) -> bool:
     return all(candidate.tags.get(k) == holder.tags.get(k) for k in COMPARABLE)
 
 
-def decide(candidate: Model, holder: Model | None, policy: Policy) -> Decision:
+def rule(candidate: Model, holder: Model, policy: Policy) -> str:
+    """How the two models compare: ``SAME_TEST_SET`` or ``COMMON_TEST_SET``; a one-line
+    UserError when they cannot (another metric, dataset or item column)."""
+    holder_is = f"@{policy.alias} (version {holder.version})"
+    judged = holder.tags.get(METRIC_TAG)
+    if judged and metric_key(judged) != metric_key(policy.metric):
+        raise UserError(
+            f"{holder_is} was registered on {judged}, this model on {policy.metric}: their "
+            f"figures are not comparable. Use metric={judged}, another model_name, or "
+            "force_promote=true to replace it anyway"
+        )
+    theirs = {k: holder.tags.get(k, v) for k, v in LINEAGE.items()}
+    ours = {k: candidate.tags.get(k, v) for k, v in LINEAGE.items()}
+    if ours != theirs:
+        raise UserError(
+            f"{holder_is} was trained on {theirs}, this model on {ours}: their "
+            f"{policy.metric} are not comparable. Use another model_name, or force_promote=true "
+            "to replace it anyway"
+        )
+    return SAME_TEST_SET if comparable(candidate, holder) else COMMON_TEST_SET
+
+
+def decide(
+    candidate: Model, holder: Model | None, policy: Policy, scored: HeadToHead | None = None
+) -> Decision:
     """Promote a forced model, or one that beats popularity on its own test set and is the first
-    or beats the holder by more than the minimum improvement; refuse (UserError) to compare
-    models tested on different data. Reasons name the baselines the candidate carries."""
+    or beats the holder by more than the minimum improvement, on the test set ``rule`` chose
+    (``scored``: both figures scored there; without it, their recorded figures, on the same test
+    set only); refuse (UserError) to compare what ``rule`` cannot. Reasons name the baselines
+    the candidate carries."""
     if policy.force:
         return Decision(True, "force_promote=true")
     key, mine = policy.key, candidate.metrics[policy.key]
@@ -73,21 +123,20 @@ def decide(candidate: Model, holder: Model | None, policy: Policy) -> Decision:
         )
     if holder is None:
         return Decision(True, f"first version under @{policy.alias}{versus}")
-    theirs = {k: holder.tags.get(k) for k in COMPARABLE}
-    ours = {k: candidate.tags.get(k) for k in COMPARABLE}
-    if not comparable(candidate, holder):
-        raise UserError(
-            f"@{policy.alias} (version {holder.version}) was tested on {theirs}, this model on "
-            f"{ours}: their {policy.metric} are not comparable. Use "
-            "another model_name, or force_promote=true to replace it anyway"
-        )
-    best = holder.metrics.get(key, math.nan)
+    how = rule(candidate, holder, policy)
+    if scored is not None and scored.rule != how:
+        raise ValueError(f"the models compare on the {how}, not the {scored.rule}")
+    if scored is None and how != SAME_TEST_SET:
+        raise ValueError(f"models compared on the {how} need both scored there (HeadToHead)")
+    best = holder.metrics.get(key, math.nan) if scored is None else scored.holder
+    mine = mine if scored is None else scored.candidate
+    on = "" if how == SAME_TEST_SET else f" on the {how}"
     if mine > best + policy.min_improvement:
-        return Decision(True, f"{key} {mine:.4f} beats {best:.4f} + {policy.min_improvement}")
+        return Decision(True, f"{key} {mine:.4f} beats {best:.4f} + {policy.min_improvement}{on}")
     return Decision(
         False,
         f"{key} {mine:.4f} does not beat @{policy.alias} version {holder.version} "
-        f"({best:.4f}) by more than {policy.min_improvement}",
+        f"({best:.4f}) by more than {policy.min_improvement}{on}",
     )
 
 
