@@ -19,7 +19,6 @@ the model's own lookups (``user_positions``, ``item_positions``).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +124,9 @@ def score(model: Recommender, common: CommonTest, k: int) -> Scored:
             out[known, :n_items] = model.scores(batch[known])
         for row in np.flatnonzero(~known):
             j = batch[row] - n_users
-            out[row, :n_items] = folded_scores(model, vectors, histories[j], _seed(new_users[j]))
+            out[row, :n_items] = folded_scores(
+                model, vectors, histories[j], foldin.seed_of(new_users[j])
+            )
         return out
 
     return Scored(holdout.evaluate(scorer, k), len(new_users))
@@ -145,14 +146,6 @@ def folded_scores(
     weights = foldin.recency_weights(history.size, foldin.HALF_LIFE)
     p = foldin.fold_in(vectors, base, history, mine, model.params, seed, None, weights)
     return (base + vectors @ p).astype(np.float32)
-
-
-def _seed(user: object) -> int:
-    # The served model seeds a user's fold-in with their ID: an integer ID itself, any other the
-    # first 8 bytes of its text's BLAKE2 hash (as ``foldin.seed_of`` of the string-ID models).
-    if isinstance(user, int | np.integer) and not isinstance(user, bool | np.bool_):
-        return int(user)
-    return int.from_bytes(hashlib.blake2b(str(user).encode(), digest_size=8).digest(), "little")
 
 
 def _unknown(lookup, ids: pd.Series) -> np.ndarray:
