@@ -25,6 +25,7 @@ ITEM_FEATURES_FILE = "item_features.parquet"
 ITEMS_FILE = "items.parquet"
 BEST_PARAMS_FILE = "best_params.json"
 EASE_FILE = "baselines/ease.json"  # train_best: the λ tried and chosen on validation
+BLEND_FILE = "baselines/blend.json"  # train_best: the blend shares tried and chosen on validation
 PLOTS_DIR = "plots"
 # register: how the new model and the alias holder were compared (rule, scores, overlap)
 COMPARISON_FILE = "promotion/comparison.json"
@@ -40,6 +41,8 @@ TAG_DATASET = "recflow.dataset"
 TAG_SOURCE_URL = "recflow.source_url"
 TAG_CHECKSUM = "recflow.checksum"
 TAG_CHECKSUM_VERIFIED = "recflow.checksum_verified"
+TAG_ITEMS_URL = "recflow.items_url"  # download of an interactions file: its item metadata
+TAG_ITEMS_CHECKSUM = "recflow.items_checksum"
 TAG_MODEL_URI = "recflow.model_uri"
 TAG_BEST_TRIAL_RUN = "recflow.best_trial_run_id"
 TAG_STUDY = "optuna.study"
@@ -58,6 +61,8 @@ TAG_ENTRY_POINT = "mlflow.project.entryPoint"
 TEST_PREFIX = "test_"
 POPULARITY_PREFIX = "popularity_"
 EASE_PREFIX = "ease_"
+# The factorization model alone, where the served model blends it with EASE.
+RANKFM_PREFIX = "rankfm_"
 
 STEPS = ("download", "preprocess", "hpo", "train_best", "register")
 # Each step's upstream run-ID parameter and the step that parameter names.

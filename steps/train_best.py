@@ -16,12 +16,13 @@ from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
 from recflow.evaluation.baselines import Ease, ease_fits
+from recflow.evaluation.blending import Blended, choose_share
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
 from recflow.failpoints import failpoint
 from recflow.hpo.fidelity import parse_count
-from recflow.model.recommender import Recommender
+from recflow.model.recommender import FMParams, Recommender
 from recflow.model.training import (
     ENSEMBLE,
     ENSEMBLE_BELOW,
@@ -65,8 +66,13 @@ option = options("train_best")
 @option("ensemble", help="Models trained from seeds seed, seed+1, ... and averaged into the one "
               f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
               "else 1.")  # fmt: skip
+@option("blend", type=click.Choice(["auto", "none"]), help="auto: where EASE is fitted, serve "
+              "the blend of the model's and EASE's scores with EASE's share chosen on validation "
+              "(0 serves the model alone); none: the model alone.")  # fmt: skip
 @option("seed", type=int)
-def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, seed: int) -> None:
+def main(
+    preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, blend: str, seed: int
+) -> None:
     with step("train_best") as s, tempfile.TemporaryDirectory() as tmp:
         requested = parse_count("ensemble", ensemble, ("auto",), minimum=1)
         prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
@@ -95,27 +101,32 @@ def main(preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, s
         test_set = as_dataset(data.test, f"{dataset} test")
         mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
         mlflow.log_input(test_set, context="test")
-        try:
-            model = Recommender.average([
-                fit_isolated(
-                    seen, params, seed + i, user_features=data.user_features,
-                    item_features=data.item_features, threads=threads,
-                )  # fmt: skip
-                for i in range(size)
-            ])  # fmt: skip
-        except FloatingPointError as e:
-            raise UserError(f"training the best configuration failed: {e}") from e
+        fit = {"user_features": data.user_features, "item_features": data.item_features,
+               "threads": threads}  # fmt: skip
+        model = train(seen, params, seed, size, fit)
         # Test at the tuned metric's k too, so register can gate on the metric that was tuned.
         name, k = parse_metric(tuned_metric(tuned))
         ease = fit_ease(model, data, seen, name, k)
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
-        report = test_report(model, seen, data.test, (C.DEFAULT_K, k), compared)
+        served, chosen = model, [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
+        if ease is not None and blend == "auto":
+            # EASE's share is chosen like any hyperparameter: both fitted on train, ranked on valid.
+            on_train = train(data.train, params, seed, size, fit)
+            share, validation = choose_share(
+                on_train, ease.on_train, data.train, data.valid, name, k
+            )
+            mlflow.log_param("blend.share", share)
+            chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, metric=f"{name}@{k}",
+                                     share=share, validation=validation))  # fmt: skip
+            if share > 0:
+                served = Blended(model, ease.scorer, share)
+                compared[C.RANKFM_PREFIX] = model.scores
+        report = test_report(served, seen, data.test, (C.DEFAULT_K, k), compared)
         figures = save_figures(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
         folder = Path(tmp) / "bundle"
         bundle.write_bundle(folder, model, data.items, seen)
-        chosen = [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
         # Everything this run logs must fit before any of it is logged.
         space.require_for_artifacts("the model and its plots", folder, *figures, *chosen)
         for path in figures:
@@ -154,12 +165,27 @@ def fit_ease(
     return None
 
 
+def train(df: pd.DataFrame, params: FMParams, seed: int, size: int, fit: dict) -> Recommender:
+    """``size`` models trained from seeds seed, seed+1, ... and averaged."""
+    try:
+        return Recommender.average([fit_isolated(df, params, seed + i, **fit) for i in range(size)])
+    except FloatingPointError as e:
+        raise UserError(f"training the best configuration failed: {e}") from e
+
+
 def write_ease(ease: Ease, metric: str, folder: Path) -> Path:
     """The λ tried and chosen on validation, as the file logged at ``C.EASE_FILE``."""
-    path = folder / Path(C.EASE_FILE).name
-    validation = {str(lam): v for lam, v in ease.validation.items()}
-    path.write_text(json.dumps({"metric": metric, "lambda": ease.lam, "validation": validation}))
+    return write_json(folder / Path(C.EASE_FILE).name, metric=metric, validation=ease.validation,
+                      **{"lambda": ease.lam})  # fmt: skip
+
+
+def write_json(path: Path, validation: dict[float, float], **fields: object) -> Path:
+    """``fields`` and the validation score at each value tried, as a JSON file."""
+    path.write_text(
+        json.dumps({**fields, "validation": {str(v): m for v, m in validation.items()}})
+    )
     return path
+
 
 if __name__ == "__main__":
     main()

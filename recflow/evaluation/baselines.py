@@ -1,11 +1,8 @@
 """Baselines the tuned model is compared with: items ranked by training popularity, and EASE.
 
-EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019) is the strong
-simple baseline for top-N from implicit feedback: with ``X`` the users x items matrix of seen
-interactions, ``P = (XᵀX + λI)⁻¹`` and ``B = I - P · diag(1 / diag(P))`` (a zero diagonal),
-a user's scores are their row of ``X · B``. Its one parameter ``λ`` is chosen on the validation
-split. The item-item matrices are dense: catalogues whose matrices exceed ``EASE_BUDGET`` bytes
-are not fitted (``ease_fits`` says why).
+EASE (``recflow.model.ease``) is the strong simple baseline for top-N from implicit feedback.
+Its one parameter ``λ`` is chosen on the validation split. The item-item matrices are dense:
+catalogues whose matrices exceed ``EASE_BUDGET`` bytes are not fitted (``ease_fits`` says why).
 """
 
 from __future__ import annotations
@@ -18,11 +15,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recflow.evaluation.accuracy import Holdout, Ranker, Scorer, evaluate, positions
+from recflow.model.ease import ease_weights, interactions
 
 # λ grid: Steck reports λ in the hundreds on MovieLens-sized data; the grid spans both sides.
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
-# The float64 item-item matrices held at once (Gram with λ on its diagonal, its inverse, the
-# float32 weights), at most this many bytes: 2 GiB fits ~9,500 items (ML-10M has 10,677).
+# The item-item matrices held at once, at most this many bytes: the float32 Gram, its float64
+# copy with λ on the diagonal, the inverse and the weights in float64 while they are computed,
+# and the float32 weights fitted on the training split (kept to choose the served blend on).
+# 2 GiB fits ~8,000 items (ML-1M has 3,706; ML-10M 10,677).
 EASE_BUDGET = 2 * 2**30
 
 
@@ -43,7 +43,7 @@ def evaluate_popularity(
 
 def ease_bytes(n_items: int) -> int:
     """Memory EASE needs for a catalogue of ``n_items``."""
-    return n_items * n_items * (8 + 8 + 4)
+    return n_items * n_items * (4 + 8 + 8 + 8 + 4)
 
 
 def ease_fits(n_items: int, budget: int | None = None) -> str | None:
@@ -59,25 +59,6 @@ def ease_fits(n_items: int, budget: int | None = None) -> str | None:
     )
 
 
-def interactions(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_array:
-    """The binary users x items matrix of (user position, item position) pairs."""
-    data = np.ones(users.size, dtype=np.float32)
-    x = sp.csr_array((data, (users, items)), shape=(n_users, n_items))
-    x.sum_duplicates()
-    x.data[:] = 1.0  # a repeated pair is one interaction
-    return x
-
-
-def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's item-item weights ``B`` from the Gram matrix ``XᵀX`` and ``λ`` (float32)."""
-    g = gram.astype(np.float64)  # a copy: the caller's Gram serves every λ
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = p / -np.diag(p)
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
-
-
 def ease_scorer(x: sp.csr_array, weights: np.ndarray) -> Scorer:
     """Scores of users (rows of ``x``) for every item: their rows of ``X · B``."""
     return lambda users: np.asarray(x[users] @ weights, dtype=np.float32)
@@ -89,7 +70,13 @@ class Ease:
 
     lam: float
     validation: dict[float, float]  # the chosen metric on validation at each λ tried
-    scorer: Scorer
+    x: sp.csr_array  # the seen interactions (users x items, the model's positions)
+    weights: np.ndarray  # B, fitted on ``x`` with ``lam``
+    on_train: Scorer  # the same λ fitted on the training split alone, to choose a blend on
+
+    @property
+    def scorer(self) -> Scorer:
+        return ease_scorer(self.x, self.weights)
 
 
 def fit_ease(
@@ -106,13 +93,15 @@ def fit_ease(
     positions, so EASE scores the same rows and columns the model does."""
     n_users, n_items = len(model.user_ids), len(model.item_ids)
     holdout = Holdout.of(model, train, valid)
-    x = interactions(holdout.seen_u, holdout.seen_i, n_users, n_items)
-    gram = (x.T @ x).toarray()
+    x_train = interactions(holdout.seen_u, holdout.seen_i, n_users, n_items)
+    gram = (x_train.T @ x_train).toarray()
     name = f"{metric}_at_{k}"
     validation = {
-        float(lam): holdout.evaluate(ease_scorer(x, ease_weights(gram, lam)), k)[name]
+        float(lam): holdout.evaluate(ease_scorer(x_train, ease_weights(gram, lam)), k)[name]
         for lam in lambdas
     }
     best = max(validation, key=validation.__getitem__)  # ties: the first, the smallest λ
+    on_train = ease_scorer(x_train, ease_weights(gram, best))
+    del gram
     x = interactions(*positions(model, seen), n_users, n_items)
-    return Ease(best, validation, ease_scorer(x, ease_weights((x.T @ x).toarray(), best)))
+    return Ease(best, validation, x, ease_weights((x.T @ x).toarray(), best), on_train)
