@@ -127,6 +127,8 @@ def main(
         )
         folder = Path(tmp) / "bundle"
         bundle.write_bundle(folder, model, data.items, seen)
+        if isinstance(served, Blended):
+            bundle.write_blend(folder, ease.weights, served.share)
         # Everything this run logs must fit before any of it is logged.
         space.require_for_artifacts("the model and its plots", folder, *figures, *chosen)
         for path in figures:

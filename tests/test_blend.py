@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 
 from recflow import constants as C
@@ -74,3 +76,52 @@ def test_train_best_logs_the_share_it_chose_and_the_model_alone(trained: dict[st
     alone = {k for k in run.data.metrics if k.startswith(C.RANKFM_PREFIX)}
     # The model alone is reported exactly when the served model is a blend.
     assert bool(alone) == (share > 0)
+
+
+def test_the_served_model_ranks_by_the_blend(fitted, tmp_path) -> None:
+    from recflow.serving import bundle
+    from recflow.serving.pyfunc import RecommenderModel
+
+    model, ease, rest, valid = fitted
+    train, _ = checkerboard_data()
+    items = pd.DataFrame({C.ITEM_COL: model.item_ids, C.TITLE_COL: "t", C.GENRES_COL: ""})
+    bundle.write_bundle(tmp_path, model, items, train)
+    bundle.write_blend(tmp_path, ease.weights, 0.5)
+    served = RecommenderModel.from_bundle(tmp_path)
+    users = model.user_ids[:6]
+    got = served.predict(None, pd.DataFrame({C.USER_COL: users}), {"k": 3})
+    ranker = Blended(model, ease.scorer, 0.5)
+    scores = ranker.scores(model.user_positions(users))
+    seen = train.groupby(C.USER_COL)[C.ITEM_COL].apply(set)
+    for row, user in enumerate(users):
+        order = [model.item_ids[i] for i in np.argsort(-scores[row], kind="stable")]
+        expected = [i for i in order if i not in seen[user]][:3]
+        assert got[got[C.USER_COL] == user][C.ITEM_COL].tolist() == expected
+    np.testing.assert_allclose(
+        got[C.SCORE_COL].iloc[0], np.sort(scores[0][~np.isin(model.item_ids, list(seen[users[0]]))])[-1],
+        rtol=1e-5,
+    )  # fmt: skip
+    # A history and similar items still answer.
+    history = served.predict(
+        None, pd.DataFrame({C.USER_COL: [10**6], "history": [list(model.item_ids[:2])]}), {"k": 3}
+    )  # fmt: skip
+    assert (history["source"] == "history").all() and len(history) == 3
+    similar = served.predict(None, pd.DataFrame({C.ITEM_COL: model.item_ids[:1]}), {"k": 2})
+    assert (similar["source"] == "similar").all()
+
+
+def test_train_best_serves_the_blend_it_tested(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recflow.model import blend as blend_module
+    from tests.helpers import ok
+
+    monkeypatch.setattr(blend_module, "SHARES", (0.5,))
+    run_id = ok(
+        "train_best", ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
+    )  # fmt: skip
+    run = mlflow.get_run(run_id)
+    assert float(run.data.params["blend.share"]) == 0.5
+    assert f"{C.RANKFM_PREFIX}ndcg_at_10" in run.data.metrics
+    model = mlflow.pyfunc.load_model(run.data.tags[C.TAG_MODEL_URI]).unwrap_python_model()
+    assert model.share == 0.5 and model.ease_weights is not None

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from recflow.evaluation.accuracy import Holdout, Ranker, Scorer
-from recflow.model.blend import SHARES, blend
+from recflow.model import blend as shares_of
+from recflow.model.blend import blend
 
 
 def blended_scorer(model: Scorer, ease: Scorer, share: float) -> Scorer:
@@ -29,11 +30,12 @@ def choose_share(
     valid: pd.DataFrame,
     metric: str,
     k: int,
-    shares: Sequence[float] = SHARES,
+    shares: Sequence[float] | None = None,
 ) -> tuple[float, dict[float, float]]:
     """The share of EASE whose blend with ``model`` scores best by ``metric`` at ``k`` on
-    ``valid`` (ties: the smallest), and the score at each share. ``model`` and ``ease`` are
-    fitted on ``train``, over the same positions."""
+    ``valid`` (ties: the smallest), and the score at each share (default: ``blend.SHARES``).
+    ``model`` and ``ease`` are fitted on ``train``, over the same positions."""
+    shares = shares_of.SHARES if shares is None else shares
     holdout = Holdout.of(model, train, valid)
     name = f"{metric}_at_{k}"
     validation = {

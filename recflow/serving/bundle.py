@@ -5,12 +5,14 @@ the seen table as CSR over the model's user and item positions, so that loading 
 map, not a sort of millions of rows: the user at position ``u`` has seen the items at positions
 ``seen_indices[seen_indptr[u]:seen_indptr[u + 1]]`` (``seen_indptr.npy``,
 ``seen_indices.npy``); ``popularity.npy`` counts each item's seen rows. IDs are integers or
-strings, as the model's (``user_ids.npy``, ``item_ids.npy``); ``items.parquet``'s ``item_id``
+strings, as the model's (``user_ids.npy``, ``item_ids.npy``); a blend with EASE adds
+``ease_weights.npy`` and ``blend.json`` (``write_blend``); ``items.parquet``'s ``item_id``
 column is written in the model's kind, so a string model's titles are found by their text.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,11 @@ import pandas as pd
 from recflow.constants import ITEM_COL, USER_COL
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
+
+# Where the factorization model is served blended with EASE: EASE's item-item weights (float32,
+# items x items in the model's order) and the blend's share.
+BLEND_WEIGHTS = "ease_weights.npy"
+BLEND_JSON = "blend.json"
 
 
 def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
@@ -47,3 +54,17 @@ def seen_arrays(model: Recommender, seen: pd.DataFrame) -> dict[str, np.ndarray]
     np.cumsum(np.bincount(users, minlength=len(model.user_ids)), out=indptr[1:])
     indices = items[np.argsort(users, kind="stable")].astype(np.int32)
     return {"seen_indptr": indptr, "seen_indices": indices, "popularity": popularity}
+
+
+def write_blend(path: Path, weights: np.ndarray, share: float) -> None:
+    """Add EASE's item-item weights and its share of the served blend (``recflow.model.blend``)."""
+    np.save(path / BLEND_WEIGHTS, weights.astype(np.float32, copy=False))
+    (path / BLEND_JSON).write_text(json.dumps({"share": share}))
+
+
+def read_blend(path: Path) -> tuple[np.ndarray, float] | None:
+    """EASE's weights (memory-mapped) and share, or None for a bundle of the model alone."""
+    if not (path / BLEND_JSON).is_file():
+        return None
+    share = float(json.loads((path / BLEND_JSON).read_text())["share"])
+    return np.load(path / BLEND_WEIGHTS, mmap_mode="r"), share

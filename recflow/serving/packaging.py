@@ -27,10 +27,11 @@ from recflow.serving.pyfunc import ARTIFACT_KEY, RecommenderModel
 
 
 def requirements() -> list[str]:
-    """Pinned runtime requirements of the served model (it scores with NumPy; no rankfmc)."""
+    """Pinned runtime requirements of the served model (it scores with NumPy, and SciPy's
+    sparse matrices for a blend with EASE; no rankfmc)."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow", "scipy")]
 
 
 def signature(bundle: Path, example: pd.DataFrame) -> mlflow.models.ModelSignature:

@@ -20,7 +20,11 @@ most popular items (source "popular").
 
 User and item IDs are integers or strings, as the model's training data had them
 (``recflow.model.ids``); answers carry them in that kind, and a string model looks an integer ID
-up by its text. Requests are parsed by ``parsing``; the model loads the folder ``bundle`` writes.
+up by its text. Where train_best chose a blend with EASE (``recflow.model.blend``), users and histories are
+ranked by the blend of the model's scores and EASE's over their seen items (and history), each
+standardised per user, so scores are then z-scores; similar items stay the model's cosines.
+
+Requests are parsed by ``parsing``; the model loads the folder ``bundle`` writes.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
+from recflow.model.blend import blend
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
+from recflow.serving import bundle
 from recflow.serving.parsing import (
     IGNORED_COL,
     MAX_USERS,
@@ -79,6 +86,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             np.load(path / "seen_indptr.npy", mmap_mode="r"),
             np.load(path / "seen_indices.npy", mmap_mode="r"),
             np.load(path / "popularity.npy"),
+            bundle.read_blend(path),
         )
 
     @classmethod
@@ -96,11 +104,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seen_indptr: np.ndarray,
         seen_indices: np.ndarray,
         popularity: np.ndarray,
+        blended: tuple[np.ndarray, float] | None = None,
     ) -> RecommenderModel:
         """The model from what its bundle holds, in memory (``bundle.seen_arrays`` makes the
-        seen CSR and popularity from a seen table)."""
+        seen CSR and popularity from a seen table; ``blended``: EASE's weights and share)."""
         python_model = cls()
-        python_model._set(model, items, seen_indptr, seen_indices, popularity)
+        python_model._set(model, items, seen_indptr, seen_indices, popularity, blended)
         return python_model
 
     def _set(
@@ -110,8 +119,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seen_indptr: np.ndarray,
         seen_indices: np.ndarray,
         popularity: np.ndarray,
+        blended: tuple[np.ndarray, float] | None = None,
     ) -> None:
         self.model = model
+        # EASE's item-item weights and share where the model is served blended with EASE.
+        self.ease_weights, self.share = blended if blended is not None else (None, 0.0)
         meta = items.set_index(ITEM_COL)
         if is_string(model.item_ids):  # titles of string items found whatever the file's kind
             meta.index = meta.index.astype(str)
@@ -232,6 +244,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def _scores(self, pos: np.ndarray, out: np.ndarray, filter_seen: bool) -> np.ndarray:
         # Every item's score for the users at ``pos``, into ``out``; seen items get -inf.
         self.model.scores(pos, out=out)
+        if self.ease_weights is not None:
+            out[:] = blend(out, self._ease_scores(pos), self.share)
         if filter_seen:
             lo = self.seen_indptr[pos]
             counts = self.seen_indptr[pos + 1] - lo
@@ -239,6 +253,20 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
         return out
+
+    def _ease_scores(self, pos: np.ndarray) -> np.ndarray:
+        # EASE's scores for the users at ``pos``: their rows of X · B, X their seen items.
+        lo = self.seen_indptr[pos]
+        counts = self.seen_indptr[pos + 1] - lo
+        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        x = sp.csr_array(
+            (np.ones(idx.size, dtype=np.float32), self.seen_indices[idx], indptr),
+            shape=(pos.size, len(self.model.item_ids)),
+        )
+        x.sum_duplicates()
+        x.data[:] = 1.0  # a repeated seen row is one interaction, as EASE was fitted
+        return np.asarray(x @ self.ease_weights, dtype=np.float32)
 
     def _folded(
         self, user: object, pos: int, history: np.ndarray, filter_seen: bool, half_life: float
@@ -258,6 +286,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seed = foldin.seed_of(user)
         p = foldin.fold_in(self.vectors, base, history, mine, params, seed, start, weights)
         scores = (base + self.vectors @ p).astype(np.float32)
+        if self.ease_weights is not None:
+            # EASE's half sees the history (and a known user's seen items) alike, unweighted.
+            ease = self.ease_weights[np.flatnonzero(mine)].sum(axis=0, dtype=np.float32)
+            scores = blend(scores[None, :], ease[None, :], self.share)[0]
         if filter_seen:
             scores[mine] = -np.inf
         return scores
