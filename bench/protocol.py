@@ -1,4 +1,4 @@
-"""Ours against published results on their own protocol: real ML-100K, per-user 75/25 split.
+"""Ours against EASE, popularity and published results on real MovieLens data.
 
 Microsoft Recommenders' benchmark (ML-100K, each user's ratings split 75/25 at random, top-10
 over every item not rated in training) reports single runs; we run, for each split seed, as a
@@ -7,14 +7,17 @@ user would:
     mlflow run . -e main -P dataset=ml-100k -P data_url=<zip of ../shared/data/ml-100k>
         -P split=<--split> -P test_size=<--test-size> -P seed=<seed> [-P key=value ...]
 
-(a fresh tracking store each), and print train_best's test metrics at 10, ours and the
-baselines' (EASE and popularity, on the same splits; the ratios too), as mean ± standard deviation over the seeds beside
-the published figures, as the Markdown table the README shows. ``--split random --test-size 0.2``
-measures the pipeline's own default protocol instead. Usage::
+(a fresh tracking store each), and print train_best's test metrics at 10: what is served, rankfm
+alone where that is a blend with EASE, and the baselines (EASE and popularity, on the same
+splits; the ratios too), as mean ± standard deviation over the seeds beside the published
+figures, as the Markdown table the README shows. ``--split random --test-size 0.2`` measures
+the pipeline's own default protocol instead; ``--data ml-1m`` the real ML-1M ratings of users
+1-1500 in ../shared/data. Usage::
 
     .venv/bin/python bench/protocol.py [--seeds 1492 7 42] [--param n_trials=20]
     .venv/bin/python bench/protocol.py --split random --test-size 0.2 --seeds 1492 \
         --param n_trials=30
+    .venv/bin/python bench/protocol.py --data ml-1m --split random --test-size 0.2
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import numpy as np
 
 from recflow import constants as C
 from recflow.evaluation.beyond import BEYOND_ACCURACY
-from recflow.testing.archives import real_ml100k_zip
+from recflow.testing.archives import real_ml1m_zip, real_ml100k_zip
 from recflow.testing.runs import archive_params, mlflow_run, run, runs_by_step, store
 
 METRICS = ("precision", "recall", "ndcg", "hit_rate", "mrr")
 SOURCE = "[Microsoft Recommenders](https://github.com/recommenders-team/recommenders/blob/main/examples/06_benchmarks/movielens.ipynb)"
 # Published top-10 figures on this protocol: (precision, ndcg).
+# The real data a run can use; ml-1m is the real ML-1M ratings of users 1-1500 (its README).
+DATA = {"ml-100k": real_ml100k_zip, "ml-1m": real_ml1m_zip}
 PUBLISHED = {
     "BiVAE (best published)": (0.412, 0.475),
     "Cornac BPR": (0.388, 0.442),
@@ -41,10 +46,11 @@ PUBLISHED = {
 }
 
 
-def run_main(zip_path: Path, seed: int, extra: list[str]) -> dict[str, float]:
+def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> dict[str, float]:
     """One ``main`` in a fresh store; train_best's test metrics."""
     where = store(Path(tempfile.mkdtemp(prefix=f"bench-protocol-{seed}-")))
-    run(mlflow_run("main", [*archive_params(zip_path), f"seed={seed}", *extra]), where, "main.log")
+    params = [*archive_params(zip_path, dataset), f"seed={seed}", *extra]
+    run(mlflow_run("main", params), where, "main.log")
     return runs_by_step(where.uri)["train_best"].data.metrics
 
 
@@ -59,6 +65,8 @@ def cell(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1492, 7, 42])
+    parser.add_argument("--data", choices=sorted(DATA), default="ml-100k",
+                        help="real ML-100K, or the real ML-1M ratings of users 1-1500")  # fmt: skip
     parser.add_argument("--split", default="user", help="main's split (default user)")
     parser.add_argument("--test-size", default="0.25", help="main's test_size (default 0.25)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -66,28 +74,33 @@ def main() -> None:
     args = parser.parse_args()
     extra = [f"split={args.split}", f"test_size={args.test_size}", *args.param]
     with tempfile.TemporaryDirectory() as tmp:
-        zip_path = real_ml100k_zip(Path(tmp))
+        zip_path = DATA[args.data](Path(tmp))
         results, seconds = [], []
         for seed in args.seeds:
             start = time.monotonic()
-            results.append(run_main(zip_path, seed, extra))
+            results.append(run_main(zip_path, args.data, seed, extra))
             seconds.append(time.monotonic() - start)
             ours = results[-1]
+            alone = ours.get("rankfm_ndcg_at_10", ours["test_ndcg_at_10"])
             print(
-                f"seed {seed}: NDCG@10 {ours['test_ndcg_at_10']:.4f}, P@10 "
+                f"seed {seed}: NDCG@10 {ours['test_ndcg_at_10']:.4f} (rankfm alone {alone:.4f}), P@10 "
                 f"{ours['test_precision_at_10']:.4f} (EASE {ours['ease_ndcg_at_10']:.4f}, "
                 f"{ours['ease_precision_at_10']:.4f}; popularity "
                 f"{ours['popularity_ndcg_at_10']:.4f}, {ours['popularity_precision_at_10']:.4f}) "
                 f"in {seconds[-1]:.0f} s", flush=True,
             )  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
-    print(f"\nReal ML-100K, {args.split} split, test_size {args.test_size} (split seeds {seeds}), "
+    print(f"\nReal {args.data}, {args.split} split, test_size {args.test_size} (split seeds {seeds}), "
           "top-10 over unrated items")  # fmt: skip
     print("| model | P@10 | R@10 | NDCG@10 | HR@10 | MRR@10 | source |")
     print("|---|---|---|---|---|---|---|")
-    for prefix, name in ((C.TEST_PREFIX, "ours: `main`, default budget"),
-                         (C.EASE_PREFIX, "EASE, λ chosen on validation (same splits)"),
-                         (C.POPULARITY_PREFIX, "popularity (same splits)")):  # fmt: skip
+    rows = [(C.TEST_PREFIX, "ours: `main`, default budget (what is served)"),
+            (C.RANKFM_PREFIX, "rankfm alone (the blend's other half, same runs)"),
+            (C.EASE_PREFIX, "EASE, λ chosen on validation (same splits)"),
+            (C.POPULARITY_PREFIX, "popularity (same splits)")]  # fmt: skip
+    for prefix, name in rows:
+        if not all(f"{prefix}ndcg_at_10" in r for r in results):
+            continue  # rankfm alone: only where every seed served a blend
         cells = [cell([r[f"{prefix}{m}_at_10"] for r in results]) for m in METRICS]
         print(f"| {name} | " + " | ".join(cells) + " | bench/protocol.py |")
     for name, (p, ndcg) in PUBLISHED.items():
@@ -99,7 +112,10 @@ def main() -> None:
         cells = [cell([r[f"{prefix}{m}_at_10"] for r in results]) for m in BEYOND_ACCURACY]
         print(f"| {name} | " + " | ".join(cells) + " |")
     ours = {m: np.mean([r[f"{C.TEST_PREFIX}{m}_at_10"] for r in results]) for m in METRICS}
-    for prefix, name in ((C.EASE_PREFIX, "EASE"), (C.POPULARITY_PREFIX, "popularity")):
+    for prefix, name in ((C.RANKFM_PREFIX, "rankfm alone"), (C.EASE_PREFIX, "EASE"),
+                         (C.POPULARITY_PREFIX, "popularity")):  # fmt: skip
+        if not all(f"{prefix}ndcg_at_10" in r for r in results):
+            continue
         # Per seed, then averaged: each ratio compares the two on the same split.
         ratio = {
             m: [r[f"{C.TEST_PREFIX}{m}_at_10"] / r[f"{prefix}{m}_at_10"] for r in results]

@@ -26,6 +26,8 @@ from recflow.data.extract import pack
 from recflow.testing.synthetic import ML1M, ML100K, SHAPES, Synthetic, generate, stats
 
 ML100K_FILES = ("u.data", "u.item", "u.user")
+# The real ML-1M ratings of users 1-1500 (a quarter of ratings.dat by users, in its order).
+ML1M_RATINGS = "ratings_users_1-1500.dat"
 
 
 def ml100k_files(
@@ -78,6 +80,21 @@ def real_ml100k_zip(folder: Path) -> Path:
             "see ../shared/data/README.md"
         )
     return write_zip(folder / "ml-100k.zip", {n: (ML100K / n).read_bytes() for n in ML100K_FILES})
+
+
+def real_ml1m_zip(folder: Path) -> Path:
+    """``folder/ml-1m.zip`` in the official layout from ../shared/data's real ML-1M files: the
+    real ratings of users 1-1500 as ``ratings.dat``, with the complete ``movies.dat`` and
+    ``users.dat`` (exits when they are missing)."""
+    files = {"ratings.dat": ML1M_RATINGS, "movies.dat": "movies.dat", "users.dat": "users.dat"}
+    missing = [n for n in files.values() if not (ML1M / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"needs the real ML-1M files ({', '.join(missing)}) in {ML1M}; "
+            "see ../shared/data/README.md"
+        )
+    contents = {name: (ML1M / n).read_bytes() for name, n in files.items()}
+    return pack(get_spec("ml-1m"), contents, folder / "ml-1m.zip", "ml-1m")
 
 
 def sha256(path: Path) -> str:
