@@ -1,7 +1,8 @@
 """Downloads: checksums, HTTP with retries, and the local cache with its partial files.
 
-In: a ``DatasetSpec`` (and optionally a URL or path and a checksum overriding its own). Out: a
-verified zip in the local cache (``Fetched``); ``extract`` unpacks it.
+In: a ``DatasetSpec`` (and optionally a URL or path and a checksum overriding its own), or any
+file's path or URL. Out: a verified file in the local cache, or the user's own file in place
+(``Fetched``); ``extract`` unpacks a MovieLens zip, ``interactions`` reads a file of one's own.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _stream_to(url: str, dest: Path, algo: str, retries: int) -> str:
     if parsed.scheme == "file":
         src = Path(urllib.request.url2pathname(parsed.path))
         if not src.is_file():
-            raise UserError(f"no such file: {src}; check data_url")
+            raise UserError(f"no such file: {src}; check the URL")
         disk.require(dest.parent, src.stat().st_size, f"the archive {src.name}")
         shutil.copyfile(src, dest)
         return file_digest(dest, algo)
@@ -153,15 +154,28 @@ class Fetched:
 def fetch_archive(
     spec: DatasetSpec, cache_dir: Path, data_url: str = "", checksum: str = "", retries: int = 3
 ) -> Fetched:
-    """Return a verified local copy of the dataset's zip, downloading it only when needed.
+    """Return a verified local copy of the dataset's zip, downloading it only when needed."""
+    expected = checksum or ("" if data_url else spec.checksum or "")
+    return fetch_file(
+        data_url or spec.url, cache_dir / spec.name, expected, retries,
+        default_name=f"{spec.name}.zip", custom=bool(data_url),
+    )  # fmt: skip
 
-    The archive is written to a temporary file beside its final name and renamed into place only
-    once its checksum matches, so the cache never holds a partial or corrupt file.
+
+def fetch_file(
+    source: str, folder: Path, checksum: str = "", retries: int = 3, *,
+    default_name: str = "data", custom: bool = True, param: str = "data_url",
+) -> Fetched:  # fmt: skip
+    """Return a verified local copy of ``source`` (a path, ``file://`` or ``http(s)://`` URL):
+    a local path is used in place, a URL is downloaded into ``folder``.
+
+    The download is written to a temporary file beside its final name and renamed into place
+    only once its checksum matches, so the cache never holds a partial or corrupt file. Without
+    ``checksum`` the file is fetched again (nothing proves a cached copy is still the source's);
+    its sha256 is computed either way. ``custom`` sources get a name of their own in ``folder``,
+    apart from an official file of the same name; ``param`` names the source in messages.
     """
     expected = parse_checksum(checksum) if checksum else None
-    if not data_url and expected is None and spec.checksum:
-        expected = parse_checksum(spec.checksum)
-    source = data_url or spec.url
     algo = expected[0] if expected else "sha256"
 
     def check(digest: str, what: str) -> None:
@@ -176,7 +190,7 @@ def fetch_archive(
         # A local path is used in place, never copied into the cache.
         path = Path(source).expanduser().resolve()
         if not path.is_file():
-            raise UserError(f"data_url {source!r} is not an existing file or an http(s)/file URL")
+            raise UserError(f"{param} {source!r} is not an existing file or an http(s)/file URL")
         digest = file_digest(path, algo)
         check(digest, str(path))
         return Fetched(
@@ -185,10 +199,10 @@ def fetch_archive(
     if parsed.scheme not in ("http", "https", "file"):
         raise UserError(f"unsupported URL scheme in {source!r}; use http(s)://, file:// or a path")
 
-    name = PurePosixPath(parsed.path).name or f"{spec.name}.zip"
-    if data_url:  # keep custom sources apart from the official archive of the same name
-        name = f"{hashlib.sha1(data_url.encode()).hexdigest()[:10]}-{name}"
-    target = cache_dir / spec.name / name
+    name = PurePosixPath(parsed.path).name or default_name
+    if custom:  # keep custom sources apart from the official archive of the same name
+        name = f"{hashlib.sha1(source.encode()).hexdigest()[:10]}-{name}"
+    target = folder / name
     # Reuse the cache only when we can prove it is the right file.
     if expected and target.is_file() and file_digest(target, algo) == expected[1]:
         log.info("using cached %s", target)
