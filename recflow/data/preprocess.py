@@ -1,7 +1,10 @@
 """Ratings to implicit-feedback splits and side features.
 
 In: parsed ratings / items / users frames. Out: train, valid and test interactions, user and item
-feature matrices (one row per training user / item) and item metadata. Pure functions: no I/O.
+feature matrices (one row per training user / item, from ``features``) and item metadata. Pure
+functions: no I/O.
+IDs keep their type (integers, or text such as SKUs); ``prepare`` works on integer codes of text
+IDs and gives the text back. The timestamp column is optional (only the time split needs it).
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recflow.constants import GENRES_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, TITLE_COL, USER_COL
+from recflow.constants import ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
+from recflow.data.features import AGE_BINS as AGE_BINS
+from recflow.data.features import MAX_FEATURE_VALUES as MAX_FEATURE_VALUES
+from recflow.data.features import item_features, item_metadata, user_features
 from recflow.errors import UserError
 
 SPLITS = ("random", "user", "time")
-# ML-1M's age buckets; ML-100K's exact ages are mapped onto them so both share features.
-AGE_BINS = (1, 18, 25, 35, 45, 50, 56)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,10 +60,21 @@ def prepare(
     rng: np.random.Generator,
 ) -> tuple[Prepared, dict[str, int]]:
     """Ratings to implicit positives, k-core filtered and split, with side features; and the
-    row counts of every stage."""
-    positives = to_implicit(ratings, settings.min_rating)
+    row counts of every stage (``n_repeats_dropped``: rows of a (user, item) pair but its
+    latest)."""
+    coded, labels = _encode(ratings)
+    latest = dedupe(coded)
+    positives = latest[latest[RATING_COL] >= settings.min_rating].reset_index(drop=True)
     dense = k_core(positives, settings.min_user_interactions, settings.min_item_interactions)
-    parts = split(dense, settings.split, settings.test_size, settings.valid_size, rng)
+    n_users, n_items = dense[USER_COL].nunique(), dense[ITEM_COL].nunique()
+    if n_users < 2 or n_items < 2:
+        raise UserError(
+            f"after filtering, {len(dense)} interactions remain (users: {n_users}, items: "
+            f"{n_items}); a recommender needs at least two users and two items (lower min_rating "
+            "or min_*_interactions, or use more data)"
+        )
+    coded_parts = split(dense, settings.split, settings.test_size, settings.valid_size, rng)
+    parts = Splits(*(_decode(getattr(coded_parts, f), labels) for f in ("train", "valid", "test")))
     user_ids = parts.train[USER_COL].unique()
     item_ids = parts.train[ITEM_COL].unique()
     data = Prepared(
@@ -67,11 +82,27 @@ def prepare(
         item_features(items, item_ids), item_metadata(items, item_ids),
     )  # fmt: skip
     counts = {
-        "n_ratings": len(ratings), "n_positives": len(positives), "n_after_filter": len(dense),
+        "n_ratings": len(ratings), "n_repeats_dropped": len(ratings) - len(latest),
+        "n_positives": len(positives), "n_after_filter": len(dense),
         "n_users": len(user_ids), "n_items": len(item_ids), "n_train": len(parts.train),
         "n_valid": len(parts.valid), "n_test": len(parts.test),
     }  # fmt: skip
     return data, counts
+
+
+def _encode(ratings: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Index]]:
+    """``ratings`` with text ID columns replaced by integer codes in the IDs' sorted order (so
+    every order below is the IDs' own), and the IDs of each code by column."""
+    labels, coded = {}, {}
+    for col in (USER_COL, ITEM_COL):
+        if not pd.api.types.is_integer_dtype(ratings[col].dtype):
+            codes, labels[col] = pd.factorize(ratings[col], sort=True)
+            coded[col] = codes.astype(np.int64)
+    return ratings.assign(**coded), labels
+
+
+def _decode(df: pd.DataFrame, labels: dict[str, pd.Index]) -> pd.DataFrame:
+    return df.assign(**{col: ids.take(df[col].to_numpy()) for col, ids in labels.items()})
 
 
 @dataclass(frozen=True)
@@ -89,13 +120,64 @@ def to_implicit(ratings: pd.DataFrame, min_rating: float) -> pd.DataFrame:
     De-duplicating first means a later low rating overrides an earlier high one. Rows come out
     ordered by user, timestamp and item.
     """
-    order = _user_time_item_order(ratings)
-    if order is None:  # some pair was rated twice (or keys too wide): pandas' general path
-        latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
-        latest = latest.drop_duplicates([USER_COL, ITEM_COL], keep="last")
-    else:
-        latest = ratings.take(order)
+    latest = dedupe(ratings)
     return latest[latest[RATING_COL] >= min_rating].reset_index(drop=True)
+
+
+def dedupe(ratings: pd.DataFrame) -> pd.DataFrame:
+    """One row per (user, item): its latest (the last in the file among rows of the same time or
+    when there are no timestamps), ordered by user, timestamp and item."""
+    if TIMESTAMP_COL not in ratings:
+        ratings = ratings.assign(**{TIMESTAMP_COL: 0})
+        return dedupe(ratings).drop(columns=TIMESTAMP_COL)
+    if _wide(ratings):  # keys that do not pack into 64-bit integers: pandas' general path
+        latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+        return latest.drop_duplicates([USER_COL, ITEM_COL], keep="last").reset_index(drop=True)
+    unique = ratings.take(_latest_rows(ratings))
+    order = _user_time_item_order(unique)
+    if order is None:
+        latest = unique.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
+    else:
+        latest = unique.take(order)
+    return latest.reset_index(drop=True)
+
+
+def _keys(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """User, timestamp and item as integers from 0 (text IDs by their sorted order)."""
+    out = []
+    for col in (USER_COL, TIMESTAMP_COL, ITEM_COL):
+        values = df[col]
+        if pd.api.types.is_integer_dtype(values.dtype):
+            v = np.asarray(values, dtype=np.int64)
+            out.append(v - v.min() if len(v) else v)
+        else:
+            out.append(pd.factorize(values, sort=True)[0].astype(np.int64))
+    return tuple(out)
+
+
+def _wide(df: pd.DataFrame) -> bool:
+    """Whether (user, item) and (user, timestamp) keys overflow 64-bit integers."""
+    if df.empty:
+        return False
+    u, t, i = _keys(df)
+    n_u, n_t, n_i = int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
+    return max(n_u * n_i, n_u * n_t, len(u) * n_i) >= 2**62
+
+
+def _latest_rows(df: pd.DataFrame) -> np.ndarray:
+    """Positions of each (user, item) pair's latest row, the last of equal times (in row
+    order); all rows when no pair repeats."""
+    u, t, i = _keys(df)
+    if len(u) == 0:
+        return np.arange(0)
+    pair = u * (int(i.max()) + 1) + i
+    by_pair = np.sort(pair)
+    if not (by_pair[1:] == by_pair[:-1]).any():
+        return np.arange(len(u))
+    order = np.argsort(t, kind="stable")  # ties keep row order
+    order = order[np.argsort(pair[order], kind="stable")]
+    grouped = pair[order]
+    return np.sort(order[np.r_[grouped[1:] != grouped[:-1], True]])
 
 
 def _user_time_item_order(df: pd.DataFrame) -> np.ndarray | None:
@@ -107,10 +189,9 @@ def _user_time_item_order(df: pd.DataFrame) -> np.ndarray | None:
     and equals the stable sort's: sort on (user, timestamp) packed into one integer, then order
     the rows that tie on it (one user rating several items in the same second) by item.
     """
-    u, t, i = (np.asarray(df[c], dtype=np.int64) for c in (USER_COL, TIMESTAMP_COL, ITEM_COL))
-    if len(u) == 0:
+    if len(df) == 0:
         return np.arange(0)
-    u, t, i = u - u.min(), t - t.min(), i - i.min()
+    u, t, i = _keys(df)
     n_u, n_t, n_i = int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
     if max(n_u * n_i, n_u * n_t, len(u) * n_i) >= 2**62:
         return None
@@ -169,6 +250,11 @@ def split(
     appear in train, since the model cannot score anything it never saw.
     """
     check_split(how, test_size, valid_size)
+    if how == "time" and TIMESTAMP_COL not in df:
+        raise UserError(
+            "the 'time' split needs a time for each interaction and these have none "
+            "(see time_col); use split random or user"
+        )
     n = len(df)
     label = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
     if how == "random":
@@ -203,38 +289,3 @@ def split(
                 "use a larger dataset, lower min_rating / min_*_interactions or change the sizes"
             )
     return splits
-
-
-def user_features(users: pd.DataFrame | None, user_ids: np.ndarray) -> pd.DataFrame:
-    """One-hot gender, age bucket and occupation for ``user_ids`` (user_id first column).
-
-    Users without demographics get all-zero rows; a dataset without a users file gets a frame
-    with only the user_id column.
-    """
-    base = pd.DataFrame({USER_COL: np.sort(user_ids)})
-    if users is None:
-        return base
-    u = users.copy()
-    u["age"] = np.asarray(AGE_BINS)[
-        np.searchsorted(AGE_BINS, u["age"].to_numpy(), side="right") - 1
-    ]
-    onehot = pd.get_dummies(u[["gender", "age", "occupation"]].astype(str), dtype=np.float32)
-    onehot.insert(0, USER_COL, u[USER_COL].to_numpy())
-    return base.merge(onehot, on=USER_COL, how="left").fillna(0.0)
-
-
-def item_features(items: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
-    """Genre flags for ``item_ids`` (item_id first column)."""
-    base = pd.DataFrame({ITEM_COL: np.sort(item_ids)})
-    flags = items[GENRES_COL].str.get_dummies(sep="|").astype(np.float32)
-    flags = flags.drop(columns=[""], errors="ignore")  # items without genres are all-zero rows
-    flags.columns = [f"genre_{c}" for c in flags.columns]
-    flags.insert(0, ITEM_COL, items[ITEM_COL].to_numpy())
-    return base.merge(flags, on=ITEM_COL, how="left").fillna(0.0)
-
-
-def item_metadata(items: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
-    """id, title, genres for ``item_ids``; unknown items get an empty title."""
-    base = pd.DataFrame({ITEM_COL: np.sort(item_ids)})
-    meta = items[[ITEM_COL, TITLE_COL, GENRES_COL]].drop_duplicates(ITEM_COL)
-    return base.merge(meta, on=ITEM_COL, how="left").fillna({TITLE_COL: "", GENRES_COL: ""})
