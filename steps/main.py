@@ -10,7 +10,7 @@ from recflow.data import preprocess
 from recflow.hpo import fidelity
 from recflow.tracking.pipeline import Plan, outcome, run_pipeline, summary
 from recflow.tracking.runs import end_orphans
-from steps.common import options, step
+from steps.common import data_dir, options, step
 
 option = options("main")
 
@@ -24,7 +24,14 @@ option = options("main")
 )
 @option("dataset")
 @option("data_url")
-@option("checksum")
+@option("checksum", help="Verified by download; for interactions main fills in the file's sha256, so a changed file is downloaded again.")  # fmt: skip
+@option("items_url")
+@option("items_checksum")
+@option("user_col")
+@option("item_col")
+@option("rating_col")
+@option("time_col")
+@option("title_col", help="These describe an interactions file (see download --help).")  # fmt: skip
 @option("n_trials", type=click.IntRange(min=1))  # fmt: skip
 @option("timeout", type=click.IntRange(min=0), help="hpo stops starting trials after this many seconds; 0 = no limit.")  # fmt: skip
 @option("n_jobs", type=click.IntRange(min=0), help="hpo trials in parallel; 0 = one per CPU core.")  # fmt: skip
@@ -39,8 +46,9 @@ option = options("main")
 @option("model_name")
 @option("force", type=click.Choice(["true", "false"]))
 def main(
-    dataset: str, data_url: str, checksum: str, n_trials: int, timeout: int, n_jobs: int,
-    sample_users: str, eval_users: str, split: str, test_size: float, valid_size: float,
+    dataset: str, data_url: str, checksum: str, items_url: str, items_checksum: str,
+    user_col: str, item_col: str, rating_col: str, time_col: str, title_col: str, n_trials: int,
+    timeout: int, n_jobs: int, sample_users: str, eval_users: str, split: str, test_size: float, valid_size: float,
     ensemble: str, metric: str, seed: int, model_name: str, force: str,
 ) -> None:  # fmt: skip
     with step("main") as s:
@@ -50,7 +58,8 @@ def main(
         fidelity.parse_users("eval_users", eval_users)
         preprocess.check_split(split, test_size, valid_size)
         fidelity.parse_count("ensemble", ensemble, ("auto",), minimum=1)
-        plan = Plan.of(click.get_current_context().params)
+        # For a file of one's own, its content's digest keys the step cache.
+        plan = Plan.of(click.get_current_context().params).keyed_on_content(data_dir())
         # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.
         for run_id in end_orphans(s.run.info.experiment_id):
             click.echo(f"run {run_id}: its process is gone; marked KILLED")

@@ -16,6 +16,8 @@ from recflow.constants import GENRES_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL, T
 from recflow.errors import UserError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+# The dataset name of a file of one's own (``recflow.data.interactions``), beside MovieLens's.
+INTERACTIONS = "interactions"
 
 # ML-100K stores genres as 19 flag columns in this fixed order (documented in its u.genre).
 ML100K_GENRES = (
@@ -90,7 +92,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        known = ", ".join(DATASETS)
+        known = ", ".join([*DATASETS, INTERACTIONS])
         raise UserError(f"unknown dataset {name!r}; choose one of: {known}") from None
 
 

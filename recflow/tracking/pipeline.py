@@ -6,9 +6,11 @@ whether it was reused and how long it took; each step's run is tagged on main's 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from recflow.constants import (
     EASE_PREFIX,
     POPULARITY_PREFIX,
+    RANKFM_PREFIX,
     TAG_MAIN_STEP_RUN,
     TAG_MODEL_NAME,
     TAG_MODEL_VERSION,
@@ -25,6 +28,8 @@ from recflow.constants import (
     TAG_PROMOTION_REASON,
     TEST_PREFIX,
 )
+from recflow.data import download
+from recflow.data.datasets import INTERACTIONS
 from recflow.errors import UserError
 from recflow.evaluation.names import METRICS, metric_key
 from recflow.tracking.cache import (
@@ -36,7 +41,9 @@ from recflow.tracking.cache import (
 from recflow.tracking.runs import ui_link
 
 # The baselines train_best compares the model with, by metric prefix, as main names them.
-BASELINES = {EASE_PREFIX: "EASE", POPULARITY_PREFIX: "popularity"}
+# What the served model is compared with: the factorization model alone (when the served model
+# is its blend with EASE), EASE and popularity.
+BASELINES = {RANKFM_PREFIX: "rankfm alone", EASE_PREFIX: "EASE", POPULARITY_PREFIX: "popularity"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +53,13 @@ class Plan:
     dataset: str
     data_url: str
     checksum: str
+    items_url: str
+    items_checksum: str
+    user_col: str
+    item_col: str
+    rating_col: str
+    time_col: str
+    title_col: str
     n_trials: int
     timeout: int
     n_jobs: int
@@ -76,6 +90,21 @@ class Plan:
             f.name: given[f.name] if f.name in given else convert[f.type](declared[f.name])
             for f in fields(cls)
         })  # fmt: skip
+
+    def keyed_on_content(self, cache_dir: Path) -> Plan:
+        """The plan with the sha256 of an interactions file (and of its items file) as download's
+        checksum where none was given. The step cache compares parameters, so a file changed at
+        the same path or URL then gets a new download and everything after it. A URL's file is
+        fetched into ``cache_dir`` to digest it, where the download step finds it again."""
+        if self.dataset != INTERACTIONS:
+            return self
+        sums = {}
+        for param, key in (("data_url", "checksum"), ("items_url", "items_checksum")):
+            url = getattr(self, param)
+            if url and not getattr(self, key):
+                fetched = download.fetch_file(url, cache_dir / INTERACTIONS, param=param)
+                sums[key] = fetched.checksum
+        return dataclasses.replace(self, **sums)
 
 
 @dataclass(frozen=True)
@@ -118,7 +147,12 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
         mlflow.set_tag(TAG_MAIN_STEP_RUN + name, done[-1].run_id)
         return done[-1].run_id
 
-    raw = step("download", dataset=plan.dataset, data_url=plan.data_url, checksum=plan.checksum)
+    raw = step(
+        "download", dataset=plan.dataset, data_url=plan.data_url, checksum=plan.checksum,
+        items_url=plan.items_url, items_checksum=plan.items_checksum, user_col=plan.user_col,
+        item_col=plan.item_col, rating_col=plan.rating_col, time_col=plan.time_col,
+        title_col=plan.title_col,
+    )  # fmt: skip
     prep = step(
         "preprocess", raw_run_id=raw, split=plan.split, test_size=plan.test_size,
         valid_size=plan.valid_size, seed=plan.seed,
