@@ -41,6 +41,7 @@ option = options("main")
 @option("test_size", type=float)
 @option("valid_size", type=float)
 @option("ensemble", help="Models train_best averages (see train_best --help).")  # fmt: skip
+@option("blend", type=click.Choice(["auto", "none"]), help="Serve the blend with EASE where it fits (see train_best --help).")  # fmt: skip
 @option("metric")
 @option("seed", type=int)
 @option("model_name")
@@ -49,7 +50,7 @@ def main(
     dataset: str, data_url: str, checksum: str, items_url: str, items_checksum: str,
     user_col: str, item_col: str, rating_col: str, time_col: str, title_col: str, n_trials: int,
     timeout: int, n_jobs: int, sample_users: str, eval_users: str, split: str, test_size: float, valid_size: float,
-    ensemble: str, metric: str, seed: int, model_name: str, force: str,
+    ensemble: str, blend: str, metric: str, seed: int, model_name: str, force: str,
 ) -> None:  # fmt: skip
     with step("main") as s:
         s.label(dataset)

@@ -69,6 +69,7 @@ class Plan:
     test_size: float
     valid_size: float
     ensemble: str
+    blend: str
     metric: str
     seed: int
     model_name: str
@@ -164,7 +165,7 @@ def run_pipeline(plan: Plan, experiment_id: str, force: bool) -> list[StepRun]:
     )  # fmt: skip
     trained = step(
         "train_best", preprocess_run_id=prep, hpo_run_id=tuned, seed=plan.seed,
-        ensemble=plan.ensemble,
+        ensemble=plan.ensemble, blend=plan.blend,
     )  # fmt: skip
     # The tuned metric decides promotion too.
     step("register", train_run_id=trained, model_name=plan.model_name, metric=plan.metric)
