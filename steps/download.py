@@ -77,7 +77,9 @@ def main(
         )
 
 
-def movielens(s: Step, spec: datasets.DatasetSpec, data_url: str, checksum: str, folder: Path):
+def movielens(
+    s: Step, spec: datasets.DatasetSpec, data_url: str, checksum: str, folder: Path
+) -> None:
     """Fetch a MovieLens archive, check that its files parse and log them."""
     s.label(spec.name)
     fetched = download.fetch_archive(spec, data_dir(), data_url, checksum)
@@ -99,7 +101,9 @@ def movielens(s: Step, spec: datasets.DatasetSpec, data_url: str, checksum: str,
     click.echo(f"{spec.name}: {len(ratings)} ratings from {fetched.source} ({fetched.checksum})")
 
 
-def log_source(dataset: str, fetched: download.Fetched, items: download.Fetched | None = None):
+def log_source(
+    dataset: str, fetched: download.Fetched, items: download.Fetched | None = None
+) -> None:
     """Tag the run with where its data came from and the checksums of what was read."""
     mlflow.set_tags({
         C.TAG_DATASET: dataset, C.TAG_SOURCE_URL: fetched.source,

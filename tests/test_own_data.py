@@ -107,6 +107,20 @@ def test_ids_keep_the_type_the_data_gives_them(tmp_path: Path) -> None:
     assert typed[C.ITEM_COL].dtype == "str" and typed[C.ITEM_COL].tolist() == ["7", "8", "9", "10"]
 
 
+def test_a_column_whose_type_changes_past_the_first_block_is_read(tmp_path: Path) -> None:
+    """pyarrow reads a CSV in 1 MiB blocks: a column of integers there and a "4.5" or "five"
+    far below must still come out as what the whole column holds, not an unreadable file."""
+    n = 150_000  # ~1.5 MiB
+    df = pd.DataFrame({"user_id": np.arange(n) % 500, "item_id": np.arange(n) % 300, "rating": 4})
+    df["rating"] = df["rating"].astype(object)
+    df.loc[n - 1, "rating"] = "4.5"
+    ratings, _ = read(write(df, tmp_path / "late.csv"))
+    assert ratings[C.RATING_COL].iloc[-1] == 4.5 and ratings[C.RATING_COL].iloc[0] == 4.0
+    df.loc[n - 1, "rating"] = "five"
+    with pytest.raises(UserError, match=f"data row {n} holds 'five'"):
+        read(write(df, tmp_path / "late.csv"))
+
+
 def test_times_from_epoch_seconds_and_iso_8601_agree(tmp_path: Path) -> None:
     iso = ["2024-01-02T03:04:05Z", "2024-01-02T04:04:05+01:00", "2024-01-02 03:04:05", "2024-01-02"]
     epoch = [1704164645, 1704164645, 1704164645, 1704153600]
