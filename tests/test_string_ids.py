@@ -22,10 +22,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
+from recflow import constants as C
 from recflow.model import foldin
 from recflow.model.recommender import FMParams, Recommender
 from recflow.serving import batch, bundle, packaging, parsing, pyfunc
-from tests.helpers import PROJECT, checkerboard_data, save_checkerboard_pyfunc
+from tests.helpers import PROJECT, checkerboard_data, ok, save_checkerboard_pyfunc
 
 USERS = np.array([f"cust-{u:02d}-3f2a-4b1c-9d7e" for u in range(20)], dtype=object)
 USERS[4], USERS[6] = "42", "0042"
@@ -129,6 +130,25 @@ def test_answers_are_the_integer_models_renamed(saved) -> None:
     expected = renamed(saved.int_loaded.predict(ints, params={"k": 5}))
     got = saved.loaded.predict(strings, params={"k": 5})
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_a_blend_with_ease_answers_as_the_integer_models_renamed(saved) -> None:
+    # The blend works on positions: the same EASE weights give the same answers by either name.
+    weights = np.random.default_rng(3).standard_normal((20, 20)).astype(np.float32)
+    np.fill_diagonal(weights, 0)
+    blended = []
+    for python_model in (saved.int_direct, saved.direct):
+        m = python_model
+        items = pd.DataFrame({"item_id": m.model.item_ids, "title": m.titles, "genres": m.genres})
+        arrays = (m.model, items, m.seen_indptr, m.seen_indices, m.popularity)
+        blended.append(pyfunc.RecommenderModel.from_arrays(*arrays, (weights, 0.5)))
+    ints, strings = blended
+    asked = {"user_id": [1, 4, 999]}, {"user_id": [USERS[1], "42", "nobody"]}
+    expected = renamed(ints.predict(None, pd.DataFrame(asked[0]), {"k": 4}))
+    got = strings.predict(None, pd.DataFrame(asked[1]), {"k": 4})
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    alone = saved.direct.predict(None, pd.DataFrame(asked[1]), {"k": 4})
+    assert not np.allclose(got.score[:8], alone.score[:8])  # blended indeed
 
 
 def invocations(model, body: dict) -> pd.DataFrame:
@@ -311,3 +331,42 @@ def test_a_logged_string_model_keeps_its_input_example(saved, store, tmp_path: P
     assert example.user_id.tolist() == USERS[:2].tolist()
     out = mlflow.pyfunc.load_model(info.model_uri).predict(example, params={"k": 1})
     assert out.user_id.tolist() == USERS[:2].tolist()
+
+
+def test_the_pipeline_trains_and_serves_the_string_ids_of_a_file(tracking: str, tmp_path: Path):
+    # Two taste groups of customers over SKUs, as a CSV of one's own: download, preprocess, one
+    # trial and train_best, then the logged model and the recommend step answer by those IDs.
+    rng = np.random.default_rng(0)
+    users = [f"cust-{u:03d}-{rng.integers(16**6):06x}" for u in range(40)]
+    rows = [
+        (user, f"SKU-{i:05d}", int(rng.integers(1, 6)))
+        for u, user in enumerate(users)
+        for i in rng.choice(np.arange(15) + 15 * (u % 2), size=12, replace=False)
+    ]
+    data = tmp_path / "events.csv"
+    pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]).to_csv(data, index=False)
+    raw = ok("download", ["--dataset", "interactions", "--data_url", str(data)])
+    prep = ok("preprocess", ["--raw_run_id", raw])
+    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
+    train = ok(
+        "train_best", ["--preprocess_run_id", prep, "--hpo_run_id", tuned, "--ensemble", "1"]
+    )
+    uri = mlflow.get_run(train).data.tags[C.TAG_MODEL_URI]
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.metadata.get_input_schema().input_dict()["user_id"].type.name == "string"
+
+    out = invocations(model, {"inputs": {"user_id": [users[0], "nobody"]}, "params": {"k": 3}})
+    assert out.user_id.tolist() == [users[0]] * 3 + ["nobody"] * 3
+    assert out.source.tolist() == ["model"] * 3 + ["popular"] * 3
+    assert out.item_id.str.startswith("SKU-").all()
+    history = {"user_id": ["new"], "history": [["SKU-00001", "SKU-00003", "SKU-00099"]]}
+    out = invocations(model, {"inputs": history})
+    assert set(out.source) == {"history"} and set(out.history_ignored) == {1}
+    out = invocations(model, {"dataframe_records": [{"item_id": "SKU-00001"}]})
+    assert set(out.source) == {"similar"} and "SKU-00001" not in set(out.item_id)
+
+    wanted = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": users[:2]}).to_csv(wanted, index=False)
+    recs = tmp_path / "recs.parquet"
+    ok("recommend", ["--model_uri", uri, "--users", str(wanted), "--k", "2", "--output", str(recs)])
+    assert pd.read_parquet(recs).user_id.tolist() == [users[0]] * 2 + [users[1]] * 2
