@@ -130,16 +130,19 @@ def dedupe(ratings: pd.DataFrame) -> pd.DataFrame:
     if TIMESTAMP_COL not in ratings:
         ratings = ratings.assign(**{TIMESTAMP_COL: 0})
         return dedupe(ratings).drop(columns=TIMESTAMP_COL)
-    if _wide(ratings):  # keys that do not pack into 64-bit integers: pandas' general path
+    if ratings.empty:
+        return ratings.reset_index(drop=True)
+    u, t, i = _keys(ratings)
+    n, n_u, n_t, n_i = len(u), int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
+    if max(n_u * n_i, n_u * n_t, n * n_i, n * n_t) >= 2**62:
+        # Keys that do not pack into 64-bit integers: pandas' general path.
         latest = ratings.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
         return latest.drop_duplicates([USER_COL, ITEM_COL], keep="last").reset_index(drop=True)
-    unique = ratings.take(_latest_rows(ratings))
-    order = _user_time_item_order(unique)
-    if order is None:
-        latest = unique.sort_values([USER_COL, TIMESTAMP_COL, ITEM_COL], kind="stable")
-    else:
-        latest = unique.take(order)
-    return latest.reset_index(drop=True)
+    keep = _latest_rows(u * n_i + i, t)
+    if keep is None:
+        return ratings.take(_user_time_item_order(u, t, i, n_t, n_i)).reset_index(drop=True)
+    order = _user_time_item_order(u[keep], t[keep], i[keep], n_t, n_i)
+    return ratings.take(keep[order]).reset_index(drop=True)
 
 
 def _keys(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -149,55 +152,37 @@ def _keys(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
         values = df[col]
         if pd.api.types.is_integer_dtype(values.dtype):
             v = np.asarray(values, dtype=np.int64)
-            out.append(v - v.min() if len(v) else v)
+            out.append(v - v.min())
         else:
             out.append(pd.factorize(values, sort=True)[0].astype(np.int64))
     return tuple(out)
 
 
-def _wide(df: pd.DataFrame) -> bool:
-    """Whether (user, item) and (user, timestamp) keys overflow 64-bit integers."""
-    if df.empty:
-        return False
-    u, t, i = _keys(df)
-    n_u, n_t, n_i = int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
-    return max(n_u * n_i, n_u * n_t, len(u) * n_i) >= 2**62
-
-
-def _latest_rows(df: pd.DataFrame) -> np.ndarray:
-    """Positions of each (user, item) pair's latest row, the last of equal times (in row
-    order); all rows when no pair repeats."""
-    u, t, i = _keys(df)
-    if len(u) == 0:
-        return np.arange(0)
-    pair = u * (int(i.max()) + 1) + i
-    by_pair = np.sort(pair)
-    if not (by_pair[1:] == by_pair[:-1]).any():
-        return np.arange(len(u))
-    order = np.argsort(t, kind="stable")  # ties keep row order
-    order = order[np.argsort(pair[order], kind="stable")]
+def _latest_rows(pair: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+    """Positions of each pair's latest row (of equal times, the last), in row order; None when
+    no pair repeats. One unstable sort by pair and a maximum per pair of (time, position)
+    packed into one integer: the two stable sorts this replaced took 3x as long."""
+    n = len(pair)
+    order = np.argsort(pair)
     grouped = pair[order]
-    return np.sort(order[np.r_[grouped[1:] != grouped[:-1], True]])
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    if len(starts) == n:
+        return None
+    latest = (t * n + np.arange(n))[order]
+    return np.sort(np.maximum.reduceat(latest, starts) % n)
 
 
-def _user_time_item_order(df: pd.DataFrame) -> np.ndarray | None:
-    """Row positions in (user, timestamp, item) order, or None if a (user, item) pair repeats
-    or the keys do not pack into 64-bit integers.
+def _user_time_item_order(
+    u: np.ndarray, t: np.ndarray, i: np.ndarray, n_t: int, n_i: int
+) -> np.ndarray:
+    """Row positions in (user, timestamp, item) order, of rows whose (user, item) pairs are
+    unique.
 
     pandas' three-column stable sort took 34 s on ML-25M's 25M rows; this takes a few seconds. With
     every (user, item) pair unique, (user, timestamp, item) is unique too, so the order is total
     and equals the stable sort's: sort on (user, timestamp) packed into one integer, then order
     the rows that tie on it (one user rating several items in the same second) by item.
     """
-    if len(df) == 0:
-        return np.arange(0)
-    u, t, i = _keys(df)
-    n_u, n_t, n_i = int(u.max()) + 1, int(t.max()) + 1, int(i.max()) + 1
-    if max(n_u * n_i, n_u * n_t, len(u) * n_i) >= 2**62:
-        return None
-    pairs = np.sort(u * n_i + i)
-    if (pairs[1:] == pairs[:-1]).any():
-        return None
     user_time = u * n_t + t
     order = np.argsort(user_time)
     ranked = user_time[order]
