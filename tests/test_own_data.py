@@ -4,6 +4,7 @@ content, and one clear error for each kind of bad file."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import uuid
 import zipfile
@@ -270,6 +271,9 @@ def test_main_keys_the_download_on_the_file_content(tracking: str, tmp_path: Pat
     plan = pipeline.Plan.with_defaults(dataset="interactions", data_url=str(path))
     keyed = plan.keyed_on_content(tmp_path / "data")
     assert keyed.checksum == sha256(path) and keyed.items_checksum == ""
+    meta = write(catalogue_rows(), tmp_path / "items.csv")
+    with_items = dataclasses.replace(plan, items_url=meta.as_uri())  # a file:// URL: fetched
+    assert with_items.keyed_on_content(tmp_path / "data").items_checksum == sha256(meta)
     params = cache.entry_point_defaults()["download"] | {
         "dataset": "interactions", "data_url": str(path), "checksum": keyed.checksum,
     }  # fmt: skip
