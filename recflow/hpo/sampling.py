@@ -22,10 +22,11 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
 
     A plain seeded sampler gives every worker the same random stream, so workers sharing a study
     would try the same configurations in lockstep. Each trial here gets its own TPE sampler,
-    seeded from the seed and the trial number: a serial run stays repeatable (same seed, same
-    data, same trials) while workers, holding different trial numbers, draw different
-    configurations. TPE keeps no state between trials but its random stream (it reads the history
-    from the study), so a fresh sampler per trial loses nothing.
+    seeded from the seed and the trial number: a worker alone stays repeatable (same seed, same
+    data, same trials, given the same history: ``workers.run_worker`` shows each trial a history
+    that does not depend on timing) while workers, holding different trial numbers, draw
+    different configurations. TPE keeps no state between trials but its random stream (it reads
+    the history from the study), so a fresh sampler per trial loses nothing.
     """
 
     def __init__(self, seed: int) -> None:

@@ -74,7 +74,7 @@ def tune(
     """
     study = open_study(
         storage, study_name, search.metric, search.space,
-        # The same seed on the same data gives the same trials when run serially.
+        # The same seed, data and n_jobs give the same trials (workers.py says how).
         TrialSeededTPE(search.seed),
         make_pruner(search.pruner, max_epochs(search.space)),
         search.fidelity.label,
