@@ -29,3 +29,25 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
     b = p / -np.diag(p)
     np.fill_diagonal(b, 0.0)
     return b.astype(np.float32)
+
+
+def seen_scores(
+    indptr: np.ndarray, indices: np.ndarray, users: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Scores of ``users`` (positions) for every item: their rows of ``X · B``, with ``X`` held as
+    CSR arrays (the user at position ``u`` has seen ``indices[indptr[u]:indptr[u + 1]]``)."""
+    lo = indptr[users]
+    counts = indptr[users + 1] - lo
+    # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
+    idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    x = sp.csr_array(
+        (
+            np.ones(idx.size, dtype=np.float32),
+            indices[idx],
+            np.concatenate([[0], np.cumsum(counts)]),
+        ),
+        shape=(users.size, weights.shape[0]),
+    )
+    x.sum_duplicates()
+    x.data[:] = 1.0  # a repeated seen row is one interaction, as EASE was fitted
+    return np.asarray(x @ weights, dtype=np.float32)

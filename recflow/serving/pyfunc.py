@@ -37,12 +37,12 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
 from recflow.model.blend import blend
+from recflow.model.ease import seen_scores
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 from recflow.serving import bundle
@@ -245,7 +245,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         # Every item's score for the users at ``pos``, into ``out``; seen items get -inf.
         self.model.scores(pos, out=out)
         if self.ease_weights is not None:
-            out[:] = blend(out, self._ease_scores(pos), self.share)
+            ease = seen_scores(self.seen_indptr, self.seen_indices, pos, self.ease_weights)
+            out[:] = blend(out, ease, self.share)
         if filter_seen:
             lo = self.seen_indptr[pos]
             counts = self.seen_indptr[pos + 1] - lo
@@ -253,20 +254,6 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
             out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
         return out
-
-    def _ease_scores(self, pos: np.ndarray) -> np.ndarray:
-        # EASE's scores for the users at ``pos``: their rows of X · B, X their seen items.
-        lo = self.seen_indptr[pos]
-        counts = self.seen_indptr[pos + 1] - lo
-        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        x = sp.csr_array(
-            (np.ones(idx.size, dtype=np.float32), self.seen_indices[idx], indptr),
-            shape=(pos.size, len(self.model.item_ids)),
-        )
-        x.sum_duplicates()
-        x.data[:] = 1.0  # a repeated seen row is one interaction, as EASE was fitted
-        return np.asarray(x @ self.ease_weights, dtype=np.float32)
 
     def _folded(
         self, user: object, pos: int, history: np.ndarray, filter_seen: bool, half_life: float
