@@ -104,6 +104,9 @@ def test_ids_keep_the_type_the_data_gives_them(tmp_path: Path) -> None:
     # A CSV column of integers as written is integers; Parquet keeps its own types.
     as_ints, _ = read(write(df, tmp_path / "codes.csv"), item="code")
     assert as_ints[C.ITEM_COL].dtype == np.int64
+    blank = pd.DataFrame({"user_id": ["a", "  "], "item_id": ["x", "y"]})
+    with pytest.raises(UserError, match="column 'user_id' has no ID .* on data row 2"):
+        read(write(blank, tmp_path / "blank.csv"))
     typed, _ = read(write(df, tmp_path / "codes.parquet"), item="code")
     assert typed[C.ITEM_COL].dtype == "str" and typed[C.ITEM_COL].tolist() == ["7", "8", "9", "10"]
 
@@ -210,6 +213,14 @@ def test_string_ids_split_exactly_as_their_integer_ranks_would() -> None:
                 got, want.assign(**{c: want[c].map(m).astype("str") for c, m in back.items()})
             )
         assert text.item_features[C.ITEM_COL].is_monotonic_increasing
+        # Categoricals (as interactions.read_raw gives text IDs), categories in any order.
+        shuffled = {
+            c: pd.Categorical(df[c], categories=df[c].drop_duplicates().sample(frac=1, random_state=3))
+            for c in (C.USER_COL, C.ITEM_COL)
+        }  # fmt: skip
+        coded, _ = P.prepare(df.assign(**shuffled), items, None, settings, np.random.default_rng(5))
+        for name in ("train", "valid", "test"):
+            pd.testing.assert_frame_equal(getattr(coded, name), getattr(text, name))
 
 
 def test_the_prepared_bundle_round_trips_string_ids(tracking: str, tmp_path: Path) -> None:

@@ -95,8 +95,15 @@ def _encode(ratings: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Index]]:
     every order below is the IDs' own), and the IDs of each code by column."""
     labels, coded = {}, {}
     for col in (USER_COL, ITEM_COL):
-        if not pd.api.types.is_integer_dtype(ratings[col].dtype):
-            codes, labels[col] = pd.factorize(ratings[col], sort=True)
+        values = ratings[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):  # as interactions.read_raw gives them
+            ids = values.cat.categories
+            by_id = ids.argsort()
+            rank = np.empty(len(ids), dtype=np.int64)
+            rank[by_id] = np.arange(len(ids))
+            coded[col], labels[col] = rank[values.cat.codes.to_numpy()], ids[by_id]
+        elif not pd.api.types.is_integer_dtype(values.dtype):
+            codes, labels[col] = pd.factorize(values, sort=True)
             coded[col] = codes.astype(np.int64)
     return ratings.assign(**coded), labels
 
