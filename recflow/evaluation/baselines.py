@@ -96,12 +96,13 @@ def fit_ease(
     x_train = interactions(holdout.seen_u, holdout.seen_i, n_users, n_items)
     gram = (x_train.T @ x_train).toarray()
     name = f"{metric}_at_{k}"
-    validation = {
-        float(lam): holdout.evaluate(ease_scorer(x_train, ease_weights(gram, lam)), k)[name]
-        for lam in lambdas
-    }
-    best = max(validation, key=validation.__getitem__)  # ties: the first, the smallest λ
-    on_train = ease_scorer(x_train, ease_weights(gram, best))
+    validation: dict[float, float] = {}
+    best, on_train = 0.0, None  # the best λ's scorer so far, kept rather than fitted again
+    for lam in lambdas:
+        scorer = ease_scorer(x_train, ease_weights(gram, lam))
+        validation[float(lam)] = holdout.evaluate(scorer, k)[name]
+        if on_train is None or validation[float(lam)] > validation[best]:  # ties: the first
+            best, on_train = float(lam), scorer
     del gram
     x = interactions(*positions(model, seen), n_users, n_items)
     return Ease(best, validation, x, ease_weights((x.T @ x).toarray(), best), on_train)
