@@ -39,6 +39,7 @@ from recflow.tracking.contracts import (
     linked,
     load_best_params,
     load_prepared,
+    log_input,
     tuned_curve,
     tuned_metric,
 )
@@ -99,8 +100,8 @@ def main(
         seeds = [f"{size} seeds"] if size > 1 else []
         s.label(dataset, f"{params.factors} factors", f"{params.epochs} epochs", *seeds)
         test_set = as_dataset(data.test, f"{dataset} test")
-        mlflow.log_input(as_dataset(seen, f"{dataset} train+valid"), context="training")
-        mlflow.log_input(test_set, context="test")
+        log_input(as_dataset(seen, f"{dataset} train+valid"), "training")
+        log_input(test_set, "test")
         fit = {"user_features": data.user_features, "item_features": data.item_features,
                "threads": threads}  # fmt: skip
         model = train(seen, params, seed, size, fit)

@@ -57,3 +57,32 @@ def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Pat
 )
 def test_sqlite_path(uri: str, expected: Path | None) -> None:
     assert sqlite_path(uri) == expected
+
+
+def test_a_dataset_another_run_logged_at_the_same_moment_is_logged_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two mains started together on one PostgreSQL-backed server: both preprocess runs looked
+    the split up, missed it, and the second insert failed on the datasets' unique key
+    (psycopg UniqueViolation), failing that main. The retry finds the first run's dataset."""
+    from mlflow.exceptions import MlflowException
+
+    from recflow.tracking import contracts
+
+    calls: list[str] = []
+
+    def log_input(dataset: object, context: str) -> None:
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException("BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key")
+
+    monkeypatch.setattr(contracts.mlflow, "log_input", log_input)
+    contracts.log_input(object(), "test")  # type: ignore[arg-type]
+    assert calls == ["test", "test"]
+
+    def refused(dataset: object, context: str) -> None:
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run gone")
+
+    monkeypatch.setattr(contracts.mlflow, "log_input", refused)
+    with pytest.raises(MlflowException, match="run gone"):
+        contracts.log_input(object(), "test")  # type: ignore[arg-type]

@@ -81,7 +81,25 @@ def as_dataset(df: pd.DataFrame, name: str, source: str | None = None) -> Pandas
 def log_splits(data: Prepared, dataset: str, contexts: dict[str, str] = SPLIT_CONTEXTS) -> None:
     """Log the named splits (field -> MLflow context) as the active run's input datasets."""
     for split, context in contexts.items():
-        mlflow.log_input(as_dataset(getattr(data, split), f"{dataset} {split}"), context=context)
+        log_input(as_dataset(getattr(data, split), f"{dataset} {split}"), context)
+
+
+def log_input(dataset: PandasDataset, context: str) -> None:
+    """``mlflow.log_input``, once more when another run logged the same dataset at that moment.
+
+    The tracking store looks a dataset up by experiment, name and digest and inserts it when it
+    is missing; two runs logging the same one at once (two mains started together on one
+    server) both miss it, and the second insert fails on the store's unique key. Retried, the
+    lookup finds the first run's dataset.
+    """
+    try:
+        mlflow.log_input(dataset, context=context)
+    except MlflowException as e:
+        if not any(
+            s in str(e) for s in ("UniqueViolation", "UNIQUE constraint", "Duplicate entry")
+        ):
+            raise
+        mlflow.log_input(dataset, context=context)
 
 
 def load_prepared(run_id: str, dst: Path) -> Prepared:
