@@ -186,12 +186,7 @@ def _ratings(values: pa.ChunkedArray, col: str, name: str) -> np.ndarray:
         text = pd.Series(values.cast(pa.string()).to_pandas(), dtype="str")
         numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(numbers)
-    if bad.any():
-        at = int(np.flatnonzero(bad)[0])
-        raise UserError(
-            f"{name}: column {col!r} must hold a number on every row; data row {at + 1} holds "
-            f"{values[at].as_py()!r} ({int(bad.sum())} such rows in all)"
-        )
+    _refuse(values, bad, f"{name}: column {col!r} must hold a number on every row")
     return numbers.astype(np.float32)
 
 
@@ -214,13 +209,19 @@ def _times(values: pa.ChunkedArray, col: str, name: str) -> np.ndarray:
             since = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
             seconds = since.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(seconds)
+    _refuse(values, bad, f"{name}: column {col!r} must hold a time on every row, as epoch "
+            "seconds or ISO 8601")  # fmt: skip
+    return np.floor(seconds).astype(np.int64)
+
+
+def _refuse(values: pa.ChunkedArray, bad: np.ndarray, what: str) -> None:
+    """A one-line error naming the first of the ``bad`` rows and how many there are, if any."""
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
         raise UserError(
-            f"{name}: column {col!r} must hold a time on every row, as epoch seconds or ISO 8601; "
-            f"data row {at + 1} holds {values[at].as_py()!r} ({int(bad.sum())} such rows in all)"
+            f"{what}; data row {at + 1} holds {values[at].as_py()!r} "
+            f"({int(bad.sum())} such rows in all)"
         )
-    return np.floor(seconds).astype(np.int64)
 
 
 def _like(ids: pd.Series, reference: pd.Series) -> pd.Series:
