@@ -244,3 +244,20 @@ def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
         artifacts={pyfunc.ARTIFACT_KEY: str(folder_)}, code_paths=[str(PROJECT / "recflow")],
     )  # fmt: skip
     return python_model, train
+
+
+def planned_steps(plan, monkeypatch) -> dict[str, dict[str, str]]:
+    """The parameters ``run_pipeline`` passes each step for ``plan``, no step run (in an active
+    run of the test's tracking store)."""
+    from recflow.tracking import pipeline
+
+    calls: dict[str, dict[str, str]] = {}
+
+    def record(step: str, params: dict[str, str], exp: str, version: str | None):
+        calls[step] = params
+        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
+
+    monkeypatch.setattr(pipeline, "run_step", record)
+    with mlflow.start_run() as run:
+        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    return calls

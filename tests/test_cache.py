@@ -6,14 +6,13 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 
 from recflow.data import preprocess
 from recflow.hpo.space import DEFAULT_SPACE
 from recflow.tracking import cache, pipeline
-from tests.helpers import COMMANDS, PROJECT, fails, runs_of
+from tests.helpers import COMMANDS, PROJECT, fails, planned_steps, runs_of
 
 
 @pytest.fixture
@@ -72,18 +71,10 @@ def test_main_passes_its_metric_to_hpo_and_register(
 ) -> None:
     """Regression: `main` never passed its metric to register, so a study tuned on recall@20
     was promoted on ndcg@10."""
-    calls: dict[str, dict[str, str]] = {}
-
-    def fake(step: str, params: dict[str, str], exp: str, version: str | None):
-        calls[step] = params
-        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
-
-    monkeypatch.setattr(pipeline, "run_step", fake)
     plan = pipeline.Plan.with_defaults(
         dataset="ml-100k", n_trials=3, metric="recall@20", seed=7, model_name="m"
     )
-    with mlflow.start_run() as run:
-        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    calls = planned_steps(plan, monkeypatch)
     assert calls["hpo"]["metric"] == calls["register"]["metric"] == "recall@20"
     assert calls["register"]["train_run_id"] == "train_best-run"
     # Every declared parameter is passed, defaults filled in, so the cache compares them all.
@@ -95,20 +86,21 @@ def test_main_passes_its_metric_to_hpo_and_register(
 def test_main_passes_the_hpo_budget_and_fidelity_through(
     tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: dict[str, dict[str, str]] = {}
-
-    def fake(step: str, params: dict[str, str], exp: str, version: str | None):
-        calls[step] = params
-        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
-
-    monkeypatch.setattr(pipeline, "run_step", fake)
     plan = pipeline.Plan.with_defaults(
-        dataset="ml-100k", n_trials=3, metric="ndcg@10", seed=7, model_name="m", timeout=60,
-        n_jobs=2, sample_users="500", eval_users="all", split="user", test_size=0.25,
+        dataset="ml-100k",
+        n_trials=3,
+        metric="ndcg@10",
+        seed=7,
+        model_name="m",
+        timeout=60,
+        n_jobs=2,
+        sample_users="500",
+        eval_users="all",
+        split="user",
+        test_size=0.25,
         valid_size=0.05,
     )
-    with mlflow.start_run() as run:
-        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    calls = planned_steps(plan, monkeypatch)
     hpo = calls["hpo"]
     assert (hpo["timeout"], hpo["n_jobs"], hpo["sample_users"], hpo["eval_users"]) == (
         "60", "2", "500", "all",

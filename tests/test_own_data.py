@@ -22,7 +22,7 @@ from recflow.data import preprocess as P
 from recflow.errors import UserError
 from recflow.tracking import cache, pipeline
 from recflow.tracking.contracts import load_prepared, log_prepared
-from tests.helpers import COMMANDS, invoke, ok, runs_of, sha256
+from tests.helpers import COMMANDS, invoke, ok, planned_steps, runs_of, sha256
 
 OWN = ["--dataset", "interactions"]
 
@@ -314,20 +314,12 @@ def test_main_keys_the_download_on_the_file_content(tracking: str, tmp_path: Pat
 def test_main_passes_the_file_parameters_to_download(
     tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: dict[str, dict[str, str]] = {}
-
-    def fake(step: str, params: dict[str, str], exp: str, version: str | None):
-        calls[step] = params
-        return pipeline.StepRun(step, f"{step}-run", False, 0.0)
-
-    monkeypatch.setattr(pipeline, "run_step", fake)
     given = {"dataset": "interactions", "data_url": "e.csv", "items_url": "i.csv",
              "user_col": "customer", "item_col": "sku", "rating_col": "stars", "time_col": "at",
              "title_col": "name", "checksum": "sha256:" + "a" * 64,
              "items_checksum": "sha256:" + "b" * 64}  # fmt: skip
     plan = pipeline.Plan.with_defaults(**given)
-    with mlflow.start_run() as run:
-        pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
+    calls = planned_steps(plan, monkeypatch)
     assert {k: calls["download"][k] for k in given} == given
 
 
