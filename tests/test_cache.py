@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recflow.data import preprocess
+from recflow.data import download, preprocess
+from recflow.data.datasets import get_spec
 from recflow.hpo.space import DEFAULT_SPACE
+from recflow.testing.archives import ml100k_files, sha256, write_zip
 from recflow.tracking import cache, pipeline
 from tests.helpers import COMMANDS, PROJECT, fails, planned_steps, runs_of
 
@@ -124,3 +126,26 @@ def test_main_refuses_bad_values_before_any_step(
     failed = fails("main", args, message)
     assert failed is not None
     assert runs_of("download") == []
+
+
+def test_main_keys_a_movielens_archive_of_the_users_on_its_content(tmp_path: Path) -> None:
+    """Regression: main keyed the download of a MovieLens ``data_url`` without a checksum on
+    the path alone, so an archive rewritten at the same path reused the old download and every
+    step after it."""
+    archive = write_zip(tmp_path / "ml-100k.zip", ml100k_files())
+    plan = pipeline.Plan.with_defaults(dataset="ml-100k", data_url=str(archive))
+    keyed = plan.keyed_on_content(tmp_path / "data")
+    assert keyed.checksum == sha256(archive)
+    write_zip(archive, ml100k_files(seed=1))  # the same path, new ratings
+    assert plan.keyed_on_content(tmp_path / "data").checksum == sha256(archive) != keyed.checksum
+    # A URL's archive is fetched once: the download step finds it in the cache by its checksum.
+    url = pipeline.Plan.with_defaults(dataset="ml-100k", data_url=archive.as_uri())
+    checksum = url.keyed_on_content(tmp_path / "data").checksum
+    assert download.fetch_archive(
+        get_spec("ml-100k"), tmp_path / "data", archive.as_uri(), checksum
+    ).cached
+    # A checksum the user gave is theirs to keep, and the official archives have known ones.
+    given = dataclasses.replace(plan, checksum="md5:" + "0" * 32)
+    assert given.keyed_on_content(tmp_path / "data") == given
+    official = pipeline.Plan.with_defaults(dataset="ml-100k")
+    assert official.keyed_on_content(tmp_path / "data") == official

@@ -29,7 +29,7 @@ from recflow.constants import (
     TEST_PREFIX,
 )
 from recflow.data import download
-from recflow.data.datasets import INTERACTIONS
+from recflow.data.datasets import INTERACTIONS, get_spec
 from recflow.errors import UserError
 from recflow.evaluation.names import METRICS, metric_key
 from recflow.tracking.cache import (
@@ -93,12 +93,17 @@ class Plan:
         })  # fmt: skip
 
     def keyed_on_content(self, cache_dir: Path) -> Plan:
-        """The plan with the sha256 of an interactions file (and of its items file) as download's
-        checksum where none was given. The step cache compares parameters, so a file changed at
-        the same path or URL then gets a new download and everything after it. A URL's file is
-        fetched into ``cache_dir`` to digest it, where the download step finds it again."""
+        """The plan with the sha256 of ``data_url``'s file (an interactions file or a MovieLens
+        archive of the user's) and of an items file as download's checksum where none was
+        given. The step cache compares parameters, so a file changed at the same path or URL
+        then gets a new download and everything after it. A URL's file is fetched into
+        ``cache_dir`` to digest it, where the download step finds it again. The official
+        MovieLens archives have known checksums already."""
         if self.dataset != INTERACTIONS:
-            return self
+            if not self.data_url or self.checksum:
+                return self
+            fetched = download.fetch_archive(get_spec(self.dataset), cache_dir, self.data_url)
+            return dataclasses.replace(self, checksum=fetched.checksum)
         sums = {}
         for param, key in (("data_url", "checksum"), ("items_url", "items_checksum")):
             url = getattr(self, param)
