@@ -63,6 +63,10 @@ POPULARITY_PREFIX = "popularity_"
 EASE_PREFIX = "ease_"
 # The factorization model alone, where the served model blends it with EASE.
 RANKFM_PREFIX = "rankfm_"
+# What the served model is compared with, by metric prefix, as reports, plots and main's
+# summary name them: the factorization model alone (when the served model is its blend with
+# EASE), EASE and popularity.
+BASELINES = {RANKFM_PREFIX: "rankfm alone", EASE_PREFIX: "EASE", POPULARITY_PREFIX: "popularity"}
 
 STEPS = ("download", "preprocess", "hpo", "train_best", "register")
 # Each step's upstream run-ID parameter and the step that parameter names.

@@ -10,14 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from recflow.constants import DEFAULT_K, EASE_PREFIX, POPULARITY_PREFIX, RANKFM_PREFIX, TEST_PREFIX
+from recflow.constants import (
+    BASELINES,
+    DEFAULT_K,
+    EASE_PREFIX,
+    POPULARITY_PREFIX,
+    RANKFM_PREFIX,
+    TEST_PREFIX,
+)
 from recflow.evaluation.report import CURVE_K, Report
 
 SERIES = {
     TEST_PREFIX: ("model", "tab:blue"),
-    RANKFM_PREFIX: ("rankfm alone", "tab:green"),  # when the model is a blend with EASE
-    EASE_PREFIX: ("EASE", "tab:orange"),  # when it was fitted
-    POPULARITY_PREFIX: ("popularity", "tab:gray"),
+    RANKFM_PREFIX: (BASELINES[RANKFM_PREFIX], "tab:green"),  # when the model is a blend
+    EASE_PREFIX: (BASELINES[EASE_PREFIX], "tab:orange"),  # when it was fitted
+    POPULARITY_PREFIX: (BASELINES[POPULARITY_PREFIX], "tab:gray"),
 }
 
 

@@ -18,9 +18,7 @@ from mlflow.exceptions import ExecutionException
 from mlflow.tracking import MlflowClient
 
 from recflow.constants import (
-    EASE_PREFIX,
-    POPULARITY_PREFIX,
-    RANKFM_PREFIX,
+    BASELINES,
     TAG_MAIN_STEP_RUN,
     TAG_MODEL_NAME,
     TAG_MODEL_VERSION,
@@ -39,11 +37,6 @@ from recflow.tracking.cache import (
     find_reusable_run,
 )
 from recflow.tracking.runs import ui_link
-
-# The baselines train_best compares the model with, by metric prefix, as main names them.
-# What the served model is compared with: the factorization model alone (when the served model
-# is its blend with EASE), EASE and popularity.
-BASELINES = {RANKFM_PREFIX: "rankfm alone", EASE_PREFIX: "EASE", POPULARITY_PREFIX: "popularity"}
 
 
 @dataclass(frozen=True, kw_only=True)

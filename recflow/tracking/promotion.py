@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from recflow.constants import EASE_PREFIX, ITEM_COL, POPULARITY_PREFIX, TEST_PREFIX
+from recflow.constants import BASELINES, EASE_PREFIX, ITEM_COL, POPULARITY_PREFIX, TEST_PREFIX
 from recflow.errors import UserError
 from recflow.evaluation.names import metric_key
 
@@ -143,8 +143,8 @@ def decide(
 def _versus(candidate: Model, policy: Policy) -> str:
     # " (popularity 0.2137, EASE 0.4502)": the baselines' figures the candidate carries.
     shown = [
-        f"{label} {candidate.metrics[policy.baseline_key(prefix)]:.4f}"
-        for prefix, label in ((POPULARITY_PREFIX, "popularity"), (EASE_PREFIX, "EASE"))
+        f"{BASELINES[prefix]} {candidate.metrics[policy.baseline_key(prefix)]:.4f}"
+        for prefix in (POPULARITY_PREFIX, EASE_PREFIX)
         if policy.baseline_key(prefix) in candidate.metrics
     ]
     return f" ({', '.join(shown)})" if shown else ""
