@@ -71,6 +71,10 @@ def main(
         prep_run = s.upstream("preprocess_run_id", preprocess_run_id)
         prep = prep_run.info.run_id
         data = load_prepared(prep, Path(tmp))
+        if not search_space:
+            dims, capped = space.at_scale(dims, len(data.train))
+            if capped:  # logged, so that the UI shows why the study's bounds are narrower
+                mlflow.log_params({f"space.{name}_capped_at": cap for name, cap in capped.items()})
         fid = fidelity.resolve(data, *wanted)
         sampled = [f"{fid.sample_users} users"] if fid.sample_users else []
         dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")

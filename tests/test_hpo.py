@@ -16,11 +16,12 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from recflow.errors import UserError
+from recflow.hpo import space as spaces
 from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, Objective, auto_patience, parse_patience
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
-from recflow.hpo.space import DEFAULT_SPACE, load_space, max_epochs, suggest, warm_start
+from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
 from tests.helpers import PROJECT, Spawned, fails, ok, runs_of
@@ -38,6 +39,44 @@ def test_default_space_loads_and_respects_conditions() -> None:
         assert ("max_samples" in trial.params) == (params.loss == "warp")
         assert ("beta" in trial.params) == (params.features != "none")
         study.tell(trial, 0.0)
+
+
+def test_the_default_space_keeps_its_cheaper_bounds_only_at_scale() -> None:
+    space = load_space(DEFAULT_SPACE)
+    assert spaces.at_scale(space, spaces.LARGE - 1) == (space, {})
+    capped, applied = spaces.at_scale(space, spaces.LARGE)
+    assert applied == spaces.AT_SCALE == {"factors": 64, "max_samples": 50, "epochs": 40}
+    by_name = {d.name: d for d in capped}
+    assert (by_name["factors"].low, by_name["factors"].high) == (16, 64)
+    assert by_name["max_samples"].high == 50 and by_name["max_samples"].log
+    assert by_name["max_samples"].when == (("loss", ("warp",)),)
+    assert max_epochs(capped) == 40
+    untouched = {d.name: d for d in space if d.name not in spaces.AT_SCALE}
+    assert untouched == {n: d for n, d in by_name.items() if n not in spaces.AT_SCALE}
+    # A bound already under its cap, or a cap under the low bound, is left as it is.
+    narrow = [Dimension("factors", "int", 8, 32), Dimension("max_samples", "int", 80, 120)]
+    assert spaces.at_scale(narrow, spaces.LARGE) == (narrow, {})
+
+
+def test_hpo_caps_only_the_default_space_at_scale(
+    prep_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spaces, "LARGE", 1)  # the fixture's data counts as large
+    args = ["--preprocess_run_id", prep_id, "--n_trials", "1", "--pruner", "none"]
+    default = mlflow.get_run(ok("hpo", [*args, "--storage", str(tmp_path / "a.log")]))
+    assert {k: v for k, v in default.data.params.items() if k.startswith("space.")} == {
+        "space.factors_capped_at": "64", "space.max_samples_capped_at": "50",
+        "space.epochs_capped_at": "40",
+    }  # fmt: skip
+    trial = trial_runs(default.info.run_id)[0]
+    assert int(trial.data.params["factors"]) <= 64 and int(trial.data.params["epochs"]) <= 40
+    own = tmp_path / "space.yaml"
+    own.write_text("factors: {type: int, low: 100, high: 128}\nepochs: 2\n")
+    given = mlflow.get_run(
+        ok("hpo", [*args, "--storage", str(tmp_path / "b.log"), "--search_space", str(own)])
+    )
+    assert not any(k.startswith("space.") for k in given.data.params)
+    assert int(trial_runs(given.info.run_id)[0].data.params["factors"]) >= 100
 
 
 def test_a_plain_value_fixes_a_parameter_and_warm_start_respects_the_space(
