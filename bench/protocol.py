@@ -37,7 +37,7 @@ from recflow import constants as C
 from recflow.evaluation.accuracy import Holdout, positions
 from recflow.evaluation.beyond import BEYOND_ACCURACY
 from recflow.model.blend import SHARES, blend
-from recflow.model.ease import seen_scores
+from recflow.model.ease import ease_weights, interactions, seen_scores
 from recflow.model.recommender import Recommender
 from recflow.serving.bundle import read_blend
 from recflow.testing.archives import real_ml1m_zip, real_ml100k_zip
@@ -64,20 +64,26 @@ def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> tuple
 
 
 def test_ndcg_by_share(steps: dict, uri: str) -> dict[float, float]:
-    """Test NDCG@10 of the served model's blend at every share (``blend.SHARES``), from its
-    logged bundle and the preprocess run's test split; {} where it serves no blend."""
+    """Test NDCG@10 of the blend at every share (``blend.SHARES``) of the served model's
+    factorization half and EASE, from its logged bundle and the preprocess run's test split.
+    Where the served model is rankfm alone (share 0), EASE is fitted again as train_best fitted
+    it (on the bundle's train+valid rows at the logged λ); {} where EASE was not fitted."""
     mlflow.set_tracking_uri(uri)
-    model_uri = steps["train_best"].data.tags[C.TAG_MODEL_URI]
-    bundle = Path(mlflow.artifacts.download_artifacts(model_uri)) / "artifacts" / "bundle"
-    blended = read_blend(bundle)
-    if blended is None:
+    trained = steps["train_best"]
+    if "ease.lambda" not in trained.data.params:
         return {}
-    weights, _ = blended
+    bundle = Path(mlflow.artifacts.download_artifacts(trained.data.tags[C.TAG_MODEL_URI]))
+    bundle = bundle / "artifacts" / "bundle"
     model = Recommender.load(bundle)
     indptr, indices = np.load(bundle / "seen_indptr.npy"), np.load(bundle / "seen_indices.npy")
+    seen = (np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices)
+    if (blended := read_blend(bundle)) is not None:
+        weights = blended[0]
+    else:
+        x = interactions(*seen, len(model.user_ids), len(model.item_ids))
+        weights = ease_weights((x.T @ x).toarray(), float(trained.data.params["ease.lambda"]))
     test = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=steps["preprocess"].info.run_id, artifact_path=f"{C.DATA_DIR}/{C.TEST_FILE}"))  # fmt: skip
-    seen = (np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices)
     holdout = Holdout.from_pairs(len(model.item_ids), seen, positions(model, test))
     return {
         s: holdout.evaluate(
