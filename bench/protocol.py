@@ -12,12 +12,14 @@ alone where that is a blend with EASE, and the baselines (EASE and popularity, o
 splits; the ratios too), as mean ± standard deviation over the seeds beside the published
 figures, as the Markdown table the README shows. ``--split random --test-size 0.2`` measures
 the pipeline's own default protocol instead; ``--data ml-1m`` the real ML-1M ratings of users
-1-1500 in ../shared/data. Usage::
+1-1500 in ../shared/data. ``--ceiling`` also scores the served blend at every share on the test
+split itself: the best of those is what no share chosen on validation can beat, an upper bound
+for the blend of these two models, not a result. Usage::
 
     .venv/bin/python bench/protocol.py [--seeds 1492 7 42] [--param n_trials=20]
     .venv/bin/python bench/protocol.py --split random --test-size 0.2 --seeds 1492 \
         --param n_trials=30
-    .venv/bin/python bench/protocol.py --data ml-1m --split random --test-size 0.2
+    .venv/bin/python bench/protocol.py --data ml-1m --split random --test-size 0.2 --ceiling
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 
 from recflow import constants as C
+from recflow.evaluation.accuracy import Holdout, positions
 from recflow.evaluation.beyond import BEYOND_ACCURACY
+from recflow.model.blend import SHARES, blend
+from recflow.model.ease import ease_weights, interactions, seen_scores
+from recflow.model.recommender import Recommender
+from recflow.serving.bundle import read_blend
 from recflow.testing.archives import real_ml1m_zip, real_ml100k_zip
 from recflow.testing.runs import archive_params, mlflow_run, run, runs_by_step, store
 
@@ -46,12 +55,53 @@ PUBLISHED = {
 }
 
 
-def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> dict[str, float]:
-    """One ``main`` in a fresh store; train_best's test metrics."""
+def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> tuple[dict, str]:
+    """One ``main`` in a fresh store; its runs by step and the store's tracking URI."""
     where = store(Path(tempfile.mkdtemp(prefix=f"bench-protocol-{seed}-")))
     params = [*archive_params(zip_path, dataset), f"seed={seed}", *extra]
     run(mlflow_run("main", params), where, "main.log")
-    return runs_by_step(where.uri)["train_best"].data.metrics
+    return runs_by_step(where.uri), where.uri
+
+
+def test_ndcg_by_share(steps: dict, uri: str) -> dict[float, float]:
+    """Test NDCG@10 of the blend at every share (``blend.SHARES``) of the served model's
+    factorization half and EASE, from its logged bundle and the preprocess run's test split.
+    Where the served model is rankfm alone (share 0), EASE is fitted again as train_best fitted
+    it (on the bundle's train+valid rows at the logged λ); {} where EASE was not fitted."""
+    mlflow.set_tracking_uri(uri)
+    trained = steps["train_best"]
+    if "ease.lambda" not in trained.data.params:
+        return {}
+    bundle = Path(mlflow.artifacts.download_artifacts(trained.data.tags[C.TAG_MODEL_URI]))
+    bundle = bundle / "artifacts" / "bundle"
+    model = Recommender.load(bundle)
+    indptr, indices = np.load(bundle / "seen_indptr.npy"), np.load(bundle / "seen_indices.npy")
+    seen = (np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices)
+    if (blended := read_blend(bundle)) is not None:
+        weights = blended[0]
+    else:
+        x = interactions(*seen, len(model.user_ids), len(model.item_ids))
+        weights = ease_weights((x.T @ x).toarray(), float(trained.data.params["ease.lambda"]))
+    test = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=steps["preprocess"].info.run_id, artifact_path=f"{C.DATA_DIR}/{C.TEST_FILE}"))  # fmt: skip
+    holdout = Holdout.from_pairs(len(model.item_ids), seen, positions(model, test))
+    return {
+        s: holdout.evaluate(
+            lambda u, s=s: blend(model.scores(u), seen_scores(indptr, indices, u, weights), s), 10
+        )["ndcg_at_10"]
+        for s in SHARES
+    }
+
+
+def alone_too(metrics: dict[str, float]) -> dict[str, float]:
+    """train_best's metrics with rankfm alone's where it served rankfm alone (share 0 or
+    ``blend=none``: its test_ metrics are rankfm alone's), so every seed has the row."""
+    alone = {
+        C.RANKFM_PREFIX + k.removeprefix(C.TEST_PREFIX): v
+        for k, v in metrics.items()
+        if k.startswith(C.TEST_PREFIX)
+    }
+    return alone | metrics
 
 
 def cell(values: list[float]) -> str:
@@ -71,17 +121,20 @@ def main() -> None:
     parser.add_argument("--test-size", default="0.25", help="main's test_size (default 0.25)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="more -P parameters for main (e.g. n_trials=30)")  # fmt: skip
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also score the blend at every share on test (an upper bound)")  # fmt: skip
     args = parser.parse_args()
     extra = [f"split={args.split}", f"test_size={args.test_size}", *args.param]
     with tempfile.TemporaryDirectory() as tmp:
         zip_path = DATA[args.data](Path(tmp))
-        results, seconds = [], []
+        results, seconds, ceilings = [], [], []
         for seed in args.seeds:
             start = time.monotonic()
-            results.append(run_main(zip_path, args.data, seed, extra))
+            steps, uri = run_main(zip_path, args.data, seed, extra)
             seconds.append(time.monotonic() - start)
+            results.append(alone_too(steps["train_best"].data.metrics))
             ours = results[-1]
-            alone = ours.get("rankfm_ndcg_at_10", ours["test_ndcg_at_10"])
+            alone = ours["rankfm_ndcg_at_10"]
             print(
                 f"seed {seed}: NDCG@10 {ours['test_ndcg_at_10']:.4f} (rankfm alone {alone:.4f}), P@10 "
                 f"{ours['test_precision_at_10']:.4f} (EASE {ours['ease_ndcg_at_10']:.4f}, "
@@ -89,6 +142,12 @@ def main() -> None:
                 f"{ours['popularity_ndcg_at_10']:.4f}, {ours['popularity_precision_at_10']:.4f}) "
                 f"in {seconds[-1]:.0f} s", flush=True,
             )  # fmt: skip
+            if args.ceiling and (by_share := test_ndcg_by_share(steps, uri)):
+                best = max(by_share, key=by_share.__getitem__)
+                ceilings.append(by_share[best] / ours["ease_ndcg_at_10"])
+                print("  test NDCG@10 by share of EASE: "
+                      + ", ".join(f"{s:.1f} {v:.4f}" for s, v in by_share.items())
+                      + f"; best {best:.1f}, {ceilings[-1]:.3f}x EASE", flush=True)  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
     print(f"\nReal {args.data}, {args.split} split, test_size {args.test_size} (split seeds {seeds}), "
           "top-10 over unrated items")  # fmt: skip
@@ -100,7 +159,7 @@ def main() -> None:
             (C.POPULARITY_PREFIX, "popularity (same splits)")]  # fmt: skip
     for prefix, name in rows:
         if not all(f"{prefix}ndcg_at_10" in r for r in results):
-            continue  # rankfm alone: only where every seed served a blend
+            continue  # EASE: only where it fitted
         cells = [cell([r[f"{prefix}{m}_at_10"] for r in results]) for m in METRICS]
         print(f"| {name} | " + " | ".join(cells) + " | bench/protocol.py |")
     for name, (p, ndcg) in PUBLISHED.items():
@@ -123,6 +182,9 @@ def main() -> None:
         }  # fmt: skip
         print(f"ours / {name}: NDCG@10 {cell(ratio['ndcg'])}x (per seed "
               f"{', '.join(f'{v:.3f}' for v in ratio['ndcg'])}), P@10 {cell(ratio['precision'])}x")  # fmt: skip
+    if ceilings:
+        print(f"ceiling (the blend at the share best on test, an upper bound): NDCG@10 "
+              f"{cell(ceilings)}x EASE (per seed {', '.join(f'{v:.3f}' for v in ceilings)})")  # fmt: skip
     best_p, best_ndcg = PUBLISHED["BiVAE (best published)"]
     print(
         f"ours / BiVAE: NDCG@10 {ours['ndcg'] / best_ndcg:.3f}x, P@10 "
