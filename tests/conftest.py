@@ -36,6 +36,28 @@ STAGES = ("empty", "downloaded", "prepared", "trained")
 STAGE_OF_FIXTURE = {"trained": "trained", "prep_id": "prepared", "raw_id": "downloaded"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For `make test` (``--dist loadgroup``): a test file is one xdist group, so its tests share
+    its module fixtures on one worker, unless they name a group of their own (test_team.py is
+    split in three: as one file it kept one worker busy for ~500 s while the other ran the rest).
+    Groups holding slow tests run first, so the quick ones fill in at the end instead of a long
+    group starting last."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def group(item: pytest.Item) -> str:
+        return item.get_closest_marker("xdist_group").args[0]
+
+    slow = {group(item) for item in items if item.get_closest_marker("slow")}
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(group(item), index)
+    # A stable sort: each group's tests stay together and in file order.
+    items.sort(key=lambda item: (group(item) not in slow, first[group(item)]))
+
+
 def _sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
