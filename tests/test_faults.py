@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import fails, ok, sha256
+from tests.helpers import ONE_MODEL, fails, ok, sha256
 
 FILLER = ".filler"
 
@@ -169,7 +169,7 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     params = ("dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={sha256(archive)}",
-              "n_trials=2")  # fmt: skip
+              "n_trials=2", ONE_MODEL)  # fmt: skip
     env = user_env(tmp_path)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()

@@ -35,6 +35,7 @@ from recflow.testing.archives import ml100k_files, write_zip
 from recflow.testing.services import PASSWORD, GitDaemon, MlflowServer, NetHost, Postgres
 from tests.helpers import (
     MLFLOW,
+    ONE_MODEL,
     PROJECT,
     RUN_ID,
     Spawned,
@@ -107,7 +108,8 @@ def test_main_through_the_server_caches_registers_and_serves(
     server: MlflowServer, archive: Path, tmp_path: Path
 ) -> None:
     env = team_env(server.url, tmp_path, "team-main")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=team-model")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=team-model")  # fmt: skip
     first = step_lines(mlflow_run(env, "main", *params).stdout)
     assert [s for s, _ in first.values()] == ["ran"] * 5
 
@@ -166,7 +168,8 @@ def test_two_mains_started_together_both_succeed_without_mixing(
     # concurrent creation, so one of two first runs dies in MLflow's CLI (RESOURCE_ALREADY_EXISTS,
     # seen in CI) before any of our code runs.
     MlflowClient().create_experiment("team-together")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=together")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=together")  # fmt: skip
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda _: mlflow_run(env, "main", *params, ok=False), range(2)))
     for proc in procs:
@@ -572,7 +575,7 @@ def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
     empty.mkdir()
     proc = mlflow_run(
         git_env(server, tmp_path, env_root), "main",
-        "dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=git-model",
+        "dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL, "model_name=git-model",
         uri=f"{base}/recflow.git", cwd=empty, extra=("--env-manager", "uv"),
     )  # fmt: skip
     steps = step_lines(proc.stdout)
@@ -685,7 +688,8 @@ def test_a_server_restart_mid_main_is_ridden_out(
     waiting for) ride it out and finish, and the champion loads."""
     srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
     env = team_env(srv.url, tmp_path, "team-restart-main")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=restarted")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=restarted")  # fmt: skip
     main = Spawned(mlflow_cmd("main", *params), tmp_path / "main.log", env=env, cwd=PROJECT)
     try:
         client = MlflowClient(srv.url)
