@@ -90,7 +90,8 @@ def test_preprocess_with_a_full_artifact_root_then_with_space(
 def test_train_best_with_a_full_artifact_root_then_with_space(
     trained: dict[str, str], full_artifact_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
+    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
+            "--ensemble", "1"]  # fmt: skip
     run = fails("train_best", args, "not enough disk space for the model and its plots in")
     assert run is not None and files_under(full_artifact_root) == []
     with_space(monkeypatch)
@@ -105,7 +106,8 @@ def test_a_write_that_runs_out_of_space_midway_is_one_line(
     from recflow import disk
 
     monkeypatch.setattr(disk, "require", lambda *a, **k: None)
-    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
+    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
+            "--ensemble", "1"]  # fmt: skip
     fails("train_best", args, f"no space left on device writing {full_artifact_root}")
 
 
