@@ -36,26 +36,24 @@ STAGES = ("empty", "downloaded", "prepared", "trained")
 STAGE_OF_FIXTURE = {"trained": "trained", "prep_id": "prepared", "raw_id": "downloaded"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For `make test` (``--dist loadgroup``): a test file is one xdist group, so its tests share
-    its module fixtures on one worker, unless they name a group of their own (test_team.py is
-    split in three: as one file it kept one worker busy for ~500 s while the other ran the rest).
-    Groups holding slow tests run first, so the quick ones fill in at the end instead of a long
-    group starting last."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+# The test files that take longest in `make test` (-n auto --dist loadfile), longest first: a
+# file is one unit of work, handed out in collection order (--no-loadscope-reorder), and one that
+# starts last keeps its worker busy after the other has run out. On 2 cores test_team.py took
+# ~500 s, test_end_to_end.py ~180 s, test_faults.py ~160 s, test_own_data_end_to_end.py ~125 s.
+LONGEST_FIRST = (
+    "test_team.py", "test_end_to_end.py", "test_faults.py", "test_own_data_end_to_end.py",
+    "test_hpo.py", "test_auth.py", "test_steps.py", "test_ui.py",
+)  # fmt: skip
 
-    def group(item: pytest.Item) -> str:
-        return item.get_closest_marker("xdist_group").args[0]
 
-    slow = {group(item) for item in items if item.get_closest_marker("slow")}
-    first = {}
-    for index, item in enumerate(items):
-        first.setdefault(group(item), index)
-    # A stable sort: each group's tests stay together and in file order.
-    items.sort(key=lambda item: (group(item) not in slow, first[group(item)]))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files in LONGEST_FIRST before the others; each file's tests together, in file order."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # a stable sort
 
 
 def _sqlite_uri(folder: Path) -> str:

@@ -50,10 +50,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.slow
 
-# Three groups of about equal time (see tests/conftest.py): `make test` can run them on different
-# workers, each with its own PostgreSQL and server. The git tests share their built environment.
-GIT, HPO, RESTARTS = "team-git", "team-hpo", "team-restarts"
-
 # Slow trials on tiny data, so a worker can be killed in the middle of one; alpha is continuous,
 # so two draws of the same configuration can only come from workers drawing in lockstep.
 SLOW_SPACE = """\
@@ -120,7 +116,6 @@ def prepared(server: MlflowServer, archive: Path, tmp_path_factory: pytest.TempP
     return prepare_on(server.url, archive, tmp_path_factory.mktemp("member") / "data", "team-data")
 
 
-@pytest.mark.xdist_group(HPO)
 def test_main_through_the_server_caches_registers_and_serves(
     server: MlflowServer, archive: Path, tmp_path: Path
 ) -> None:
@@ -173,7 +168,6 @@ def test_main_through_the_server_caches_registers_and_serves(
         log.close()
 
 
-@pytest.mark.xdist_group(GIT)
 def test_two_mains_started_together_both_succeed_without_mixing(
     server: MlflowServer, archive: Path, tmp_path: Path
 ) -> None:
@@ -243,7 +237,6 @@ def can_fake_hosts() -> bool:
     return subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.xdist_group(HPO)
 def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path
 ) -> None:
@@ -342,7 +335,6 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
         } == {k: str(v) for k, v in tuned.items()}
 
 
-@pytest.mark.xdist_group(HPO)
 def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
     archive: Path, tmp_path: Path
 ) -> None:
@@ -444,7 +436,6 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
             pg.stop()
 
 
-@pytest.mark.xdist_group(RESTARTS)
 def test_a_postgres_restart_mid_study_is_ridden_out(
     server: MlflowServer, prepared: str, tmp_path: Path
 ) -> None:
@@ -581,7 +572,6 @@ def git_env(server: MlflowServer, tmp_path: Path, env_root: Path) -> dict[str, s
     return team_env(server.url, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
 
 
-@pytest.mark.xdist_group(GIT)
 def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
     server: MlflowServer, git_daemon: tuple[str, list[str]], env_root: Path, archive: Path,
     tmp_path: Path,
@@ -611,7 +601,6 @@ def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
     assert "linux_x86_64" in wheel and "manylinux" not in wheel
 
 
-@pytest.mark.xdist_group(GIT)
 def test_version_and_subdirectory_forms_of_a_git_url(
     server: MlflowServer, git_daemon: tuple[str, list[str]], env_root: Path, archive: Path,
     tmp_path: Path,
@@ -638,7 +627,6 @@ def test_version_and_subdirectory_forms_of_a_git_url(
     assert "no/such/folder" in missing.stderr
 
 
-@pytest.mark.xdist_group(GIT)
 def test_an_unreachable_server_is_a_clear_error(archive: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     env = team_env(url, tmp_path) | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
@@ -657,7 +645,6 @@ def test_an_unreachable_server_is_a_clear_error(archive: Path, tmp_path: Path) -
     assert url in lines[0] and "Connection refused" in lines[0], lines
 
 
-@pytest.mark.xdist_group(RESTARTS)
 def test_a_server_restart_during_a_step_is_ridden_out(
     server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path
 ) -> None:
@@ -696,7 +683,6 @@ def test_a_server_restart_during_a_step_is_ridden_out(
     assert run.info.status == "FINISHED" and run.data.metrics["n_complete"] == 3
 
 
-@pytest.mark.xdist_group(RESTARTS)
 def test_a_server_restart_mid_main_is_ridden_out(
     server: MlflowServer, postgres: Postgres, archive: Path, tmp_path: Path
 ) -> None:
@@ -736,7 +722,6 @@ def test_a_server_restart_mid_main_is_ridden_out(
         srv.stop()
 
 
-@pytest.mark.xdist_group(HPO)
 @pytest.mark.parametrize(
     ("url_of", "password", "message"),
     [
@@ -769,7 +754,6 @@ def test_a_bad_optuna_database_is_a_clear_error(
     assert run.info.status == "FAILED"
 
 
-@pytest.mark.xdist_group(HPO)
 def test_workers_opening_an_empty_database_together_all_get_the_study(
     postgres: Postgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
