@@ -98,9 +98,8 @@ def test_train_best_skips_ease_over_its_memory_budget(
     trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(baselines, "EASE_BUDGET", 1024)
-    run_id = ok(
-        "train_best", ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
-    )  # fmt: skip
+    run_id = ok("train_best", ["--preprocess_run_id", trained["preprocess"],
+                               "--hpo_run_id", trained["hpo"], "--ensemble", "1"])  # fmt: skip
     run = mlflow.get_run(run_id)
     assert "over its 0.0 GiB budget" in run.data.tags[C.TAG_EASE_SKIPPED]
     assert not any(k.startswith(C.EASE_PREFIX) for k in run.data.metrics)

@@ -117,9 +117,8 @@ def test_train_best_serves_the_blend_it_tested(
     from tests.helpers import ok
 
     monkeypatch.setattr(blend_module, "SHARES", (0.5,))
-    run_id = ok(
-        "train_best", ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
-    )  # fmt: skip
+    run_id = ok("train_best", ["--preprocess_run_id", trained["preprocess"],
+                               "--hpo_run_id", trained["hpo"], "--ensemble", "1"])  # fmt: skip
     run = mlflow.get_run(run_id)
     assert float(run.data.params["blend.share"]) == 0.5
     assert f"{C.RANKFM_PREFIX}ndcg_at_10" in run.data.metrics

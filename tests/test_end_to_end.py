@@ -16,7 +16,7 @@ import pytest
 from recflow.testing.archives import ml100k_files, write_zip
 from recflow.tracking import pipeline
 from steps import main
-from tests.helpers import invoke, mlflow_run, ok, sha256, step_lines, user_env
+from tests.helpers import ONE_MODEL, invoke, mlflow_run, ok, sha256, step_lines, user_env
 
 
 def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:
@@ -35,6 +35,7 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
         f"data_url={base}/ml-100k.zip",
         f"checksum={checksum}",
         "n_trials=3",
+        ONE_MODEL,
     )
 
     first, _ = run_main(tmp_path, *params)
@@ -110,6 +111,7 @@ def test_main_fails_with_the_steps_error_and_resumes(tmp_path: Path, http_dir) -
         f"data_url={base}/ml-100k.zip",
         f"checksum={checksum}",
         "n_trials=2",
+        ONE_MODEL,
     ]
     env = user_env(tmp_path)
     proc = mlflow_run(env, "main", *params[:3], "n_trials=2", "metric=auc@10", ok=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import fails, ok, sha256
+from tests.helpers import ONE_MODEL, fails, ok, sha256
 
 FILLER = ".filler"
 
@@ -90,7 +90,8 @@ def test_preprocess_with_a_full_artifact_root_then_with_space(
 def test_train_best_with_a_full_artifact_root_then_with_space(
     trained: dict[str, str], full_artifact_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
+    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
+            "--ensemble", "1"]  # fmt: skip
     run = fails("train_best", args, "not enough disk space for the model and its plots in")
     assert run is not None and files_under(full_artifact_root) == []
     with_space(monkeypatch)
@@ -105,7 +106,8 @@ def test_a_write_that_runs_out_of_space_midway_is_one_line(
     from recflow import disk
 
     monkeypatch.setattr(disk, "require", lambda *a, **k: None)
-    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"]]
+    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
+            "--ensemble", "1"]  # fmt: skip
     fails("train_best", args, f"no space left on device writing {full_artifact_root}")
 
 
@@ -169,7 +171,7 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     params = ("dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={sha256(archive)}",
-              "n_trials=2")  # fmt: skip
+              "n_trials=2", ONE_MODEL)  # fmt: skip
     env = user_env(tmp_path)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()

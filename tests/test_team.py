@@ -35,6 +35,7 @@ from recflow.testing.archives import ml100k_files, write_zip
 from recflow.testing.services import PASSWORD, GitDaemon, MlflowServer, NetHost, Postgres
 from tests.helpers import (
     MLFLOW,
+    ONE_MODEL,
     PROJECT,
     RUN_ID,
     Spawned,
@@ -42,6 +43,7 @@ from tests.helpers import (
     last_run_id,
     mlflow_cmd,
     mlflow_run,
+    ok,
     step_lines,
     user_env,
 )
@@ -90,19 +92,36 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_zip(tmp_path_factory.mktemp("www") / "ml-100k.zip", ml100k_files())
 
 
+def prepare_on(url: str, archive: Path, data_dir: Path, experiment: str) -> str:
+    """Download and preprocess ``archive`` on the server at ``url``, in process (what the tests
+    using it prove starts after the split; a real `mlflow run` of both cost ~10 s more); returns
+    the preprocess run's ID. MLflow in this process points back where it was."""
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", url)
+        mp.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+        mp.setenv("RECFLOW_DATA_DIR", str(data_dir))
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(url)
+        try:
+            raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(archive)])
+            return ok("preprocess", ["--raw_run_id", raw])
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="module")
 def prepared(server: MlflowServer, archive: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A preprocess run on the server, made by one team member; returns its run ID."""
-    env = team_env(server.url, tmp_path_factory.mktemp("member"), "team-data")
-    raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}"))
-    return last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
+    return prepare_on(server.url, archive, tmp_path_factory.mktemp("member") / "data", "team-data")
 
 
 def test_main_through_the_server_caches_registers_and_serves(
     server: MlflowServer, archive: Path, tmp_path: Path
 ) -> None:
     env = team_env(server.url, tmp_path, "team-main")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=team-model")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=team-model")  # fmt: skip
     first = step_lines(mlflow_run(env, "main", *params).stdout)
     assert [s for s, _ in first.values()] == ["ran"] * 5
 
@@ -160,7 +179,8 @@ def test_two_mains_started_together_both_succeed_without_mixing(
     # concurrent creation, so one of two first runs dies in MLflow's CLI (RESOURCE_ALREADY_EXISTS,
     # seen in CI) before any of our code runs.
     MlflowClient().create_experiment("team-together")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=together")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=together")  # fmt: skip
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda _: mlflow_run(env, "main", *params, ok=False), range(2)))
     for proc in procs:
@@ -343,8 +363,7 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
         ).start()  # fmt: skip
         mlflow.set_tracking_uri(srv.url)
         env = team_env(srv.url, tmp_path, "team-partition") | {"RECFLOW_HEARTBEAT_SECONDS": "2"}
-        raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={archive}"))
-        prep = last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
+        prep = prepare_on(srv.url, archive, tmp_path / "data", "team-partition")
         pg.create_database("optuna")
         store = optuna.storages.RDBStorage(pg.url("optuna"))
         space = tmp_path / "slow.yaml"
@@ -562,7 +581,7 @@ def test_main_from_a_git_url_builds_its_environment_from_conda_yaml(
     empty.mkdir()
     proc = mlflow_run(
         git_env(server, tmp_path, env_root), "main",
-        "dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=git-model",
+        "dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL, "model_name=git-model",
         uri=f"{base}/recflow.git", cwd=empty, extra=("--env-manager", "uv"),
     )  # fmt: skip
     steps = step_lines(proc.stdout)
@@ -671,7 +690,8 @@ def test_a_server_restart_mid_main_is_ridden_out(
     waiting for) ride it out and finish, and the champion loads."""
     srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
     env = team_env(srv.url, tmp_path, "team-restart-main")
-    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", "model_name=restarted")
+    params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
+              "model_name=restarted")  # fmt: skip
     main = Spawned(mlflow_cmd("main", *params), tmp_path / "main.log", env=env, cwd=PROJECT)
     try:
         client = MlflowClient(srv.url)

@@ -15,7 +15,8 @@ def test_train_best_tests_at_the_tuned_k_and_register_gates_on_it(prep_id: str) 
     """Regression: train_best logged test metrics at k=10 only, so a model tuned on recall@20
     could not be promoted on recall@20 ("train run ... has no test_recall_at_20")."""
     tuned = ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "1", "--metric", "recall@20"])
-    trained = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", tuned])
+    trained = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", tuned,
+                                "--ensemble", "1"])  # fmt: skip
     metrics = mlflow.get_run(trained).data.metrics
     for prefix in ("test_", "popularity_"):
         assert {f"{prefix}recall_at_20", f"{prefix}ndcg_at_10"} <= set(metrics)

@@ -26,7 +26,9 @@ def test_the_ui_sees_named_runs_datasets_linked_metrics_and_the_training_view(
         raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(tiny_zip)])
         prep = ok("preprocess", ["--raw_run_id", raw])
         hpo = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"])
-        train = ok("train_best", ["--preprocess_run_id", prep, "--hpo_run_id", hpo])
+        train = ok(
+            "train_best", ["--preprocess_run_id", prep, "--hpo_run_id", hpo, "--ensemble", "1"]
+        )
 
         def api(method: str, path: str, **kwargs: object) -> dict:
             """A call the UI's pages make; it must answer 200 within 30 s."""

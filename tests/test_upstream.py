@@ -60,13 +60,14 @@ def test_with_nothing_to_pick_the_step_says_what_to_run(tracking: str, step: str
 
 
 @pytest.mark.slow
-def test_hpo_as_our_users_type_it(tmp_path: Path, tiny_zip: Path) -> None:
+def test_hpo_as_our_users_type_it(tmp_path: Path, prep_id: str) -> None:
+    """`mlflow run . -e hpo -P n_trials=2`, the regression's command, on the test's store (made
+    in tmp_path, where ``user_env`` points: its download and preprocess runs were made in
+    process; only the command typed needs a real `mlflow run`)."""
     env = user_env(tmp_path)
-    raw = last_run_id(mlflow_run(env, "download", "dataset=ml-100k", f"data_url={tiny_zip}"))
-    prep = last_run_id(mlflow_run(env, "preprocess", f"raw_run_id={raw}"))
+    assert env["MLFLOW_TRACKING_URI"] == mlflow.get_tracking_uri()
     proc = mlflow_run(env, "hpo", "n_trials=2")
-    assert f"using the latest finished preprocess run {prep}" in proc.stdout
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    assert f"using the latest finished preprocess run {prep_id}" in proc.stdout
     run = mlflow.get_run(last_run_id(proc))
     assert run.data.metrics["n_complete"] == 2
-    assert run.data.tags["recflow.preprocess_run_id"] == prep
+    assert run.data.tags["recflow.preprocess_run_id"] == prep_id
