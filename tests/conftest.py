@@ -38,19 +38,21 @@ STAGE_OF_FIXTURE = {"trained": "trained", "prep_id": "prepared", "raw_id": "down
 
 # The test files that take longest in `make test` (-n auto --dist loadfile), longest first: a
 # file is one unit of work, handed out in collection order (--no-loadscope-reorder), and one that
-# starts last keeps its worker busy after the other has run out. On 2 cores test_team.py took
-# ~500 s, test_end_to_end.py ~180 s, test_faults.py ~160 s, test_own_data_end_to_end.py ~125 s.
+# starts last keeps its worker busy after the others have run out. The team tests are split into
+# files under team/ for this: as one file they took ~500 s of one worker.
 LONGEST_FIRST = (
-    "test_team.py", "test_end_to_end.py", "test_faults.py", "test_own_data_end_to_end.py",
-    "test_hpo.py", "test_auth.py", "test_steps.py", "test_ui.py",
+    "test_end_to_end.py", "team/test_main.py", "team/test_restarts.py", "test_faults.py",
+    "test_own_data_end_to_end.py", "team/test_git.py", "team/test_partition.py",
+    "team/test_workers.py", "test_hpo.py", "test_auth.py", "test_steps.py", "test_ui.py",
 )  # fmt: skip
+TESTS = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files in LONGEST_FIRST before the others; each file's tests together, in file order."""
 
     def rank(item: pytest.Item) -> int:
-        name = item.path.name
+        name = item.path.relative_to(TESTS).as_posix()
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # a stable sort

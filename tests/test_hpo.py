@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import optuna
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from recflow.errors import UserError
+from recflow.hpo import objective
 from recflow.hpo import space as spaces
 from recflow.hpo.attrs import TRIAL_NUMBER_TAG, WORKER_RUN
 from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
@@ -415,3 +417,42 @@ def test_two_concurrent_workers_share_one_study(
     for r in hpo_runs:
         assert r.data.metrics["best_ndcg_at_10"] <= best
     assert max(r.data.metrics["best_ndcg_at_10"] for r in runs_of("hpo")) == pytest.approx(best)
+
+
+class _FlakyStorage:
+    """A storage that cannot be reached ``down`` times, then holds the trial in ``state``."""
+
+    def __init__(self, down: int, state: TrialState) -> None:
+        self.down, self.state, self.asked = down, state, 0
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        self.asked += 1
+        if self.asked <= self.down:
+            raise ConnectionError("the link is cut")
+        return optuna.trial.create_trial(state=self.state)
+
+
+def _trial_on(storage: _FlakyStorage) -> SimpleNamespace:
+    return SimpleNamespace(study=SimpleNamespace(_storage=storage), _trial_id=0, number=3)
+
+
+@pytest.mark.parametrize(("state", "taken"), [(TrialState.FAIL, True), (TrialState.RUNNING, False)])
+def test_a_trial_ending_while_the_storage_is_unreachable_waits_to_know_if_it_was_taken_over(
+    state: TrialState, taken: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a trial that ended while its worker was cut off from the storage took the
+    unreachable storage for "not taken over" and tagged its run COMPLETE, though another worker
+    had failed it (team/test_partition.py's cut-off worker, under load)."""
+    monkeypatch.setattr(objective.time, "sleep", lambda s: None)
+    storage = _FlakyStorage(down=3, state=state)
+    assert objective._taken_over(_trial_on(storage), patience=5) is taken
+    assert storage.asked == 4
+
+
+def test_a_storage_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 10_000, 7))
+    monkeypatch.setattr(objective.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(objective.time, "sleep", lambda s: None)
+    storage = _FlakyStorage(down=10**6, state=TrialState.FAIL)
+    assert objective._taken_over(_trial_on(storage), patience=60) is False
+    assert 1 < storage.asked < 10

@@ -10,6 +10,7 @@ objective's k at that epoch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import optuna
@@ -28,6 +29,8 @@ from recflow.hpo.space import Dimension, suggest
 from recflow.model.recommender import Recommender
 from recflow.model.training import fit_isolated
 
+log = logging.getLogger(__name__)
+
 # Epochs without a better validation score before a trial stops (0: never stop early). Learning
 # curves on MovieLens wobble by an epoch or two around their peak and then decline for good.
 PATIENCE = 3
@@ -38,6 +41,9 @@ PATIENCE = 3
 # training rows on (ML-1M, tuning samples of big data) it is PATIENCE.
 PATIENCE_ROWS = 1_000_000
 MAX_PATIENCE = 15
+# How long a trial that ended while the storage was unreachable waits for it to answer whether
+# another worker took the trial over (MLflow's own client retries for about as long).
+TAKEN_OVER_PATIENCE = 300.0
 
 
 def auto_patience(n_train_rows: int) -> int:
@@ -149,9 +155,20 @@ class Objective:
                 client.set_terminated(run_id, status)
 
 
-def _taken_over(trial: optuna.Trial) -> bool:
-    """Whether the storage already holds this trial as finished (failed by another worker)."""
-    try:
-        return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
-    except Exception:  # the storage is unreachable: nothing was taken over that we can see
-        return False
+def _taken_over(trial: optuna.Trial, patience: float = TAKEN_OVER_PATIENCE) -> bool:
+    """Whether the storage already holds this trial as finished (failed by another worker).
+
+    A trial can end while this worker is cut off from the storage, before or after another
+    worker failed it: the answer is only known once the storage answers again, so it is asked
+    until it does, for up to ``patience`` seconds (then: not taken over, with a warning)."""
+    deadline, pause = time.monotonic() + patience, 1.0
+    while True:
+        try:
+            return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+        except Exception as e:  # the storage is unreachable: ask again
+            if time.monotonic() + pause > deadline:
+                log.warning("trial %d: the storage did not answer for %.0f s (%r); its result "
+                            "is recorded as this worker's", trial.number, patience, e)  # fmt: skip
+                return False
+            time.sleep(pause)
+            pause = min(2 * pause, 15.0)
