@@ -15,8 +15,8 @@ from recflow import constants as C
 from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
-from recflow.evaluation.baselines import Ease, ease_fits
-from recflow.evaluation.blending import Blended, choose_share
+from recflow.evaluation.baselines import Ease, ease_fits, ease_scorer
+from recflow.evaluation.blending import BlendChoice, Blended, choose_blend
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -68,8 +68,8 @@ option = options("train_best")
               f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
               "else 1.")  # fmt: skip
 @option("blend", type=click.Choice(["auto", "none"]), help="auto: where EASE is fitted, serve "
-              "the blend of the model's and EASE's scores with EASE's share chosen on validation "
-              "(0 serves the model alone); none: the model alone.")  # fmt: skip
+              "the blend of the model's and EASE's scores, EASE's λ and share chosen on "
+              "validation (share 0 serves the model alone); none: the model alone.")  # fmt: skip
 @option("seed", type=int)
 def main(
     preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, blend: str, seed: int
@@ -111,16 +111,16 @@ def main(
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
         served, chosen = model, [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
         if ease is not None and blend == "auto":
-            # EASE's share is chosen like any hyperparameter: both fitted on train, ranked on valid.
+            # EASE's λ and share are chosen like any hyperparameters: fitted on train, ranked on
+            # valid, with the best configuration fitted on train too.
             on_train = train(data.train, params, seed, size, fit)
-            share, validation = choose_share(
-                on_train, ease.on_train, data.train, data.valid, name, k
-            )
-            mlflow.log_param("blend.share", share)
-            chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, metric=f"{name}@{k}",
-                                     share=share, validation=validation))  # fmt: skip
-            if share > 0:
-                served = Blended(model, ease.scorer, share)
+            choice = choose_blend(on_train, data.train, data.valid, name, k)
+            mlflow.log_param("blend.share", choice.share)
+            chosen.append(write_blend(choice, f"{name}@{k}", Path(tmp)))
+            if choice.share > 0:
+                mlflow.log_param("blend.ease_lambda", choice.lam)  # at share 0 it means nothing
+                weights = ease.weights_at(choice.lam)
+                served = Blended(model, ease_scorer(ease.x, weights), choice.share)
                 compared[C.RANKFM_PREFIX] = model.scores
         report = test_report(served, seen, data.test, (C.DEFAULT_K, k), compared)
         figures = save_figures(
@@ -129,7 +129,7 @@ def main(
         folder = Path(tmp) / "bundle"
         bundle.write_bundle(folder, model, data.items, seen)
         if isinstance(served, Blended):
-            bundle.write_blend(folder, ease.weights, served.share)
+            bundle.write_blend(folder, weights, served.share)
         # Everything this run logs must fit before any of it is logged.
         space.require_for_artifacts("the model and its plots", folder, *figures, *chosen)
         for path in figures:
@@ -180,6 +180,23 @@ def write_ease(ease: Ease, metric: str, folder: Path) -> Path:
     """The λ tried and chosen on validation, as the file logged at ``C.EASE_FILE``."""
     return write_json(folder / Path(C.EASE_FILE).name, metric=metric, validation=ease.validation,
                       **{"lambda": ease.lam})  # fmt: skip
+
+
+def write_blend(choice: BlendChoice, metric: str, folder: Path) -> Path:
+    """EASE's λ and share chosen for the blend and the validation score at each pair tried, as
+    the file logged at ``C.BLEND_FILE``."""
+    validation = {
+        str(lam): {str(s): v for s, v in by.items()} for lam, by in choice.validation.items()
+    }
+    fields = {
+        "metric": metric,
+        "lambda": choice.lam,
+        "share": choice.share,
+        "validation": validation,
+    }
+    path = folder / Path(C.BLEND_FILE).name
+    path.write_text(json.dumps(fields))
+    return path
 
 
 def write_json(path: Path, validation: dict[float, float], **fields: object) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from recflow import constants as C
 from recflow.evaluation import baselines
 from recflow.evaluation import report as R
-from recflow.evaluation.blending import Blended, choose_share
+from recflow.evaluation.blending import Blended, choose_blend
 from recflow.model.blend import SHARES, blend, standardised
 from recflow.model.recommender import FMParams, Recommender
 from tests.helpers import checkerboard_data
@@ -45,17 +45,29 @@ def fitted() -> tuple[Recommender, baselines.Ease, object, object]:
     return model, ease, rest, valid
 
 
-def test_the_share_chosen_is_the_one_that_scores_best_on_validation(fitted) -> None:
+def test_the_lambda_and_share_chosen_are_the_pair_that_scores_best_on_validation(fitted) -> None:
     model, ease, rest, valid = fitted
-    share, validation = choose_share(model, ease.on_train, rest, valid, "ndcg", 5)
-    assert set(validation) == set(SHARES)
-    assert validation[share] == max(validation.values())
-    # The ends are the two scorers alone, ranked as the plain scorers rank.
+    choice = choose_blend(model, rest, valid, "ndcg", 5)
+    assert set(choice.validation) == set(baselines.EASE_LAMBDAS)
+    assert all(set(by_share) == set(SHARES) for by_share in choice.validation.values())
+    best = max(v for by_share in choice.validation.values() for v in by_share.values())
+    assert choice.validation[choice.lam][choice.share] == best
+    # The ends are the two scorers alone: share 0 the model at every λ, share 1 EASE as the
+    # baseline ranked it at that λ.
     from recflow.evaluation.accuracy import Holdout
 
-    holdout = Holdout.of(model, rest, valid)
-    assert validation[0.0] == holdout.evaluate(model.scores, 5)["ndcg_at_5"]
-    assert validation[1.0] == holdout.evaluate(ease.on_train, 5)["ndcg_at_5"]
+    alone = Holdout.of(model, rest, valid).evaluate(model.scores, 5)["ndcg_at_5"]
+    for lam, by_share in choice.validation.items():
+        assert by_share[0.0] == alone
+        assert by_share[1.0] == ease.validation[lam]
+
+
+def test_ties_go_to_the_smallest_share_then_the_first_lambda(fitted) -> None:
+    model, _, rest, valid = fitted
+    # One item-item weight matrix for every λ (a λ far above the Gram's entries leaves B ~ 0),
+    # and a share so small the blend ranks as the model alone: every pair ties.
+    choice = choose_blend(model, rest, valid, "ndcg", 5, lambdas=(1e12, 2e12), shares=(0.0, 1e-9))
+    assert (choice.lam, choice.share) == (1e12, 0.0)
 
 
 def test_a_blended_ranker_is_tested_like_the_model(fitted) -> None:
@@ -67,14 +79,23 @@ def test_a_blended_ranker_is_tested_like_the_model(fitted) -> None:
     assert report.metrics["test_ndcg_at_5"] == report.metrics["ease_ndcg_at_5"]
 
 
-def test_train_best_logs_the_share_it_chose_and_the_model_alone(trained: dict[str, str]) -> None:
+def test_train_best_logs_the_lambda_and_share_it_chose_and_the_model_alone(
+    trained: dict[str, str],
+) -> None:
     run = mlflow.get_run(trained["train"])
     chosen = json.loads(mlflow.artifacts.load_text(f"runs:/{trained['train']}/{C.BLEND_FILE}"))
     share = float(run.data.params["blend.share"])
-    assert chosen["share"] == share and set(chosen["validation"]) == {str(s) for s in SHARES}
-    assert chosen["validation"][str(share)] == max(chosen["validation"].values())
+    assert chosen["share"] == share
+    assert set(chosen["validation"]) == {str(lam) for lam in baselines.EASE_LAMBDAS}
+    scores = chosen["validation"][str(chosen["lambda"])]
+    assert set(scores) == {str(s) for s in SHARES}
+    best = max(v for by_share in chosen["validation"].values() for v in by_share.values())
+    assert scores[str(share)] == best
+    # The blend's λ is logged exactly when a blend is served, and so is the model alone.
+    assert ("blend.ease_lambda" in run.data.params) == (share > 0)
+    if share > 0:
+        assert float(run.data.params["blend.ease_lambda"]) == chosen["lambda"]
     alone = {k for k in run.data.metrics if k.startswith(C.RANKFM_PREFIX)}
-    # The model alone is reported exactly when the served model is a blend.
     assert bool(alone) == (share > 0)
 
 
@@ -113,14 +134,27 @@ def test_the_served_model_ranks_by_the_blend(fitted, tmp_path) -> None:
 def test_train_best_serves_the_blend_it_tested(
     trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The served EASE half is refitted on train+valid at the blend's λ, which need not be the λ
+    EASE alone was chosen with."""
+    from recflow.evaluation import blending
     from recflow.model import blend as blend_module
+    from recflow.model.ease import ease_weights, interactions
     from tests.helpers import ok
 
     monkeypatch.setattr(blend_module, "SHARES", (0.5,))
+    monkeypatch.setattr(blending, "LAMBDAS", (777.0,))  # not in EASE alone's grid
     run_id = ok("train_best", ["--preprocess_run_id", trained["preprocess"],
                                "--hpo_run_id", trained["hpo"], "--ensemble", "1"])  # fmt: skip
     run = mlflow.get_run(run_id)
     assert float(run.data.params["blend.share"]) == 0.5
+    assert float(run.data.params["blend.ease_lambda"]) == 777.0
+    assert float(run.data.params["ease.lambda"]) in baselines.EASE_LAMBDAS
     assert f"{C.RANKFM_PREFIX}ndcg_at_10" in run.data.metrics
     model = mlflow.pyfunc.load_model(run.data.tags[C.TAG_MODEL_URI]).unwrap_python_model()
     assert model.share == 0.5 and model.ease_weights is not None
+    indptr = model.seen_indptr
+    users = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    x = interactions(users, model.seen_indices, indptr.size - 1, model.ease_weights.shape[0])
+    np.testing.assert_allclose(
+        model.ease_weights, ease_weights((x.T @ x).toarray(), 777.0), rtol=1e-4, atol=1e-6
+    )

@@ -7,7 +7,7 @@ catalogues whose matrices exceed ``EASE_BUDGET`` bytes are not fitted (``ease_fi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +19,10 @@ from recflow.model.ease import ease_weights, interactions
 
 # λ grid: Steck reports λ in the hundreds on MovieLens-sized data; the grid spans both sides.
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
-# The item-item matrices held at once, at most this many bytes: the float32 Gram, its float64
-# copy with λ on the diagonal, the inverse and the weights in float64 while they are computed,
-# and the float32 weights fitted on the training split (kept to choose the served blend on).
-# 2 GiB fits ~8,000 items (ML-1M has 3,706; ML-10M 10,677).
+# The item-item matrices held at once, at most this many bytes: while the served blend is chosen
+# (``recflow.evaluation.blending``), the float32 weights fitted on train+valid, the training
+# split's float32 Gram, its float64 copy with λ on the diagonal, the inverse and the weights in
+# float64 and float32. 2 GiB fits ~7,700 items (ML-1M has 3,706; ML-10M 10,677).
 EASE_BUDGET = 2 * 2**30
 
 
@@ -43,7 +43,7 @@ def evaluate_popularity(
 
 def ease_bytes(n_items: int) -> int:
     """Memory EASE needs for a catalogue of ``n_items``."""
-    return n_items * n_items * (4 + 8 + 8 + 8 + 4)
+    return n_items * n_items * (4 + 4 + 8 + 8 + 8 + 4)
 
 
 def ease_fits(n_items: int, budget: int | None = None) -> str | None:
@@ -72,11 +72,31 @@ class Ease:
     validation: dict[float, float]  # the chosen metric on validation at each λ tried
     x: sp.csr_array  # the seen interactions (users x items, the model's positions)
     weights: np.ndarray  # B, fitted on ``x`` with ``lam``
-    on_train: Scorer  # the same λ fitted on the training split alone, to choose a blend on
 
     @property
     def scorer(self) -> Scorer:
         return ease_scorer(self.x, self.weights)
+
+    def weights_at(self, lam: float) -> np.ndarray:
+        """B fitted on the same seen data with another ``lam`` (``weights`` at ``lam``)."""
+        return self.weights if lam == self.lam else ease_weights(gram(self.x), lam)
+
+
+def gram(x: sp.csr_array) -> np.ndarray:
+    """``XᵀX`` as a dense float32 array."""
+    return (x.T @ x).toarray()
+
+
+def train_scorers(
+    model: Ranker, train: pd.DataFrame, valid: pd.DataFrame, lambdas: Sequence[float]
+) -> Iterator[tuple[float, Holdout, Scorer]]:
+    """EASE fitted on ``train`` at each of ``lambdas`` in turn (one item-item matrix at a time),
+    with the holdout of ``valid`` to rank it on. Users and items are ``model``'s positions."""
+    holdout = Holdout.of(model, train, valid)
+    x = interactions(holdout.seen_u, holdout.seen_i, len(model.user_ids), len(model.item_ids))
+    g = gram(x)
+    for lam in lambdas:
+        yield float(lam), holdout, ease_scorer(x, ease_weights(g, lam))
 
 
 def fit_ease(
@@ -91,18 +111,11 @@ def fit_ease(
     """Choose λ by ``metric`` at ``k`` (e.g. "ndcg", 10) of EASE fitted on ``train`` and ranked
     on ``valid``, then fit it on ``seen`` (train and valid). Users and items are ``model``'s
     positions, so EASE scores the same rows and columns the model does."""
-    n_users, n_items = len(model.user_ids), len(model.item_ids)
-    holdout = Holdout.of(model, train, valid)
-    x_train = interactions(holdout.seen_u, holdout.seen_i, n_users, n_items)
-    gram = (x_train.T @ x_train).toarray()
     name = f"{metric}_at_{k}"
-    validation: dict[float, float] = {}
-    best, on_train = 0.0, None  # the best λ's scorer so far, kept rather than fitted again
-    for lam in lambdas:
-        scorer = ease_scorer(x_train, ease_weights(gram, lam))
-        validation[float(lam)] = holdout.evaluate(scorer, k)[name]
-        if on_train is None or validation[float(lam)] > validation[best]:  # ties: the first
-            best, on_train = float(lam), scorer
-    del gram
-    x = interactions(*positions(model, seen), n_users, n_items)
-    return Ease(best, validation, x, ease_weights((x.T @ x).toarray(), best), on_train)
+    validation = {
+        lam: holdout.evaluate(scorer, k)[name]
+        for lam, holdout, scorer in train_scorers(model, train, valid, lambdas)
+    }
+    best = max(validation, key=validation.__getitem__)  # ties: the first
+    x = interactions(*positions(model, seen), len(model.user_ids), len(model.item_ids))
+    return Ease(best, validation, x, ease_weights(gram(x), best))

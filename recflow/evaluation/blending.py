@@ -1,8 +1,12 @@
 """Choosing the served blend of the factorization model and EASE on the validation split.
 
-In: the factorization model and EASE, both fitted on the training split, and the validation
-interactions. Out: the share of EASE (``recflow.model.blend``) whose blend ranks validation best,
+In: the factorization model fitted on the training split, and the training and validation
+interactions. Out: EASE's λ and share (``recflow.model.blend``) whose blend ranks validation best,
 and the blended ranker over the final models that ``train_best`` tests and serves.
+
+The λ is chosen with the share, not taken from EASE alone: blended with the factorization model,
+EASE does best less regularised than alone (real ML-100K, three split seeds: λ 50-200 in the
+blend against 500 alone).
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recflow.evaluation.accuracy import Holdout, Ranker, Scorer
+from recflow.evaluation.accuracy import Ranker, Scorer
+from recflow.evaluation.baselines import EASE_LAMBDAS, train_scorers
 from recflow.model import blend as shares_of
 from recflow.model.blend import blend
+
+# The λ the blend tries: the grid EASE alone is chosen from.
+LAMBDAS = EASE_LAMBDAS
 
 
 def blended_scorer(model: Scorer, ease: Scorer, share: float) -> Scorer:
@@ -23,25 +31,47 @@ def blended_scorer(model: Scorer, ease: Scorer, share: float) -> Scorer:
     return lambda users: blend(model(users), ease(users), share)
 
 
-def choose_share(
+@dataclass(frozen=True)
+class BlendChoice:
+    """EASE's λ and share in the blend that scored best on validation."""
+
+    lam: float
+    share: float
+    validation: dict[float, dict[float, float]]  # the metric at each λ, then each share
+
+
+def choose_blend(
     model: Ranker,
-    ease: Scorer,
     train: pd.DataFrame,
     valid: pd.DataFrame,
     metric: str,
     k: int,
+    lambdas: Sequence[float] | None = None,
     shares: Sequence[float] | None = None,
-) -> tuple[float, dict[float, float]]:
-    """The share of EASE whose blend with ``model`` scores best by ``metric`` at ``k`` on
-    ``valid`` (ties: the smallest), and the score at each share (default: ``blend.SHARES``).
-    ``model`` and ``ease`` are fitted on ``train``, over the same positions."""
+) -> BlendChoice:
+    """The λ of EASE fitted on ``train`` (default: ``LAMBDAS``) and its share (default:
+    ``blend.SHARES``) whose blend
+    with ``model`` (fitted on ``train`` too) scores best by ``metric`` at ``k`` on ``valid``.
+    Ties: the smallest share, then the first λ; share 0 is the model alone at every λ."""
+    lambdas = LAMBDAS if lambdas is None else lambdas
     shares = shares_of.SHARES if shares is None else shares
-    holdout = Holdout.of(model, train, valid)
     name = f"{metric}_at_{k}"
-    validation = {
-        float(s): holdout.evaluate(blended_scorer(model.scores, ease, s), k)[name] for s in shares
-    }
-    return max(validation, key=validation.__getitem__), validation
+    validation: dict[float, dict[float, float]] = {}
+    alone: float | None = None  # the model alone scores the same at every λ: ranked once
+    for lam, holdout, ease in train_scorers(model, train, valid, lambdas):
+        validation[lam] = {}
+        for s in shares:
+            if s <= 0.0 and alone is not None:
+                validation[lam][float(s)] = alone
+                continue
+            value = holdout.evaluate(blended_scorer(model.scores, ease, s), k)[name]
+            validation[lam][float(s)] = value
+            if s <= 0.0:
+                alone = value
+    candidates = [(v, -s, -i, lam, s) for i, (lam, by_share) in enumerate(validation.items())
+                  for s, v in by_share.items()]  # fmt: skip
+    _, _, _, lam, share = max(candidates)
+    return BlendChoice(lam, share, validation)
 
 
 @dataclass(frozen=True)
