@@ -24,6 +24,7 @@ main: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
 # -m "" runs the slow end-to-end tests too; plain `pytest` skips them. One worker per core, a

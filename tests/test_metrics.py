@@ -82,7 +82,9 @@ def test_hand_computed_example() -> None:
     #   IDCG = 1/log2(2) + 1/log2(3) + 1/log2(4) = 1 + 0.6309298 + 0.5 = 2.1309298
     #   NDCG = 1.1309298 / 2.1309298 = 0.5307212
     scores = np.array([[10.0, 9, 8, 7, 6, 5]])
-    got = accuracy.evaluate(matrix_scorer(scores), 6, as_pairs({0: {0}}), as_pairs({0: {2, 3, 5}}), 3)
+    got = accuracy.evaluate(
+        matrix_scorer(scores), 6, as_pairs({0: {0}}), as_pairs({0: {2, 3, 5}}), 3
+    )
     assert got == pytest.approx(
         {"precision_at_3": 2 / 3, "recall_at_3": 2 / 3, "ndcg_at_3": 0.5307212,
          "hit_rate_at_3": 1.0, "mrr_at_3": 0.5},
@@ -93,7 +95,9 @@ def test_hand_computed_example() -> None:
 def test_mean_is_over_users_with_held_out_items() -> None:
     # User 0 hits at rank 1, user 1 misses, user 2 has nothing held out and does not count.
     scores = np.array([[3.0, 2, 1], [3.0, 2, 1], [3.0, 2, 1]])
-    got = accuracy.evaluate(matrix_scorer(scores), 3, as_pairs({2: {0}}), as_pairs({0: {0}, 1: {2}}), 1)
+    got = accuracy.evaluate(
+        matrix_scorer(scores), 3, as_pairs({2: {0}}), as_pairs({0: {0}, 1: {2}}), 1
+    )
     assert got["hit_rate_at_1"] == 0.5 and got["mrr_at_1"] == 0.5
 
 
@@ -220,9 +224,9 @@ def test_test_report_logs_both_recommenders_accuracy_and_beyond() -> None:
                 assert f"{prefix}{name}_at_{k}" in report.metrics
         assert report.tallies[prefix].exposure.shape == (R.CURVE_K, 40)
     # The one pass agrees with evaluating on its own.
-    assert {f"test_{k}": v for k, v in accuracy.evaluate_model(model, seen, test, 10).items()}.items() <= (
-        report.metrics.items()
-    )
+    assert {
+        f"test_{k}": v for k, v in accuracy.evaluate_model(model, seen, test, 10).items()
+    }.items() <= (report.metrics.items())
     assert report.popularity.sum() == len(seen)
     # Popularity shows everyone nearly the same list: far fewer items, far more concentrated.
     assert report.metrics["popularity_coverage_at_10"] < report.metrics["test_coverage_at_10"]
@@ -290,5 +294,11 @@ def test_parse_metric_rejects(name: str) -> None:
 
 def test_metric_names_round_trip() -> None:
     logged = N.metric_names(20)
-    assert logged == ["precision_at_20", "recall_at_20", "ndcg_at_20", "hit_rate_at_20", "mrr_at_20"]
+    assert logged == [
+        "precision_at_20",
+        "recall_at_20",
+        "ndcg_at_20",
+        "hit_rate_at_20",
+        "mrr_at_20",
+    ]
     assert [N.parse_metric(n) for n in logged] == [(m, 20) for m in N.METRICS]

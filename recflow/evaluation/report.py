@@ -49,7 +49,9 @@ def test_report(
     ks = sorted(set(ks))
     metrics, tallies = {}, {}
     for prefix, scorer in scorers.items():
-        tally = tallies[prefix] = holdout.tally(scorer, [*ks, *range(1, CURVE_K + 1)], exposure=True)
+        tally = tallies[prefix] = holdout.tally(
+            scorer, [*ks, *range(1, CURVE_K + 1)], exposure=True
+        )
         for k in ks:
             shown = beyond_accuracy(tally.shown(k), popularity, n_users)
             metrics |= {prefix + name: v for name, v in tally.metrics(k).items()}
