@@ -12,9 +12,9 @@ alone where that is a blend with EASE, and the baselines (EASE and popularity, o
 splits; the ratios too), as mean ± standard deviation over the seeds beside the published
 figures, as the Markdown table the README shows. ``--split random --test-size 0.2`` measures
 the pipeline's own default protocol instead; ``--data ml-1m`` the real ML-1M ratings of users
-1-1500 in ../shared/data. ``--ceiling`` also scores the served blend at every share on the test
-split itself: the best of those is what no share chosen on validation can beat, an upper bound
-for the blend of these two models, not a result. Usage::
+1-1500 in ../shared/data. ``--ceiling`` also scores the blend at every (EASE λ, share) on the
+test split itself: the best of those is what no pair chosen on validation can beat, an upper
+bound for the blend of these two models, not a result. Usage::
 
     .venv/bin/python bench/protocol.py [--seeds 1492 7 42] [--param n_trials=20]
     .venv/bin/python bench/protocol.py --split random --test-size 0.2 --seeds 1492 \
@@ -36,10 +36,10 @@ import pandas as pd
 from recflow import constants as C
 from recflow.evaluation.accuracy import Holdout, positions
 from recflow.evaluation.beyond import BEYOND_ACCURACY
+from recflow.evaluation.blending import LAMBDAS
 from recflow.model.blend import SHARES, blend
 from recflow.model.ease import ease_weights, interactions, seen_scores
 from recflow.model.recommender import Recommender
-from recflow.serving.bundle import read_blend
 from recflow.testing.archives import real_ml1m_zip, real_ml100k_zip
 from recflow.testing.runs import archive_params, mlflow_run, run, runs_by_step, store
 
@@ -63,11 +63,11 @@ def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> tuple
     return runs_by_step(where.uri), where.uri
 
 
-def test_ndcg_by_share(steps: dict, uri: str) -> dict[float, float]:
-    """Test NDCG@10 of the blend at every share (``blend.SHARES``) of the served model's
-    factorization half and EASE, from its logged bundle and the preprocess run's test split.
-    Where the served model is rankfm alone (share 0), EASE is fitted again as train_best fitted
-    it (on the bundle's train+valid rows at the logged λ); {} where EASE was not fitted."""
+def test_ndcg_by_blend(steps: dict, uri: str) -> dict[tuple[float, float], float]:
+    """Test NDCG@10 of the blend of the served model's factorization half and EASE at every
+    (λ, share) train_best chooses from (``blending.LAMBDAS`` x ``blend.SHARES``), from its logged
+    bundle and the preprocess run's test split, EASE fitted at each λ as train_best fits it (on
+    the bundle's train+valid rows); {} where EASE was not fitted."""
     mlflow.set_tracking_uri(uri)
     trained = steps["train_best"]
     if "ease.lambda" not in trained.data.params:
@@ -77,20 +77,22 @@ def test_ndcg_by_share(steps: dict, uri: str) -> dict[float, float]:
     model = Recommender.load(bundle)
     indptr, indices = np.load(bundle / "seen_indptr.npy"), np.load(bundle / "seen_indices.npy")
     seen = (np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices)
-    if (blended := read_blend(bundle)) is not None:
-        weights = blended[0]
-    else:
-        x = interactions(*seen, len(model.user_ids), len(model.item_ids))
-        weights = ease_weights((x.T @ x).toarray(), float(trained.data.params["ease.lambda"]))
+    gram = interactions(*seen, len(model.user_ids), len(model.item_ids))
+    gram = (gram.T @ gram).toarray()
     test = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=steps["preprocess"].info.run_id, artifact_path=f"{C.DATA_DIR}/{C.TEST_FILE}"))  # fmt: skip
     holdout = Holdout.from_pairs(len(model.item_ids), seen, positions(model, test))
-    return {
-        s: holdout.evaluate(
-            lambda u, s=s: blend(model.scores(u), seen_scores(indptr, indices, u, weights), s), 10
-        )["ndcg_at_10"]
-        for s in SHARES
-    }
+    by_blend = {}
+    for lam in LAMBDAS:
+        weights = ease_weights(gram, lam)
+        for s in SHARES:
+            by_blend[lam, s] = holdout.evaluate(
+                lambda u, s=s, w=weights: blend(
+                    model.scores(u), seen_scores(indptr, indices, u, w), s
+                ),
+                10,
+            )["ndcg_at_10"]
+    return by_blend
 
 
 def alone_too(metrics: dict[str, float]) -> dict[str, float]:
@@ -142,12 +144,11 @@ def main() -> None:
                 f"{ours['popularity_ndcg_at_10']:.4f}, {ours['popularity_precision_at_10']:.4f}) "
                 f"in {seconds[-1]:.0f} s", flush=True,
             )  # fmt: skip
-            if args.ceiling and (by_share := test_ndcg_by_share(steps, uri)):
-                best = max(by_share, key=by_share.__getitem__)
-                ceilings.append(by_share[best] / ours["ease_ndcg_at_10"])
-                print("  test NDCG@10 by share of EASE: "
-                      + ", ".join(f"{s:.1f} {v:.4f}" for s, v in by_share.items())
-                      + f"; best {best:.1f}, {ceilings[-1]:.3f}x EASE", flush=True)  # fmt: skip
+            if args.ceiling and (by_blend := test_ndcg_by_blend(steps, uri)):
+                best = max(by_blend, key=by_blend.__getitem__)
+                ceilings.append(by_blend[best] / ours["ease_ndcg_at_10"])
+                print(f"  test NDCG@10 of the blend at the (λ, share) best on test: {best[0]:g}, "
+                      f"{best[1]:.1f}: {by_blend[best]:.4f}, {ceilings[-1]:.3f}x EASE", flush=True)  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
     print(f"\nReal {args.data}, {args.split} split, test_size {args.test_size} (split seeds {seeds}), "
           "top-10 over unrated items")  # fmt: skip
@@ -183,7 +184,7 @@ def main() -> None:
         print(f"ours / {name}: NDCG@10 {cell(ratio['ndcg'])}x (per seed "
               f"{', '.join(f'{v:.3f}' for v in ratio['ndcg'])}), P@10 {cell(ratio['precision'])}x")  # fmt: skip
     if ceilings:
-        print(f"ceiling (the blend at the share best on test, an upper bound): NDCG@10 "
+        print(f"ceiling (the blend at the (λ, share) best on test, an upper bound): NDCG@10 "
               f"{cell(ceilings)}x EASE (per seed {', '.join(f'{v:.3f}' for v in ceilings)})")  # fmt: skip
     best_p, best_ndcg = PUBLISHED["BiVAE (best published)"]
     print(
