@@ -7,7 +7,7 @@ and MRR at k over users with at least one held-out item.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,38 +112,62 @@ class Holdout:
         """Rank every user's top ``max(ks)`` once; metrics at each of ``ks`` and, with
         ``exposure``, how often each item was shown at each rank (a ranks x items count that
         per-epoch validation has no use for)."""
+        return self.tally_each(lambda batch: [(None, scorer(batch))], ks, batch_size, exposure)[
+            None
+        ]
+
+    def tally_each(
+        self,
+        scorers: Callable[[np.ndarray], Iterable[tuple[Hashable, np.ndarray]]],
+        ks: Iterable[int],
+        batch_size: int = 1024,
+        exposure: bool = False,
+    ) -> dict[Hashable, Tally]:
+        """``tally`` of several rankers in one pass over the users: ``scorers`` gives, for a
+        batch of users, each ranker's scores under its key (rankers that share work, such as
+        blends of the same two scorers, compute it once a batch). Each scores array is written
+        to (seen items to -inf): give each key an array of its own."""
         ks = sorted(set(ks))
         top = min(ks[-1], self.n_items)
-        sums = {k: dict.fromkeys(METRICS, 0.0) for k in ks}
-        shown = np.zeros(top * self.n_items if exposure else 0, dtype=np.int64)
+        sums: dict[Hashable, dict[int, dict[str, float]]] = {}
+        shown: dict[Hashable, np.ndarray] = {}
         users, seen_u, seen_i, rel_keys = self.users, self.seen_u, self.seen_i, self.rel_keys
         row = np.full(int(max(seen_u.max(initial=0), users[-1])) + 1, -1)
         for start in range(0, users.size, batch_size):
             batch = users[start : start + batch_size]
-            scores = scorer(batch)
-            if not scores.flags.writeable:  # e.g. popularity's one row broadcast to all
-                scores = np.array(scores, dtype=np.float32)
-            # Seen items to -inf in place: no dense mask and no second users x items array.
             lo, hi = np.searchsorted(seen_u, [batch[0], batch[-1] + 1])
             row[batch] = np.arange(batch.size)
             r = row[seen_u[lo:hi]]
-            scores[r[r >= 0], seen_i[lo:hi][r >= 0]] = -np.inf
+            seen_rows, seen_cols = r[r >= 0], seen_i[lo:hi][r >= 0]
             row[batch] = -1
-            rows, cols = top_k_finite(scores, top)
-            rank = np.arange(rows.size) - np.searchsorted(rows, rows)
-            keys = batch[rows].astype(np.int64) * self.n_items + cols
-            found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
-            hits = np.zeros((batch.size, top), dtype=bool)  # a user short of k unseen: misses
-            hits[rows, rank] = rel_keys[found] == keys
-            if exposure:
-                shown += np.bincount(rank * self.n_items + cols, minlength=shown.size)
             n_rel = self.n_relevant[start : start + batch_size]
-            for k in ks:
-                # ranking_metrics divides precision by k itself: pad a catalogue shorter than k.
-                at_k = hits[:, :k] if k <= top else np.pad(hits, ((0, 0), (0, k - top)))
-                for name, values in ranking_metrics(at_k, n_rel).items():
-                    sums[k][name] += float(values.sum())
-        return Tally(users.size, sums, shown.reshape(top, self.n_items) if exposure else None)
+            for name, scores in scorers(batch):
+                if not scores.flags.writeable:  # e.g. popularity's one row broadcast to all
+                    scores = np.array(scores, dtype=np.float32)
+                # Seen items to -inf in place: no dense mask and no second users x items array.
+                scores[seen_rows, seen_cols] = -np.inf
+                rows, cols = top_k_finite(scores, top)
+                rank = np.arange(rows.size) - np.searchsorted(rows, rows)
+                keys = batch[rows].astype(np.int64) * self.n_items + cols
+                found = np.minimum(np.searchsorted(rel_keys, keys), rel_keys.size - 1)
+                hits = np.zeros((batch.size, top), dtype=bool)  # a user short of k unseen: misses
+                hits[rows, rank] = rel_keys[found] == keys
+                if exposure:
+                    counts = np.bincount(rank * self.n_items + cols, minlength=top * self.n_items)
+                    shown[name] = shown.get(name, 0) + counts
+                by_k = sums.setdefault(name, {k: dict.fromkeys(METRICS, 0.0) for k in ks})
+                for k in ks:
+                    # ranking_metrics divides precision by k itself: pad a catalogue shorter
+                    # than k.
+                    at_k = hits[:, :k] if k <= top else np.pad(hits, ((0, 0), (0, k - top)))
+                    for metric, values in ranking_metrics(at_k, n_rel).items():
+                        by_k[k][metric] += float(values.sum())
+        return {
+            name: Tally(
+                users.size, by_k, shown[name].reshape(top, self.n_items) if exposure else None
+            )
+            for name, by_k in sums.items()
+        }
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ blend against 500 alone).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 from recflow.evaluation.accuracy import Ranker, Scorer
 from recflow.evaluation.baselines import EASE_LAMBDAS, train_scorers
 from recflow.model import blend as shares_of
-from recflow.model.blend import blend
+from recflow.model.blend import blend, standardised
 
 # The λ the blend tries: the grid EASE alone is chosen from.
 LAMBDAS = EASE_LAMBDAS
@@ -29,6 +29,28 @@ LAMBDAS = EASE_LAMBDAS
 def blended_scorer(model: Scorer, ease: Scorer, share: float) -> Scorer:
     """Scores of the blend, for users given as positions."""
     return lambda users: blend(model(users), ease(users), share)
+
+
+def blends(
+    model: Scorer, ease: Scorer, shares: Sequence[float]
+) -> Callable[[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
+    """For a batch of users, the blend at each of ``shares`` (as ``blend.blend`` scores it), each
+    an array of its own, with both scorers and their standardised scores computed once."""
+
+    def scores(users: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        m, e = model(users), ease(users)
+        zm, ze = standardised(m), standardised(e)
+        for s in shares:
+            if s <= 0.0:
+                yield s, np.array(m, dtype=np.float32)
+            elif s >= 1.0:
+                yield s, np.array(e, dtype=np.float32)
+            else:
+                out = zm * (1.0 - s)
+                out += s * ze
+                yield s, out
+
+    return scores
 
 
 @dataclass(frozen=True)
@@ -50,24 +72,20 @@ def choose_blend(
     shares: Sequence[float] | None = None,
 ) -> BlendChoice:
     """The λ of EASE fitted on ``train`` (default: ``LAMBDAS``) and its share (default:
-    ``blend.SHARES``) whose blend
-    with ``model`` (fitted on ``train`` too) scores best by ``metric`` at ``k`` on ``valid``.
+    ``blend.SHARES``) whose blend with ``model`` (fitted on ``train`` too) scores best by
+    ``metric`` at ``k`` on ``valid``. Each λ's blends are ranked in one pass over the users.
     Ties: the smallest share, then the first λ; share 0 is the model alone at every λ."""
     lambdas = LAMBDAS if lambdas is None else lambdas
     shares = shares_of.SHARES if shares is None else shares
     name = f"{metric}_at_{k}"
     validation: dict[float, dict[float, float]] = {}
-    alone: float | None = None  # the model alone scores the same at every λ: ranked once
+    alone = None  # the model alone (share 0) ranks the same at every λ: ranked at the first only
     for lam, holdout, ease in train_scorers(model, train, valid, lambdas):
-        validation[lam] = {}
-        for s in shares:
-            if s <= 0.0 and alone is not None:
-                validation[lam][float(s)] = alone
-                continue
-            value = holdout.evaluate(blended_scorer(model.scores, ease, s), k)[name]
-            validation[lam][float(s)] = value
-            if s <= 0.0:
-                alone = value
+        tried = [float(s) for s in shares if s > 0.0 or alone is None]
+        tallies = holdout.tally_each(blends(model.scores, ease, tried), [k])
+        scored = {s: tallies[s].metrics(k)[name] for s in tried}
+        alone = scored.get(0.0, alone)
+        validation[lam] = {float(s): scored.get(float(s), alone) for s in shares}
     candidates = [(v, -s, -i, lam, s) for i, (lam, by_share) in enumerate(validation.items())
                   for s, v in by_share.items()]  # fmt: skip
     _, _, _, lam, share = max(candidates)
