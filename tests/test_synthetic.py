@@ -126,6 +126,8 @@ def test_a_service_that_exits_or_never_answers_fails_its_start(tmp_path: Path) -
 
 
 def test_git_daemon_listens_once_started_and_stops(tmp_path: Path) -> None:
+    """Regression: stop returned when `git` (the group's leader) had exited, and its child
+    git-daemon still accepted a connection (seen once in CI)."""
     (tmp_path / "served").mkdir()
     daemon = GitDaemon(tmp_path / "served").start()
     try:

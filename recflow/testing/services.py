@@ -286,7 +286,13 @@ class GitDaemon:
         await_ready(self.proc, lambda: listens(self.port), self.log, timeout)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the daemon; return once its port is closed (or after ``timeout`` seconds)."""
         if self.proc is not None:
             stop_group(self.proc)
+            # `git daemon` runs git-daemon as its child: the group's leader can exit before the
+            # child has closed the port.
+            deadline = time.monotonic() + timeout
+            while listens(self.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.proc = None
