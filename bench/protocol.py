@@ -35,10 +35,11 @@ import pandas as pd
 
 from recflow import constants as C
 from recflow.evaluation.accuracy import Holdout, positions
+from recflow.evaluation.baselines import ease_scorer, gram
 from recflow.evaluation.beyond import BEYOND_ACCURACY
-from recflow.evaluation.blending import LAMBDAS
-from recflow.model.blend import SHARES, blend
-from recflow.model.ease import ease_weights, interactions, seen_scores
+from recflow.evaluation.blending import LAMBDAS, blends
+from recflow.model.blend import SHARES
+from recflow.model.ease import ease_weights, interactions
 from recflow.model.recommender import Recommender
 from recflow.testing.archives import real_ml1m_zip, real_ml100k_zip
 from recflow.testing.runs import archive_params, mlflow_run, run, runs_by_step, store
@@ -77,21 +78,16 @@ def test_ndcg_by_blend(steps: dict, uri: str) -> dict[tuple[float, float], float
     model = Recommender.load(bundle)
     indptr, indices = np.load(bundle / "seen_indptr.npy"), np.load(bundle / "seen_indices.npy")
     seen = (np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices)
-    gram = interactions(*seen, len(model.user_ids), len(model.item_ids))
-    gram = (gram.T @ gram).toarray()
+    x = interactions(*seen, len(model.user_ids), len(model.item_ids))
+    g = gram(x)
     test = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=steps["preprocess"].info.run_id, artifact_path=f"{C.DATA_DIR}/{C.TEST_FILE}"))  # fmt: skip
     holdout = Holdout.from_pairs(len(model.item_ids), seen, positions(model, test))
     by_blend = {}
     for lam in LAMBDAS:
-        weights = ease_weights(gram, lam)
-        for s in SHARES:
-            by_blend[lam, s] = holdout.evaluate(
-                lambda u, s=s, w=weights: blend(
-                    model.scores(u), seen_scores(indptr, indices, u, w), s
-                ),
-                10,
-            )["ndcg_at_10"]
+        ease = ease_scorer(x, ease_weights(g, lam))
+        tallies = holdout.tally_each(blends(model.scores, ease, SHARES), [10])
+        by_blend |= {(lam, s): t.metrics(10)["ndcg_at_10"] for s, t in tallies.items()}
     return by_blend
 
 

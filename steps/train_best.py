@@ -16,7 +16,7 @@ from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
 from recflow.evaluation.baselines import Ease, ease_fits, ease_scorer
-from recflow.evaluation.blending import BlendChoice, Blended, choose_blend
+from recflow.evaluation.blending import Blended, choose_blend
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -116,7 +116,9 @@ def main(
             on_train = train(data.train, params, seed, size, fit)
             choice = choose_blend(on_train, data.train, data.valid, name, k)
             mlflow.log_param("blend.share", choice.share)
-            chosen.append(write_blend(choice, f"{name}@{k}", Path(tmp)))
+            chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, choice.validation,
+                                     metric=f"{name}@{k}", share=choice.share,
+                                     **{"lambda": choice.lam}))  # fmt: skip
             if choice.share > 0:
                 mlflow.log_param("blend.ease_lambda", choice.lam)  # at share 0 it means nothing
                 weights = ease.weights_at(choice.lam)
@@ -182,25 +184,9 @@ def write_ease(ease: Ease, metric: str, folder: Path) -> Path:
                       **{"lambda": ease.lam})  # fmt: skip
 
 
-def write_blend(choice: BlendChoice, metric: str, folder: Path) -> Path:
-    """EASE's λ and share chosen for the blend and the validation score at each pair tried, as
-    the file logged at ``C.BLEND_FILE``."""
-    validation = {
-        str(lam): {str(s): v for s, v in by.items()} for lam, by in choice.validation.items()
-    }
-    fields = {
-        "metric": metric,
-        "lambda": choice.lam,
-        "share": choice.share,
-        "validation": validation,
-    }
-    path = folder / Path(C.BLEND_FILE).name
-    path.write_text(json.dumps(fields))
-    return path
-
-
-def write_json(path: Path, validation: dict[float, float], **fields: object) -> Path:
-    """``fields`` and the validation score at each value tried, as a JSON file."""
+def write_json(path: Path, validation: dict[float, object], **fields: object) -> Path:
+    """``fields`` and the validation score at each value tried (or, nested, each pair), as a
+    JSON file."""
     path.write_text(
         json.dumps({**fields, "validation": {str(v): m for v, m in validation.items()}})
     )

@@ -112,9 +112,10 @@ class Holdout:
         """Rank every user's top ``max(ks)`` once; metrics at each of ``ks`` and, with
         ``exposure``, how often each item was shown at each rank (a ranks x items count that
         per-epoch validation has no use for)."""
-        return self.tally_each(lambda batch: [(None, scorer(batch))], ks, batch_size, exposure)[
-            None
-        ]
+        (tally,) = self.tally_each(
+            lambda batch: [(None, scorer(batch))], ks, batch_size, exposure
+        ).values()
+        return tally
 
     def tally_each(
         self,

@@ -26,11 +26,6 @@ from recflow.model.blend import blend, standardised
 LAMBDAS = EASE_LAMBDAS
 
 
-def blended_scorer(model: Scorer, ease: Scorer, share: float) -> Scorer:
-    """Scores of the blend, for users given as positions."""
-    return lambda users: blend(model(users), ease(users), share)
-
-
 def blends(
     model: Scorer, ease: Scorer, shares: Sequence[float]
 ) -> Callable[[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
