@@ -94,6 +94,23 @@ def end_dead_trial_runs(study: optuna.Study, trial: optuna.trial.FrozenTrial) ->
         log.warning("could not end the runs of trial %d: %s", trial.number, first_line(e))
 
 
+def end_late_trial_run(trial: optuna.Trial) -> None:
+    """Tag ``LATE`` and mark KILLED the MLflow run of this worker's trial whose result came after
+    another worker had failed the trial (this one was cut off from the storage meanwhile).
+
+    The run may already say COMPLETE and FINISHED: the trial ended believing it counted, perhaps
+    just before the cut, and its tags reached the server once the link was back. An error here is
+    logged, not raised: the study comes first."""
+    try:
+        run_id = trial.user_attrs.get(attrs.TRIAL_RUN)
+        if run_id:
+            client = MlflowClient()
+            client.set_tag(run_id, attrs.TRIAL_STATE_TAG, "LATE")
+            client.set_terminated(run_id, "KILLED")
+    except Exception as e:  # the tracking server may be down
+        log.warning("could not mark the run of late trial %d: %s", trial.number, first_line(e))
+
+
 def first_line(e: Exception) -> str:
     """The first line of an exception's message (drivers append pages of context)."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

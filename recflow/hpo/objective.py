@@ -41,9 +41,6 @@ PATIENCE = 3
 # training rows on (ML-1M, tuning samples of big data) it is PATIENCE.
 PATIENCE_ROWS = 1_000_000
 MAX_PATIENCE = 15
-# How long a trial that ended while the storage was unreachable waits for it to answer whether
-# another worker took the trial over (MLflow's own client retries for about as long).
-TAKEN_OVER_PATIENCE = 300.0
 
 
 def auto_patience(n_train_rows: int) -> int:
@@ -146,29 +143,7 @@ class Objective:
             state, status = "PRUNED", "FINISHED"
             raise
         finally:
-            if _taken_over(trial):
-                # Another worker failed this trial while this one was cut off from the storage
-                # (and ended its run KILLED): the result comes too late to count.
-                client.set_tag(run_id, attrs.TRIAL_STATE_TAG, "LATE")
-            else:
-                client.set_tag(run_id, attrs.TRIAL_STATE_TAG, state)
-                client.set_terminated(run_id, status)
-
-
-def _taken_over(trial: optuna.Trial, patience: float = TAKEN_OVER_PATIENCE) -> bool:
-    """Whether the storage already holds this trial as finished (failed by another worker).
-
-    A trial can end while this worker is cut off from the storage, before or after another
-    worker failed it: the answer is only known once the storage answers again, so it is asked
-    until it does, for up to ``patience`` seconds (then: not taken over, with a warning)."""
-    deadline, pause = time.monotonic() + patience, 1.0
-    while True:
-        try:
-            return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
-        except Exception as e:  # the storage is unreachable: ask again
-            if time.monotonic() + pause > deadline:
-                log.warning("trial %d: the storage did not answer for %.0f s (%r); its result "
-                            "is recorded as this worker's", trial.number, patience, e)  # fmt: skip
-                return False
-            time.sleep(pause)
-            pause = min(2 * pause, 15.0)
+            # Whether the result still counts is known only when it is told: should another worker
+            # have failed this trial meanwhile, the worker retags the run (workers._tell).
+            client.set_tag(run_id, attrs.TRIAL_STATE_TAG, state)
+            client.set_terminated(run_id, status)

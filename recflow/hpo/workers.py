@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from recflow.hpo.history import as_of
-from recflow.hpo.liveness import fail_stale_trials, heartbeat_seconds
+from recflow.hpo.liveness import end_late_trial_run, fail_stale_trials, heartbeat_seconds
 
 log = logging.getLogger(__name__)
 IN_BUDGET = (TrialState.COMPLETE, TrialState.RUNNING)
@@ -169,6 +169,7 @@ def _tell(study: optuna.Study, end: _Ended) -> bool:
         # and run a replacement: the late result must not count twice.
         log.warning("trial %d of this worker was failed by another while this one was "
                     "unreachable; its late result is dropped", end.trial.number)  # fmt: skip
+        end_late_trial_run(end.trial)
         return False
     if told.state == TrialState.COMPLETE:
         log.info("trial %d finished with %s: %s", told.number, told.value, told.params)
