@@ -1,5 +1,5 @@
-"""Services restarting under running work: the tracking server mid-step and mid-main, the optuna
-database mid-study."""
+"""Services restarting under running work: the tracking server mid-main (in its hpo step), the
+optuna database mid-study."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
 from recflow.testing.services import MlflowServer, Postgres
-from tests.helpers import MLFLOW, ONE_MODEL, PROJECT, RUN_ID, Spawned, mlflow_cmd, step_lines
+from tests.helpers import ONE_MODEL, PROJECT, Spawned, mlflow_cmd, step_lines
 from tests.team.helpers import (
     SLOW_SPACE,
     hpo_worker,
@@ -30,49 +29,11 @@ from tests.team.helpers import (
 pytestmark = pytest.mark.slow
 
 
-def test_a_server_restart_during_a_step_is_ridden_out(
-    server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path
-) -> None:
-    # A second server on the same database and artifact store, restarted mid-step.
-    srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
-    journal = tmp_path / "study.journal"
-    space = tmp_path / "slow.yaml"
-    space.write_text(SLOW_SPACE)
-    env = team_env(srv.url, tmp_path, "team-restart")
-    args = [
-        MLFLOW, "run", str(PROJECT), "-e", "hpo", "--env-manager", "local",
-        "-P", f"preprocess_run_id={prepared}", "-P", f"storage={journal}", "-P", "n_trials=3",
-        "-P", "pruner=none", "-P", f"search_space={space}", "-P", "study_name=restart",
-    ]  # fmt: skip
-    worker = Spawned(args, tmp_path / "worker.log", env=env, cwd=PROJECT)
-
-    def trials() -> list[optuna.trial.FrozenTrial]:
-        # The journal appears when the worker creates the study.
-        return (
-            study_trials("restart", open_storage(str(journal), tmp_path))
-            if journal.exists()
-            else []
-        )
-
-    try:
-        running_trial_of(worker, trials)
-        srv.stop()
-        time.sleep(3)
-        srv.start()
-        out = worker.finish(timeout=900)
-        assert worker.returncode == 0, out[-4000:]
-    finally:
-        worker.kill_tree()
-        srv.stop()
-    run = mlflow.get_run(RUN_ID.findall(out)[-1])
-    assert run.info.status == "FINISHED" and run.data.metrics["n_complete"] == 3
-
-
 def test_a_server_restart_mid_main_is_ridden_out(
     server: MlflowServer, postgres: Postgres, archive: Path, tmp_path: Path
 ) -> None:
-    """The tracking server restarts while main is in its hpo step: main (and the step it is
-    waiting for) ride it out and finish, and the champion loads."""
+    """The tracking server restarts while main's hpo step runs a trial: the step (its trial's
+    calls retried) and main waiting for it ride it out and finish, and the champion loads."""
     srv = MlflowServer(postgres.url("mlflow"), server.artifacts).start()
     env = team_env(srv.url, tmp_path, "team-restart-main")
     params = ("dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL,
