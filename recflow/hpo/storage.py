@@ -24,6 +24,12 @@ from recflow.hpo.space import Dimension, space_digest
 log = logging.getLogger(__name__)
 # How long a storage operation waits for a database that is restarting.
 RECONNECT_SECONDS = 60
+# How long PostgreSQL keeps a session that sits idle inside a transaction before ending it. A
+# worker whose link is cut between a statement and its commit leaves its session so, holding the
+# trial's row lock; the database would notice the dead client only after TCP keepalive (hours),
+# and every other worker would wait on that lock to fail the trial. Optuna's transactions commit
+# at once, and a session ended by mistake is reopened (PatientRDBStorage).
+IDLE_IN_TRANSACTION_SECONDS = 30
 
 
 def default_study_name(
@@ -62,17 +68,22 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """An optuna database storage with heartbeats, which let a surviving worker fail the trials
     of a worker that was killed.
 
-    Workers started together on an empty database race to create optuna's tables; the loser's
-    CREATE fails (PostgreSQL: a duplicate key in pg_type) although the tables now exist, so
+    On PostgreSQL a session left idle inside a transaction is ended after
+    ``IDLE_IN_TRANSACTION_SECONDS``, so that a worker cut off mid-commit does not lock its trial
+    for good. Workers started together on an empty database race to create optuna's tables; the
+    loser's CREATE fails (PostgreSQL: a duplicate key in pg_type) although the tables now exist, so
     creation is retried.
     """
     beat = heartbeat_seconds()
+    engine: dict[str, object] = {"pool_pre_ping": True}
+    if make_url(url).get_backend_name() == "postgresql":
+        timeout = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS}s"
+        engine["connect_args"] = {"options": timeout}
     for attempt in range(1, attempts + 1):
         try:
             return PatientRDBStorage(
                 url, heartbeat_interval=beat, grace_period=3 * beat,
-                heartbeat_stale_trial_callback=end_dead_trial_runs,
-                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_stale_trial_callback=end_dead_trial_runs, engine_kwargs=engine,
             )  # fmt: skip
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts:

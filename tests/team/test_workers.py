@@ -11,9 +11,11 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from recflow.hpo import storage as storage_module
 from recflow.hpo.attrs import WORKER, WORKER_RUN
 from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space
 from recflow.hpo.storage import open_storage, open_study
@@ -203,3 +205,38 @@ def _join_after(
         optuna.pruners.NopPruner(),
     )  # fmt: skip
     return storage.get_study_id_from_name("race"), joined.user_attrs
+
+
+def test_a_worker_cut_off_mid_transaction_does_not_lock_its_trial_for_good(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (team/test_partition.py in CI): a worker's link was cut between a storage
+    statement on its trial and the commit. Its session stayed open on the database, idle in a
+    transaction and holding the trial's row lock, and the other worker waited on that lock for
+    good to fail the trial. Now the database ends such a session, and the lock with it."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    monkeypatch.setattr(storage_module, "IDLE_IN_TRANSACTION_SECONDS", 2)
+    url = postgres.create_database("optuna_cut_mid_commit")
+    cut_off = open_storage(url, Path("unused"))
+    trial = optuna.create_study(storage=cut_off, study_name="cut").ask()
+    # What the cut leaves: the trial's row locked, as optuna locks it to record a value, and the
+    # commit never sent.
+    session = cut_off.engine.connect()
+    session.begin()
+    session.execute(
+        sqlalchemy.text("SELECT * FROM trials WHERE trial_id = :id FOR UPDATE"),
+        {"id": trial._trial_id},
+    )
+    other = open_storage(url, Path("unused"))
+    failed = threading.Event()
+
+    def fail_the_trial() -> None:
+        other.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        failed.set()
+
+    threading.Thread(target=fail_the_trial, daemon=True).start()
+    try:
+        assert failed.wait(timeout=60), "the other worker still waits on the cut-off one's lock"
+    finally:
+        session.invalidate()
+    assert other.get_trial(trial._trial_id).state == TrialState.FAIL
