@@ -41,9 +41,9 @@ STAGE_OF_FIXTURE = {"trained": "trained", "prep_id": "prepared", "raw_id": "down
 # starts last keeps its worker busy after the others have run out. The team tests are split into
 # files under team/ for this: as one file they took ~500 s of one worker.
 LONGEST_FIRST = (
-    "test_end_to_end.py", "team/test_main.py", "team/test_restarts.py", "test_faults.py",
-    "test_own_data_end_to_end.py", "team/test_git.py", "team/test_partition.py",
-    "team/test_workers.py", "test_hpo.py", "test_auth.py", "test_steps.py", "test_ui.py",
+    "test_end_to_end.py", "team/test_git.py", "team/test_restarts.py", "test_faults.py",
+    "team/test_partition.py", "team/test_main.py", "team/test_workers.py",
+    "test_own_data_end_to_end.py", "test_hpo.py", "test_auth.py", "test_steps.py", "test_ui.py",
 )  # fmt: skip
 TESTS = Path(__file__).parent
 
