@@ -26,6 +26,7 @@ def _first_open(uri: str, start, results) -> None:
         results.put(f"{type(e).__name__}: {e}"[:300])
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
     # Without prepare_store's lock, every one of three tries had a process fail.
     uri = f"sqlite:///{tmp_path}/mlflow.db"
