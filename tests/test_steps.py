@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils import name_utils
 
 from recflow import constants as C
 from recflow.data.datasets import get_spec, parse_ratings
@@ -20,7 +23,7 @@ from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.testing.archives import ml100k_files, write_zip
 from recflow.tracking.contracts import PREPARED_FILES
-from recflow.tracking.runs import get_step_run
+from recflow.tracking.runs import get_step_run, is_generated_name
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
 
@@ -72,6 +75,16 @@ def test_what_the_user_named_keeps_its_name(
     experiment = client.get_experiment("0")
     assert experiment.name == "Default"
     assert experiment.tags[C.EXPERIMENT_KIND_TAG] == C.EXPERIMENT_KIND
+
+
+def test_every_name_mlflow_makes_up_is_replaced_and_no_chosen_one_is() -> None:
+    rng = random.Random(0)  # MLflow's generator draws from the module-level random
+    with mock.patch.object(name_utils, "random", rng):
+        made_up = {name_utils._generate_random_name() for _ in range(20_000)}
+    assert any(name.endswith("-1000") for name in made_up)  # the widest number it draws
+    assert all(is_generated_name(name) for name in made_up)
+    for chosen in ["my baseline", "ease-vs-warp", "run-2026-12-06", "hpo · ml-1m"]:
+        assert not is_generated_name(chosen), chosen
 
 
 def inputs_of(run_id: str) -> dict[str, tuple[str, str]]:

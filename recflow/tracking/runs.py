@@ -40,8 +40,9 @@ MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 
 
-# MLflow names an unnamed run "<adjective>-<noun>-<number>" (e.g. defiant-swan-438).
-_GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d{1,3}")
+# MLflow names an unnamed run "<adjective>-<noun>-<number>", the number 0-1000 inclusive
+# (e.g. defiant-swan-438, blushing-goat-1000).
+_GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d{1,4}")
 
 
 def is_generated_name(name: str | None) -> bool:
