@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import mlflow
+import optuna
 import pandas as pd
 from click.testing import CliRunner, Result
 
@@ -265,3 +266,11 @@ def planned_steps(plan, monkeypatch) -> dict[str, dict[str, str]]:
     with mlflow.start_run() as run:
         pipeline.run_pipeline(plan, run.info.experiment_id, force=False)
     return calls
+
+
+def study_trials(name: str, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The trials of study ``name``; none while no worker has created it yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    except KeyError:
+        return []

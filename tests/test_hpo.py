@@ -25,7 +25,7 @@ from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import open_storage
 from recflow.hpo.workers import count
-from tests.helpers import PROJECT, Spawned, fails, ok, runs_of
+from tests.helpers import PROJECT, Spawned, fails, ok, runs_of, study_trials
 
 
 def test_default_space_loads_and_respects_conditions() -> None:
@@ -366,6 +366,15 @@ def load(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="shared", storage=storage)
 
 
+def complete_so_far(tmp_path: Path) -> int:
+    """Complete trials of the shared study while a worker runs; the worker creates the journal
+    file before it writes the study into it."""
+    if not (tmp_path / "j.log").exists():
+        return 0
+    trials = study_trials("shared", open_storage(str(tmp_path / "j.log"), tmp_path))
+    return sum(t.state == TrialState.COMPLETE for t in trials)
+
+
 @pytest.mark.slow
 def test_killed_study_resumes_keeping_finished_trials(
     prep_id: str, tmp_path: Path, processes: list[Spawned]
@@ -373,7 +382,7 @@ def test_killed_study_resumes_keeping_finished_trials(
     proc = hpo_process(prep_id, tmp_path, n_trials=6, log="first.log")
     processes.append(proc)
     deadline = time.monotonic() + 300
-    while not ((tmp_path / "j.log").exists() and count(load(tmp_path), TrialState.COMPLETE) >= 2):
+    while complete_so_far(tmp_path) < 2:
         assert proc.poll() is None, proc.output()[-4000:]
         assert time.monotonic() < deadline, "no 2 complete trials in 300 s\n" + proc.output()
         time.sleep(0.5)

@@ -100,14 +100,6 @@ def wait_for_output(proc: Spawned, text: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def study_trials(name: str, storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
-    """The trials of study ``name``; none while no worker has created it yet."""
-    try:
-        return optuna.load_study(study_name=name, storage=storage).get_trials()
-    except KeyError:
-        return []
-
-
 def running_trial_of(
     worker: Spawned, trials: Callable[[], list[optuna.trial.FrozenTrial]]
 ) -> optuna.trial.FrozenTrial:

@@ -14,13 +14,12 @@ from optuna.trial import TrialState
 
 from recflow.hpo.workers import count
 from recflow.testing.services import MlflowServer, NetHost, Postgres
-from tests.helpers import PROJECT, Spawned, free_port
+from tests.helpers import PROJECT, Spawned, free_port, study_trials
 from tests.team.helpers import (
     SLOW_SPACE,
     hpo_worker_args,
     prepare_on,
     running_trial_of,
-    study_trials,
     team_env,
 )
 

@@ -15,13 +15,12 @@ from optuna.trial import TrialState
 
 from recflow.hpo.workers import count
 from recflow.testing.services import MlflowServer, Postgres
-from tests.helpers import ONE_MODEL, PROJECT, Spawned, mlflow_cmd, step_lines
+from tests.helpers import ONE_MODEL, PROJECT, Spawned, mlflow_cmd, step_lines, study_trials
 from tests.team.helpers import (
     SLOW_SPACE,
     hpo_worker,
     pg_ctl,
     running_trial_of,
-    study_trials,
     team_env,
     wait_for_output,
 )

@@ -21,13 +21,12 @@ from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space
 from recflow.hpo.storage import open_storage, open_study
 from recflow.hpo.workers import count
 from recflow.testing.services import PASSWORD, MlflowServer, Postgres
-from tests.helpers import Spawned, free_port, mlflow_run
+from tests.helpers import Spawned, free_port, mlflow_run, study_trials
 from tests.team.helpers import (
     SLOW_SPACE,
     can_fake_hosts,
     hpo_worker,
     running_trial_of,
-    study_trials,
     team_env,
 )
 
