@@ -64,6 +64,20 @@ def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage
         raise UserError(f"cannot open optuna storage {where}: {first_line(e)}") from e
 
 
+def connect_args(url: str) -> dict[str, str]:
+    """The driver's connection options for a storage URL: on PostgreSQL, the server options of
+    the URL's ``options=`` (if any) after the idle-in-transaction timeout, so that the user's
+    ``-c`` settings, the timeout's included, win; SQLAlchemy's ``connect_args`` replace the URL's
+    own ``options`` rather than adding to it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    timeout = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS}s"
+    own = parsed.query.get("options")
+    own = " ".join(own) if isinstance(own, tuple) else own  # options=a&options=b
+    return {"options": f"{timeout} {own}" if own else timeout}
+
+
 def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """An optuna database storage with heartbeats, which let a surviving worker fail the trials
     of a worker that was killed.
@@ -75,10 +89,7 @@ def _open_database(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     creation is retried.
     """
     beat = heartbeat_seconds()
-    engine: dict[str, object] = {"pool_pre_ping": True}
-    if make_url(url).get_backend_name() == "postgresql":
-        timeout = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS}s"
-        engine["connect_args"] = {"options": timeout}
+    engine: dict[str, object] = {"pool_pre_ping": True, "connect_args": connect_args(url)}
     for attempt in range(1, attempts + 1):
         try:
             return PatientRDBStorage(

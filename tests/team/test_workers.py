@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 import optuna
@@ -239,3 +240,21 @@ def test_a_worker_cut_off_mid_transaction_does_not_lock_its_trial_for_good(
     finally:
         session.invalidate()
     assert other.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+def test_a_storage_url_keeps_its_own_server_options_beside_the_timeout(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    url = postgres.create_database("optuna_url_options")
+    own = "-c statement_timeout=1234 -c idle_in_transaction_session_timeout=45s"
+    storage = open_storage(f"{url}?options={quote(own)}", Path("unused"))
+
+    def setting(name: str) -> str:
+        with storage.engine.connect() as session:
+            return session.execute(sqlalchemy.text(f"SHOW {name}")).scalar_one()
+
+    assert setting("statement_timeout") == "1234ms"
+    assert setting("idle_in_transaction_session_timeout") == "45s"  # the user's, not ours
+    storage = open_storage(url, Path("unused"))
+    assert setting("idle_in_transaction_session_timeout") == "30s"  # IDLE_IN_TRANSACTION_SECONDS
