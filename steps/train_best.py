@@ -16,7 +16,7 @@ from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
 from recflow.evaluation.baselines import Ease, ease_fits, ease_scorer
-from recflow.evaluation.blending import Blended, choose_blend
+from recflow.evaluation.blending import Blended, blend_lambda, choose_blend
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -68,8 +68,9 @@ option = options("train_best")
               f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
               "else 1.")  # fmt: skip
 @option("blend", type=click.Choice(["auto", "none"]), help="auto: where EASE is fitted, serve "
-              "the blend of the model's and EASE's scores, EASE's λ and share chosen on "
-              "validation (share 0 serves the model alone); none: the model alone.")  # fmt: skip
+              "the blend of the model's and EASE's scores, EASE at the grid's λ under the one "
+              "chosen alone, its share chosen on validation (share 0 serves the model alone); "
+              "none: the model alone.")  # fmt: skip
 @option("seed", type=int)
 def main(
     preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, blend: str, seed: int
@@ -111,10 +112,11 @@ def main(
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
         served, chosen = model, [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
         if ease is not None and blend == "auto":
-            # EASE's λ and share are chosen like any hyperparameters: fitted on train, ranked on
-            # valid, with the best configuration fitted on train too.
+            # The share is chosen like any hyperparameter: fitted on train, ranked on valid, with
+            # the best configuration fitted on train too.
             on_train = train(data.train, params, seed, size, fit)
-            choice = choose_blend(on_train, data.train, data.valid, name, k)
+            lam = blend_lambda(ease.lam)
+            choice = choose_blend(on_train, data.train, data.valid, name, k, lam)
             mlflow.log_param("blend.share", choice.share)
             chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, choice.validation,
                                      metric=f"{name}@{k}", share=choice.share,

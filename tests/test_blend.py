@@ -14,7 +14,7 @@ import pytest
 from recflow import constants as C
 from recflow.evaluation import baselines
 from recflow.evaluation import report as R
-from recflow.evaluation.blending import Blended, choose_blend
+from recflow.evaluation.blending import Blended, blend_lambda, choose_blend
 from recflow.model.blend import SHARES, blend, standardised
 from recflow.model.recommender import FMParams, Recommender
 from tests.helpers import checkerboard_data
@@ -45,29 +45,36 @@ def fitted() -> tuple[Recommender, baselines.Ease, object, object]:
     return model, ease, rest, valid
 
 
-def test_the_lambda_and_share_chosen_are_the_pair_that_scores_best_on_validation(fitted) -> None:
+def test_the_blend_takes_the_grid_lambda_under_the_one_ease_alone_was_chosen_with() -> None:
+    grid = (10.0, 50.0, 100.0, 200.0, 500.0)
+    assert blend_lambda(500.0, grid) == 200.0
+    assert blend_lambda(200.0, grid) == 100.0
+    assert blend_lambda(10.0, grid) == 10.0  # nothing under the smallest: the smallest
+    assert blend_lambda(777.0, grid) == 500.0  # a λ off the grid: the grid's next under it
+    assert blend_lambda(500.0) == 200.0  # the grid EASE alone is chosen from
+
+
+def test_the_share_chosen_is_the_one_that_scores_best_on_validation(fitted) -> None:
     model, ease, rest, valid = fitted
-    choice = choose_blend(model, rest, valid, "ndcg", 5)
-    assert set(choice.validation) == set(baselines.EASE_LAMBDAS)
-    assert all(set(by_share) == set(SHARES) for by_share in choice.validation.values())
-    best = max(v for by_share in choice.validation.values() for v in by_share.values())
-    assert choice.validation[choice.lam][choice.share] == best
-    # The ends are the two scorers alone: share 0 the model at every λ, share 1 EASE as the
-    # baseline ranked it at that λ.
+    lam = blend_lambda(ease.lam)
+    choice = choose_blend(model, rest, valid, "ndcg", 5, lam)
+    assert choice.lam == lam
+    assert set(choice.validation) == set(SHARES)
+    assert choice.validation[choice.share] == max(choice.validation.values())
+    # The ends are the two scorers alone: share 0 the model, share 1 EASE at the blend's λ as
+    # the baseline ranked it there.
     from recflow.evaluation.accuracy import Holdout
 
     alone = Holdout.of(model, rest, valid).evaluate(model.scores, 5)["ndcg_at_5"]
-    for lam, by_share in choice.validation.items():
-        assert by_share[0.0] == alone
-        assert by_share[1.0] == ease.validation[lam]
+    assert choice.validation[0.0] == alone
+    assert choice.validation[1.0] == ease.validation[lam]
 
 
-def test_ties_go_to_the_smallest_share_then_the_first_lambda(fitted) -> None:
+def test_ties_go_to_the_smallest_share(fitted) -> None:
     model, _, rest, valid = fitted
-    # One item-item weight matrix for every λ (a λ far above the Gram's entries leaves B ~ 0),
-    # and a share so small the blend ranks as the model alone: every pair ties.
-    choice = choose_blend(model, rest, valid, "ndcg", 5, lambdas=(1e12, 2e12), shares=(0.0, 1e-9))
-    assert (choice.lam, choice.share) == (1e12, 0.0)
+    # A share so small the blend ranks as the model alone: the two shares tie.
+    choice = choose_blend(model, rest, valid, "ndcg", 5, 100.0, shares=(1e-9, 0.0))
+    assert choice.share == 0.0
 
 
 def test_a_blended_ranker_is_tested_like_the_model(fitted) -> None:
@@ -86,11 +93,10 @@ def test_train_best_logs_the_lambda_and_share_it_chose_and_the_model_alone(
     chosen = json.loads(mlflow.artifacts.load_text(f"runs:/{trained['train']}/{C.BLEND_FILE}"))
     share = float(run.data.params["blend.share"])
     assert chosen["share"] == share
-    assert set(chosen["validation"]) == {str(lam) for lam in baselines.EASE_LAMBDAS}
-    scores = chosen["validation"][str(chosen["lambda"])]
+    assert chosen["lambda"] == blend_lambda(float(run.data.params["ease.lambda"]))
+    scores = chosen["validation"]
     assert set(scores) == {str(s) for s in SHARES}
-    best = max(v for by_share in chosen["validation"].values() for v in by_share.values())
-    assert scores[str(share)] == best
+    assert scores[str(share)] == max(scores.values())
     # The blend's λ is logged exactly when a blend is served, and so is the model alone.
     assert ("blend.ease_lambda" in run.data.params) == (share > 0)
     if share > 0:
