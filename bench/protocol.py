@@ -66,7 +66,8 @@ def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> tuple
 
 def test_ndcg_by_blend(steps: dict, uri: str) -> dict[tuple[float, float], float]:
     """Test NDCG@10 of the blend of the served model's factorization half and EASE at every
-    (λ, share) train_best chooses from (``blending.LAMBDAS`` x ``blend.SHARES``), from its logged
+    (λ, share) of the grid (``blending.LAMBDAS`` x ``blend.SHARES``; train_best serves one λ of
+    it and chooses the share), from its logged
     bundle and the preprocess run's test split, EASE fitted at each λ as train_best fits it (on
     the bundle's train+valid rows); {} where EASE was not fitted."""
     mlflow.set_tracking_uri(uri)
