@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -23,7 +24,7 @@ from recflow.hpo.liveness import end_dead_trial_runs, fail_stale_trials
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, Objective, auto_patience, parse_patience
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space, max_epochs, suggest, warm_start
-from recflow.hpo.storage import open_storage
+from recflow.hpo.storage import connection_lost, open_storage
 from recflow.hpo.workers import count
 from tests.helpers import PROJECT, Spawned, fails, ok, runs_of, study_trials
 
@@ -445,3 +446,35 @@ def test_a_result_told_after_another_worker_failed_its_trial_is_dropped_and_its_
     run = client.get_run(run_id)
     assert (run.info.status, run.data.tags[TRIAL_STATE_TAG]) == ("KILLED", "LATE")
     assert count(study, TrialState.COMPLETE) == 0
+
+
+def lost_mid_query(then: type[Exception]) -> optuna.exceptions.StorageInternalError:
+    """What optuna raised when PostgreSQL restarted under its trial query (a fault-suite run in
+    CI): the query lost its connection, optuna's slower fallback query on the same session was
+    refused with ``then``, and optuna wrapped that."""
+    try:
+        try:
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT ...", {}, Exception("server closed the connection unexpectedly")
+            )
+        except sqlalchemy.exc.OperationalError:
+            raise then("Can't reconnect until invalid transaction is rolled back")  # noqa: B904
+    except then as e:
+        try:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit."
+            ) from e
+        except optuna.exceptions.StorageInternalError as wrapped:
+            return wrapped
+
+
+def test_a_storage_error_that_comes_from_a_lost_connection_is_retried() -> None:
+    refused = lost_mid_query(sqlalchemy.exc.PendingRollbackError)
+    lost = connection_lost(refused)
+    assert isinstance(lost, sqlalchemy.exc.OperationalError)
+    assert "server closed the connection" in str(lost)
+    # Errors of the data, not of the connection, are not retried.
+    assert (
+        connection_lost(sqlalchemy.exc.IntegrityError("INSERT ...", {}, Exception("dup"))) is None
+    )
+    assert connection_lost(optuna.exceptions.StorageInternalError("too long")) is None

@@ -113,6 +113,22 @@ class PatientRDBStorage(optuna.storages.RDBStorage):
     """
 
 
+def connection_lost(error: BaseException) -> sqlalchemy.exc.OperationalError | None:
+    """The lost connection behind ``error``, if that is what it comes from, else None.
+
+    optuna reports a failed session as StorageInternalError with the cause inside, and the cause
+    need not be the lost connection itself: when its fast query fails optuna tries a slower one on
+    the same session, which SQLAlchemy refuses (PendingRollbackError) while handling the first.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, sqlalchemy.exc.OperationalError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _patient(method):  # noqa: ANN001, ANN202
     @functools.wraps(method)
     def call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -120,10 +136,9 @@ def _patient(method):  # noqa: ANN001, ANN202
         while True:
             try:
                 return method(self, *args, **kwargs)
-            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
-                # optuna reports a failed commit as StorageInternalError, the cause inside.
-                lost = e if isinstance(e, sqlalchemy.exc.OperationalError) else e.__cause__
-                if not isinstance(lost, sqlalchemy.exc.OperationalError):
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                lost = connection_lost(e)
+                if lost is None:
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
