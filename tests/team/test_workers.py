@@ -248,13 +248,14 @@ def test_a_storage_url_keeps_its_own_server_options_beside_the_timeout(
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
     url = postgres.create_database("optuna_url_options")
     own = "-c statement_timeout=1234 -c idle_in_transaction_session_timeout=45s"
-    storage = open_storage(f"{url}?options={quote(own)}", Path("unused"))
+    with_options = open_storage(f"{url}?options={quote(own)}", Path("unused"))
+    plain = open_storage(url, Path("unused"))
 
-    def setting(name: str) -> str:
+    def setting(storage: optuna.storages.RDBStorage, name: str) -> str:
         with storage.engine.connect() as session:
             return session.execute(sqlalchemy.text(f"SHOW {name}")).scalar_one()
 
-    assert setting("statement_timeout") == "1234ms"
-    assert setting("idle_in_transaction_session_timeout") == "45s"  # the user's, not ours
-    storage = open_storage(url, Path("unused"))
-    assert setting("idle_in_transaction_session_timeout") == "30s"  # IDLE_IN_TRANSACTION_SECONDS
+    assert setting(with_options, "statement_timeout") == "1234ms"
+    # The user's timeout, not ours; without options=, ours (IDLE_IN_TRANSACTION_SECONDS).
+    assert setting(with_options, "idle_in_transaction_session_timeout") == "45s"
+    assert setting(plain, "idle_in_transaction_session_timeout") == "30s"
