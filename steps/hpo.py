@@ -101,7 +101,7 @@ def main(
         jobs = n_jobs or len(os.sched_getaffinity(0))
         search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, wait, share)
         result = tune.tune(trial_data, search, store, name, s.run_id)
-        tune.log_result(result, metric, prep)
+        tune.log_result(result, metric, prep, dims)
         best, counts = result.best, result.counts
         click.echo(
             f"study {name}: best {metric} = {best.value:.4f} (trial {best.number}); "

@@ -26,6 +26,7 @@ from recflow.hpo.sampling import TrialSeededTPE, make_pruner
 from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space, max_epochs, suggest, warm_start
 from recflow.hpo.storage import connection_lost, open_storage
 from recflow.hpo.workers import count
+from recflow.tracking.contracts import load_best_params
 from tests.helpers import PROJECT, Spawned, fails, ok, runs_of, study_trials
 
 
@@ -98,6 +99,21 @@ def test_a_plain_value_fixes_a_parameter_and_warm_start_respects_the_space(
     # The default factors (20) is outside 32..64: left to the sampler; max_samples applies
     # because the fixed loss is warp.
     assert warm_start(space) == {"max_samples": 20}
+
+
+def test_the_best_configuration_keeps_the_spaces_fixed_values(
+    prep_id: str, tmp_path: Path
+) -> None:
+    # optuna records only what it sampled: train_best must still get a fixed loss.
+    own = tmp_path / "space.yaml"
+    own.write_text("loss: bpr\nfactors: {type: int, low: 4, high: 8}\nepochs: 2\n")
+    args = ["--preprocess_run_id", prep_id, "--n_trials", "1", "--pruner", "none"]
+    run = mlflow.get_run(
+        ok("hpo", [*args, "--storage", str(tmp_path / "s.log"), "--search_space", str(own)])
+    )
+    best = load_best_params(run.info.run_id, tmp_path / "best")
+    assert best.loss == "bpr" and 4 <= best.factors <= 8
+    assert run.data.params["best.loss"] == "bpr"
 
 
 @pytest.mark.parametrize(

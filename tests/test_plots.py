@@ -17,6 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from recflow.constants import PLOTS_DIR
 from recflow.hpo import attrs, plots
+from recflow.hpo.space import DEFAULT_SPACE, load_space
 from recflow.hpo.tune import TuneResult, log_result
 
 matplotlib.use("Agg")
@@ -151,7 +152,7 @@ def test_hpo_logs_the_pngs_and_the_interactive_page(tracking: str) -> None:
     small.add_trials([_trial(i) for i in range(12)])
     counts = {"n_complete": 8, "n_pruned": 4, "n_fail": 0}
     with mlflow.start_run() as run:
-        log_result(TuneResult(small, counts), "ndcg@10", preprocess_run_id="upstream")
+        log_result(TuneResult(small, counts), "ndcg@10", "upstream", load_space(DEFAULT_SPACE))
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, PLOTS_DIR)}
     assert logged == {f"{PLOTS_DIR}/{n}.png" for n in plots.PNG_PLOTS} | {
         f"{PLOTS_DIR}/{plots.HTML_PLOTS}.html"

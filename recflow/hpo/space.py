@@ -133,6 +133,20 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
     return FMParams.from_dict(values)
 
 
+def configuration(sampled: dict[str, Any], space: list[Dimension]) -> dict[str, Any]:
+    """A trial's whole configuration: what optuna sampled (``trial.params``) and the space's
+    fixed values, which optuna never records (a space with ``loss: bpr`` trains BPR)."""
+    values: dict[str, Any] = {}
+    for dim in space:
+        if not all(values.get(k) in allowed for k, allowed in dim.when):
+            continue
+        if dim.type == "fixed":
+            values[dim.name] = dim.choices[0]
+        elif dim.name in sampled:
+            values[dim.name] = sampled[dim.name]
+    return values
+
+
 # A study's first trials, in order: known-good configurations, so that a study never ends worse
 # than them. rankfm's published example (the defaults), then the best region found on ML-100K's
 # per-user 75/25 protocol: more factors and WARP samples, stronger regularisation (mean test

@@ -27,7 +27,7 @@ from recflow.hpo.fidelity import Fidelity
 from recflow.hpo.objective import PATIENCE, Objective
 from recflow.hpo.plots import save_plots
 from recflow.hpo.sampling import TrialSeededTPE, make_pruner
-from recflow.hpo.space import Dimension, max_epochs, warm_starts
+from recflow.hpo.space import Dimension, configuration, max_epochs, warm_starts
 from recflow.hpo.storage import open_study
 from recflow.hpo.workers import count, run_worker
 from recflow.model.recommender import FMParams
@@ -100,8 +100,11 @@ def tune(
     return TuneResult(study, counts)
 
 
-def log_result(result: TuneResult, metric: str, preprocess_run_id: str) -> None:
-    """Log the study's counts, best configuration, objective and plots to the active run."""
+def log_result(
+    result: TuneResult, metric: str, preprocess_run_id: str, space: list[Dimension]
+) -> None:
+    """Log the study's counts, best configuration (in ``space``), objective and plots to the
+    active run."""
     mlflow.log_metrics(result.counts)
     if not result.counts["n_complete"]:
         raise UserError(
@@ -109,7 +112,8 @@ def log_result(result: TuneResult, metric: str, preprocess_run_id: str) -> None:
         )
     best = result.best
     # The best trial stopped at (or after) its best epoch: that is the tuned training length.
-    tuned = {**best.params, "epochs": best.user_attrs.get(attrs.BEST_EPOCH, best.params.get(
+    trained = configuration(best.params, space)
+    tuned = {**trained, "epochs": best.user_attrs.get(attrs.BEST_EPOCH, trained.get(
         "epochs", FMParams().epochs))}  # fmt: skip
     log_best_params(FMParams.from_dict(tuned))
     mlflow.log_params({f"best.{p}": v for p, v in tuned.items()})
