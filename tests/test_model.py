@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow.model.recommender import FMParams, Recommender
+from recflow.model.recommender import FMParams, Recommender, user_weights
 from recflow.model.training import (
     ENSEMBLE,
     ENSEMBLE_BELOW,
@@ -113,9 +113,11 @@ def test_ensemble_size_is_five_on_small_data_one_on_big() -> None:
 
 
 @pytest.mark.parametrize(
-    ("features", "schedule"), [("none", "invscaling"), ("both", "constant"), ("item", "invscaling")]
-)
-def test_training_equals_rankfm_fit(features: str, schedule: str) -> None:
+    ("features", "schedule", "user_weight"),
+    [("none", "invscaling", 0.0), ("both", "constant", 0.0), ("item", "invscaling", 0.0),
+     ("none", "invscaling", 0.5)],
+)  # fmt: skip
+def test_training_equals_rankfm_fit(features: str, schedule: str, user_weight: float) -> None:
     # recflow.model.kernel trains as rankfmc 0.3.5's own kernel does (same shuffles, negatives and
     # updates; only the membership check is faster), so epoch by epoch it must reach the weights
     # of rankfm's fit() of the same configuration and seed, up to float rounding. Users with up
@@ -129,8 +131,12 @@ def test_training_equals_rankfm_fit(features: str, schedule: str) -> None:
     users, items = np.sort(train.user_id.unique()), np.sort(train.item_id.unique())
     uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float)})
     itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float)})
-    params = FMParams(factors=4, epochs=4, features=features, learning_schedule=schedule)
+    params = FMParams(factors=4, epochs=4, features=features, learning_schedule=schedule,
+                      user_weight=user_weight)  # fmt: skip
     ours = Recommender.fit(train, params, 5, uf, itf, on_epoch=lambda e, m: None)
+    # user_weight is rankfm's sample_weight: n ** -user_weight for a user with n rows, mean 1
+    n = train.groupby("user_id")["item_id"].transform("count").to_numpy(float)
+    weight = n**-user_weight / (n**-user_weight).mean()
 
     np.random.seed(5)
     fm = RankFM(factors=4, loss="warp", max_samples=20, learning_rate=0.1,
@@ -139,12 +145,24 @@ def test_training_equals_rankfm_fit(features: str, schedule: str) -> None:
         train,
         user_features=uf if features == "both" else None,
         item_features=itf if features != "none" else None,
+        sample_weight=weight,
         epochs=params.epochs,
     )
     theirs = Recommender._from_rankfm(fm, params)
     np.testing.assert_allclose(ours.user_emb, theirs.user_emb, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours.item_emb, theirs.item_emb, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours.item_bias, theirs.item_bias, rtol=1e-5, atol=1e-6)
+
+
+def test_user_weights_are_a_power_of_each_users_count_averaging_one() -> None:
+    users = pd.Series(["a", "b", "a", "a", "c", "c"])  # a: 3 rows, b: 1, c: 2
+    w = user_weights(users, 1.0)
+    assert w is not None and w.mean() == pytest.approx(1.0)
+    # 1/3, 1, 1/3, 1/3, 1/2, 1/2 over their mean 1/2: every user weighs the same in all
+    np.testing.assert_allclose(w, [2 / 3, 2, 2 / 3, 2 / 3, 1, 1])
+    assert user_weights(users, 0.0) is None  # rankfm's own: every row 1
+    with pytest.raises(ValueError, match="user_weight"):
+        FMParams(user_weight=1.5)
 
 
 def test_on_a_share_of_the_data_the_schedule_counts_epochs_of_the_whole(
