@@ -16,7 +16,7 @@ from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
 from recflow.evaluation.baselines import Ease, ease_fits, ease_scorer
-from recflow.evaluation.blending import Blended, blend_lambda, choose_blend
+from recflow.evaluation.blending import Blended, choose_blend
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -115,8 +115,7 @@ def main(
             # The share is chosen like any hyperparameter: fitted on train, ranked on valid, with
             # the best configuration fitted on train too.
             on_train = train(data.train, params, seed, size, fit)
-            lam = blend_lambda(ease.lam)
-            choice = choose_blend(on_train, data.train, data.valid, name, k, lam)
+            choice = choose_blend(on_train, data.train, data.valid, name, k, ease)
             mlflow.log_param("blend.share", choice.share)
             chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, choice.validation,
                                      metric=f"{name}@{k}", share=choice.share,

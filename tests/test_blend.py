@@ -56,24 +56,34 @@ def test_the_blend_takes_the_grid_lambda_under_the_one_ease_alone_was_chosen_wit
 
 def test_the_share_chosen_is_the_one_that_scores_best_on_validation(fitted) -> None:
     model, ease, rest, valid = fitted
-    lam = blend_lambda(ease.lam)
-    choice = choose_blend(model, rest, valid, "ndcg", 5, lam)
-    assert choice.lam == lam
+    choice = choose_blend(model, rest, valid, "ndcg", 5, ease)
+    assert choice.lam == (ease.lam if choice.share == 1.0 else blend_lambda(ease.lam))
     assert set(choice.validation) == set(SHARES)
     assert choice.validation[choice.share] == max(choice.validation.values())
-    # The ends are the two scorers alone: share 0 the model, share 1 EASE at the blend's λ as
-    # the baseline ranked it there.
+    # The ends are the two scorers alone: share 0 the model, share 1 EASE alone at its own λ
+    # as the baseline ranked it there.
     from recflow.evaluation.accuracy import Holdout
 
     alone = Holdout.of(model, rest, valid).evaluate(model.scores, 5)["ndcg_at_5"]
     assert choice.validation[0.0] == alone
-    assert choice.validation[1.0] == ease.validation[lam]
+    assert choice.validation[1.0] == ease.validation[ease.lam]
+
+
+def test_where_ease_alone_wins_it_is_served_at_its_own_lambda(fitted) -> None:
+    _, ease, rest, valid = fitted
+    untrained = Recommender.fit(rest, FMParams(factors=4, loss="bpr", epochs=1, sigma=1e-4,
+                                               learning_rate=1e-6), seed=2)  # fmt: skip
+    perfect = baselines.Ease(ease.lam, {**ease.validation, ease.lam: 1.0}, ease.x, ease.weights)
+    choice = choose_blend(untrained, rest, valid, "ndcg", 5, perfect)
+    # EASE alone (here scoring a perfect 1.0) beats every blend: share 1 at EASE alone's λ.
+    assert (choice.share, choice.lam) == (1.0, ease.lam)
 
 
 def test_ties_go_to_the_smallest_share(fitted) -> None:
     model, _, rest, valid = fitted
     # A share so small the blend ranks as the model alone: the two shares tie.
-    choice = choose_blend(model, rest, valid, "ndcg", 5, 100.0, shares=(1e-9, 0.0))
+    _, ease, _, _ = fitted
+    choice = choose_blend(model, rest, valid, "ndcg", 5, ease, shares=(1e-9, 0.0))
     assert choice.share == 0.0
 
 
@@ -93,7 +103,8 @@ def test_train_best_logs_the_lambda_and_share_it_chose_and_the_model_alone(
     chosen = json.loads(mlflow.artifacts.load_text(f"runs:/{trained['train']}/{C.BLEND_FILE}"))
     share = float(run.data.params["blend.share"])
     assert chosen["share"] == share
-    assert chosen["lambda"] == blend_lambda(float(run.data.params["ease.lambda"]))
+    alone = float(run.data.params["ease.lambda"])
+    assert chosen["lambda"] == (alone if share == 1.0 else blend_lambda(alone))
     scores = chosen["validation"]
     assert set(scores) == {str(s) for s in SHARES}
     assert scores[str(share)] == max(scores.values())

@@ -101,12 +101,12 @@ def test_a_plain_value_fixes_a_parameter_and_warm_start_respects_the_space(
     assert warm_start(space) == {"max_samples": 20}
 
 
-def test_the_best_configuration_keeps_the_spaces_fixed_values(
-    prep_id: str, tmp_path: Path
-) -> None:
+def test_the_best_configuration_keeps_the_spaces_fixed_values(prep_id: str, tmp_path: Path) -> None:
     # optuna records only what it sampled: train_best must still get a fixed loss and weighting.
     own = tmp_path / "space.yaml"
-    own.write_text("loss: bpr\nuser_weight: 0.5\nfactors: {type: int, low: 4, high: 8}\nepochs: 2\n")
+    own.write_text(
+        "loss: bpr\nuser_weight: 0.5\nfactors: {type: int, low: 4, high: 8}\nepochs: 2\n"
+    )
     args = ["--preprocess_run_id", prep_id, "--n_trials", "1", "--pruner", "none"]
     run = mlflow.get_run(
         ok("hpo", [*args, "--storage", str(tmp_path / "s.log"), "--search_space", str(own)])

@@ -1,7 +1,7 @@
 """Choosing the served blend of the factorization model and EASE on the validation split.
 
 In: the factorization model fitted on the training split, the training and validation
-interactions, and the λ EASE alone was chosen with. Out: the share (``recflow.model.blend``)
+interactions, and EASE alone as chosen on validation. Out: the share (``recflow.model.blend``)
 whose blend ranks validation best at the blend's λ, and the blended ranker over the final models
 that ``train_best`` tests and serves.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.evaluation.accuracy import Ranker, Scorer
-from recflow.evaluation.baselines import EASE_LAMBDAS, train_scorers
+from recflow.evaluation.baselines import EASE_LAMBDAS, Ease, train_scorers
 from recflow.model import blend as shares_of
 from recflow.model.blend import blend, standardised
 
@@ -61,7 +61,8 @@ def blends(
 
 @dataclass(frozen=True)
 class BlendChoice:
-    """EASE's λ in the blend and the share that scored best on validation."""
+    """The share that scored best on validation and EASE's λ in what is served: the blend's,
+    or EASE alone's at share 1."""
 
     lam: float
     share: float
@@ -74,18 +75,24 @@ def choose_blend(
     valid: pd.DataFrame,
     metric: str,
     k: int,
-    lam: float,
+    ease: Ease,
     shares: Sequence[float] | None = None,
 ) -> BlendChoice:
-    """The share (default: ``blend.SHARES``) of EASE fitted on ``train`` with ``lam`` whose blend
-    with ``model`` (fitted on ``train`` too) scores best by ``metric`` at ``k`` on ``valid``, all
-    shares ranked in one pass over the users. Ties: the smallest share (0: the model alone)."""
+    """The share (default: ``blend.SHARES``) whose blend of ``model`` (fitted on ``train``) and
+    EASE fitted on ``train`` at ``blend_lambda(ease.lam)`` scores best by ``metric`` at ``k`` on
+    ``valid``, all shares ranked in one pass over the users. ``ease`` is EASE alone, chosen by
+    the same metric: share 1 is EASE alone at its own λ, so the blend never serves a weaker EASE
+    than the baseline it is compared with. Ties: the smallest share (0: the model alone)."""
     shares = [float(s) for s in (shares_of.SHARES if shares is None else shares)]
-    ((_, holdout, ease),) = train_scorers(model, train, valid, [lam])
-    tallies = holdout.tally_each(blends(model.scores, ease, shares), [k])
-    validation = {s: tallies[s].metrics(k)[f"{metric}_at_{k}"] for s in shares}
+    lam = blend_lambda(ease.lam)
+    blended = [s for s in shares if s < 1.0]
+    ((_, holdout, on_train),) = train_scorers(model, train, valid, [lam])
+    tallies = holdout.tally_each(blends(model.scores, on_train, blended), [k])
+    validation = {s: tallies[s].metrics(k)[f"{metric}_at_{k}"] for s in blended}
+    validation |= {s: ease.validation[ease.lam] for s in shares if s >= 1.0}
+    validation = {s: validation[s] for s in shares}
     share = max(shares, key=lambda s: (validation[s], -s))
-    return BlendChoice(float(lam), share, validation)
+    return BlendChoice(float(ease.lam if share >= 1.0 else lam), share, validation)
 
 
 @dataclass(frozen=True)
