@@ -2,7 +2,7 @@
 
 rankfm takes a weight per interaction (``RankFM.fit(..., sample_weight=...)``; ``_init_all``
 returns it and our kernel multiplies each step's gradient by it). ``Recommender.fit`` passes
-none, so every kept interaction counts 1. Here the same configuration (``--params``) is trained
+none at ``user_weight=0`` (as here), so every kept interaction counts 1. Here the same configuration (``--params``) is trained
 on the pipeline's default preparation (``prepare`` with ``Settings()``: every rating kept, a
 random 70/10/20 split, one split per ``--split-seeds``) with ``--train-seeds`` training seeds
 each: unweighted, and with the weights of each ``--weights`` variant (the strength is fed to
