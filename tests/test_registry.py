@@ -12,8 +12,10 @@ import pytest
 
 from recflow import constants as C
 from recflow.evaluation.accuracy import evaluate_model
+from recflow.evaluation.blending import Blended
+from recflow.model.ease import seen_scores
 from recflow.testing.archives import ml100k_files, write_zip
-from recflow.tracking.contracts import load_prepared, load_recommender
+from recflow.tracking.contracts import load_prepared, load_served
 from steps import register
 from tests.helpers import fails, invoke, ok, runs_of
 
@@ -52,6 +54,8 @@ def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) 
     run = mlflow.get_run(ok("register", ["--train_run_id", train, "--model_name", "m"]))
     assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
     logged = mlflow.get_run(train).data.metrics["test_ndcg_at_10"]
+    # What is served is re-scored: here a blend with EASE, not the factorization model alone.
+    assert float(mlflow.get_run(train).data.params["blend.share"]) > 0
     assert run.data.metrics["candidate_test_ndcg_at_10"] == pytest.approx(logged, abs=1e-9)
     assert run.data.metrics["champion_test_ndcg_at_10"] == pytest.approx(logged, abs=1e-9)
     assert run.data.tags["recflow.promotion_reason"].endswith(
@@ -168,11 +172,19 @@ def test_a_retrained_model_is_compared_on_what_neither_trained_on(
     # left out excluded from its rankings too.
     common = new.test.merge(leaked, how="left", indicator=True)
     common = common[common._merge == "left_only"].drop(columns="_merge")
-    candidate = load_recommender(
+    candidate, ease = load_served(
         mlflow.get_run(retrained["grown_train"]).data.tags[C.TAG_MODEL_URI]
     )
+    # As served: blended with EASE over what each user had seen in training, where it is.
+    served = (
+        candidate
+        if ease is None
+        else Blended(
+            candidate, lambda u: seen_scores(ease.indptr, ease.indices, u, ease.weights), ease.share
+        )
+    )
     seen = pd.concat([new.seen(), leaked], ignore_index=True)
-    expected = evaluate_model(candidate, seen, common, 10)["ndcg_at_10"]
+    expected = evaluate_model(served, seen, common, 10)["ndcg_at_10"]
     assert m["candidate_test_ndcg_at_10"] == pytest.approx(expected, abs=1e-9)
     assert 0 < m["champion_test_ndcg_at_10"] < 1
 

@@ -28,7 +28,21 @@ from recflow.constants import ITEM_COL, TIMESTAMP_COL, USER_COL
 from recflow.errors import UserError
 from recflow.evaluation.accuracy import Holdout
 from recflow.model import foldin
+from recflow.model.blend import blend
+from recflow.model.ease import seen_scores
 from recflow.model.recommender import Recommender
+
+
+@dataclass(frozen=True)
+class EaseHalf:
+    """EASE's half of a model served blended with it: the item-item weights (in the model's
+    item order), EASE's share, and the items each known user had seen when it was trained (CSR
+    arrays over the model's positions), which EASE scores them from."""
+
+    weights: np.ndarray
+    share: float
+    indptr: np.ndarray
+    indices: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -96,9 +110,10 @@ class Scored:
     folded_users: int
 
 
-def score(model: Recommender, common: CommonTest, k: int) -> Scored:
-    """``model``'s metrics at ``k`` on ``common``: known users scored as usual, unknown ones
-    folded in from their history, unknown items never recommended (but still relevant)."""
+def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None = None) -> Scored:
+    """``model``'s metrics at ``k`` on ``common``, as it is served (blended with ``ease``'s
+    half when it has one): known users scored as usual, unknown ones folded in from their
+    history, unknown items never recommended (but still relevant)."""
     n_users, n_items = len(model.user_ids), len(model.item_ids)
     test = common.test
     # Users and items of the test set the model does not know get positions after its own.
@@ -115,18 +130,27 @@ def score(model: Recommender, common: CommonTest, k: int) -> Scored:
     histories = _histories(model, common.history, new_users)
     vectors = foldin.item_vectors(model).astype(np.float64)
 
+    def known_scores(users: np.ndarray) -> np.ndarray:
+        scores = model.scores(users)
+        if ease is None:
+            return scores
+        theirs = seen_scores(ease.indptr, ease.indices, users, ease.weights)
+        return blend(scores, theirs, ease.share)
+
     def scorer(batch: np.ndarray) -> np.ndarray:
         known = batch < n_users
         if known.all() and not len(new_items):
-            return model.scores(batch)  # as train_best scores: no second users x items array
+            return known_scores(batch)  # as train_best scores: no second users x items array
         out = np.full((batch.size, holdout.n_items), -np.inf, dtype=np.float32)
         if known.any():
-            out[known, :n_items] = model.scores(batch[known])
+            out[known, :n_items] = known_scores(batch[known])
         for row in np.flatnonzero(~known):
             j = batch[row] - n_users
-            out[row, :n_items] = folded_scores(
-                model, vectors, histories[j], foldin.seed_of(new_users[j])
-            )
+            scores = folded_scores(model, vectors, histories[j], foldin.seed_of(new_users[j]))
+            if ease is not None:  # EASE's half sees the history alike, as served
+                theirs = ease.weights[histories[j]].sum(axis=0, dtype=np.float32)
+                scores = blend(scores[None, :], theirs[None, :], ease.share)[0]
+            out[row, :n_items] = scores
         return out
 
     return Scored(holdout.evaluate(scorer, k), len(new_users))

@@ -28,6 +28,7 @@ from recflow import constants as C
 from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation.names import metric_key
+from recflow.evaluation.retraining import EaseHalf
 from recflow.failpoints import failpoint
 from recflow.model.recommender import FMParams, Recommender
 from recflow.tracking import space
@@ -151,12 +152,18 @@ def input_digest(run: Run, context: str) -> str:
     return ""
 
 
-def load_recommender(model_uri: str) -> Recommender:
-    """The recommender inside the served model at ``model_uri`` (to score it again)."""
+def load_served(model_uri: str) -> tuple[Recommender, EaseHalf | None]:
+    """The recommender inside the served model at ``model_uri`` and, where it is served
+    blended with EASE, EASE's half (to score it again as it is served)."""
     try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        model = served.model
     except Exception as e:  # a missing or foreign model: all mean the same here
         raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
+    if getattr(served, "ease_weights", None) is None:
+        return model, None
+    return model, EaseHalf(served.ease_weights, served.share, served.seen_indptr,
+                           served.seen_indices)  # fmt: skip
 
 
 def lineage(train: Run) -> dict[str, str]:

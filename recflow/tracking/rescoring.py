@@ -23,7 +23,7 @@ from recflow import constants as C
 from recflow.errors import UserError
 from recflow.evaluation import retraining
 from recflow.evaluation.names import metric_key, parse_metric
-from recflow.tracking.contracts import load_prepared, load_recommender
+from recflow.tracking.contracts import load_prepared, load_served
 from recflow.tracking.promotion import COMMON_TEST_SET, SAME_TEST_SET, HeadToHead, Model
 
 # What each rule scores on, as the reason and the comparison file say it.
@@ -71,8 +71,11 @@ def compare(
         else:
             trained_on = load_prepared(holder_preprocess(holder), Path(tmp) / "holder").seen()
     common = retraining.common_test(data.seen(), data.test, trained_on)
-    ours, theirs = load_recommender(candidate_uri), load_recommender(holder_uri)
-    scored = retraining.score(ours, common, k), retraining.score(theirs, common, k)
+    (ours, our_ease), (theirs, their_ease) = load_served(candidate_uri), load_served(holder_uri)
+    scored = (
+        retraining.score(ours, common, k, our_ease),
+        retraining.score(theirs, common, k, their_ease),
+    )
     known = retraining.overlap(theirs, data.test)
     shares = known.shares()
     counts = {
