@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -46,6 +47,10 @@ from recflow.tracking.contracts import (
 from steps.common import options, step
 
 log = logging.getLogger(__name__)
+
+# A configuration that trained on the training split can still diverge on train+valid (more
+# steps per epoch at the same rate); the rate is halved at most this many times before failing.
+HALVINGS = 2
 
 
 option = options("train_best")
@@ -114,7 +119,7 @@ def main(
         if ease is not None and blend == "auto":
             # The share is chosen like any hyperparameter: fitted on train, ranked on valid, with
             # the best configuration fitted on train too.
-            on_train = train(data.train, params, seed, size, fit)
+            on_train = train(data.train, model.params, seed, size, fit)  # the rate trained with
             choice = choose_blend(on_train, data.train, data.valid, name, k, ease)
             mlflow.log_param("blend.share", choice.share)
             chosen.append(write_json(Path(tmp) / Path(C.BLEND_FILE).name, choice.validation,
@@ -172,11 +177,24 @@ def fit_ease(
 
 
 def train(df: pd.DataFrame, params: FMParams, seed: int, size: int, fit: dict) -> Recommender:
-    """``size`` models trained from seeds seed, seed+1, ... and averaged."""
-    try:
-        return Recommender.average([fit_isolated(df, params, seed + i, **fit) for i in range(size)])
-    except FloatingPointError as e:
-        raise UserError(f"training the best configuration failed: {e}") from e
+    """``size`` models trained from seeds seed, seed+1, ... and averaged; where ``params``
+    diverges, again at half the learning rate (``HALVINGS`` times at most, each logged: the
+    model's own params say the rate it was trained with)."""
+    halved = 0
+    while True:
+        try:
+            models = [fit_isolated(df, params, seed + i, **fit) for i in range(size)]
+            return Recommender.average(models)
+        except FloatingPointError as e:
+            if halved == HALVINGS:
+                raise UserError(f"training the best configuration failed: {e} (the learning "
+                                f"rate was halved {HALVINGS} times)") from e  # fmt: skip
+            lowered = dataclasses.replace(params, learning_rate=params.learning_rate / 2)
+            message = (f"learning rate {params.learning_rate:.4g} diverged on "
+                       f"{len(df)} interactions; trained at {lowered.learning_rate:.4g}")  # fmt: skip
+            click.echo(f"warning: {message}")
+            mlflow.set_tag(C.TAG_RATE_LOWERED, message)
+            params, halved = lowered, halved + 1
 
 
 def write_ease(ease: Ease, metric: str, folder: Path) -> Path:

@@ -22,7 +22,7 @@ from recflow.data.preprocess import Prepared, k_core, to_implicit
 from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.testing.archives import ml100k_files, write_zip
-from recflow.tracking.contracts import PREPARED_FILES
+from recflow.tracking.contracts import PREPARED_FILES, load_best_params, load_served
 from recflow.tracking.runs import get_step_run, is_generated_name
 from steps import hpo
 from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
@@ -361,6 +361,34 @@ def test_hpo_train_register_chain(prep_id: str) -> None:
     model = mlflow.pyfunc.load_model("models:/tiny@champion")
     out = model.predict(pd.DataFrame({"user_id": [1, 2]}), params={"k": 5})
     assert list(out.groupby("user_id")["rank"].apply(list)) == [[1, 2, 3, 4, 5]] * 2
+
+
+def test_a_rate_that_diverges_on_all_the_data_is_halved_then_given_up(
+    trained: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A configuration that trained on the training split can diverge on train+valid.
+    import steps.train_best as train_best
+    from recflow.model.training import TrainingDiverged
+
+    tuned = load_best_params(trained["hpo"], tmp_path).learning_rate
+    real = train_best.fit_isolated
+    limit = [tuned / 3]  # the tuned rate and its half diverge, its quarter trains
+
+    def fragile(df: pd.DataFrame, params, seed: int, **fit):  # noqa: ANN001, ANN202
+        if params.learning_rate > limit[0]:
+            raise TrainingDiverged("training diverged (non-finite weights): lower learning_rate")
+        return real(df, params, seed, **fit)
+
+    monkeypatch.setattr(train_best, "fit_isolated", fragile)
+    args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
+            "--ensemble", "1"]  # fmt: skip
+    run = mlflow.get_run(ok("train_best", args))
+    assert float(run.data.params["model.learning_rate"]) == tuned  # what was tuned, as tuned
+    assert "diverged" in run.data.tags[C.TAG_RATE_LOWERED]
+    served, _ = load_served(run.data.tags[C.TAG_MODEL_URI])
+    assert served.params.learning_rate == pytest.approx(tuned / 4)  # what it was trained with
+    limit[0] = 0.0  # every rate diverges: after two halvings the step fails, saying so
+    fails("train_best", args, "the learning rate was halved 2 times")
 
 
 def test_hpo_rejects_bad_user_counts_before_any_trial(prep_id: str) -> None:
