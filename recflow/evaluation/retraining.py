@@ -148,7 +148,7 @@ def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None 
             j = batch[row] - n_users
             scores = folded_scores(model, vectors, histories[j], foldin.seed_of(new_users[j]))
             if ease is not None:  # EASE's half sees the history alike, as served
-                theirs = ease.weights[histories[j]].sum(axis=0, dtype=np.float32)
+                theirs = ease.weights[np.unique(histories[j])].sum(axis=0, dtype=np.float32)
                 scores = blend(scores[None, :], theirs[None, :], ease.share)[0]
             out[row, :n_items] = scores
         return out

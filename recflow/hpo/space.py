@@ -7,6 +7,7 @@ and for each trial an ``FMParams`` configuration.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -126,24 +127,21 @@ def at_scale(space: list[Dimension], n_interactions: int) -> tuple[list[Dimensio
 
 def suggest(trial: optuna.Trial, space: list[Dimension]) -> FMParams:
     """Sample one configuration; conditional dimensions apply only when their condition holds."""
-    values: dict[str, Any] = {}
-    for dim in space:
-        if all(values.get(k) in allowed for k, allowed in dim.when):
-            values[dim.name] = dim.suggest(trial)
-    return FMParams.from_dict(values)
+    return FMParams.from_dict(_walk(space, lambda dim: dim.suggest(trial)))
 
 
 def configuration(sampled: dict[str, Any], space: list[Dimension]) -> dict[str, Any]:
     """A trial's whole configuration: what optuna sampled (``trial.params``) and the space's
     fixed values, which optuna never records (a space with ``loss: bpr`` trains BPR)."""
+    return _walk(space, lambda dim: dim.choices[0] if dim.type == "fixed" else sampled[dim.name])
+
+
+def _walk(space: list[Dimension], value: Callable[[Dimension], Any]) -> dict[str, Any]:
+    # Each dimension's value, in order, where the values before it meet its condition.
     values: dict[str, Any] = {}
     for dim in space:
-        if not all(values.get(k) in allowed for k, allowed in dim.when):
-            continue
-        if dim.type == "fixed":
-            values[dim.name] = dim.choices[0]
-        elif dim.name in sampled:
-            values[dim.name] = sampled[dim.name]
+        if all(values.get(k) in allowed for k, allowed in dim.when):
+            values[dim.name] = value(dim)
     return values
 
 
