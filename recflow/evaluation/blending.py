@@ -88,9 +88,10 @@ def choose_blend(
     blended = [s for s in shares if s < 1.0]
     ((_, holdout, on_train),) = train_scorers(model, train, valid, [lam])
     tallies = holdout.tally_each(blends(model.scores, on_train, blended), [k])
-    validation = {s: tallies[s].metrics(k)[f"{metric}_at_{k}"] for s in blended}
-    validation |= {s: ease.validation[ease.lam] for s in shares if s >= 1.0}
-    validation = {s: validation[s] for s in shares}
+    alone = ease.validation[ease.lam]  # share 1: EASE alone, as it was chosen
+    validation = {
+        s: alone if s >= 1.0 else tallies[s].metrics(k)[f"{metric}_at_{k}"] for s in shares
+    }
     share = max(shares, key=lambda s: (validation[s], -s))
     return BlendChoice(float(ease.lam if share >= 1.0 else lam), share, validation)
 
