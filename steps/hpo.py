@@ -13,7 +13,7 @@ import optuna
 
 from recflow import constants as C
 from recflow.evaluation.names import metric_key
-from recflow.hpo import fidelity, sampling, space, tune
+from recflow.hpo import budget, fidelity, sampling, space, tune
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, auto_patience, parse_patience
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.tracking.contracts import load_prepared, log_splits
@@ -35,7 +35,9 @@ option = options("hpo")
     f"fidelity.* params and the {C.TAG_TUNED_ON_SAMPLE} tag."
 )
 @option("preprocess_run_id", help="Run ID of a finished preprocess run (default: the latest).")  # fmt: skip
-@option("n_trials", type=click.IntRange(min=1), help="Complete trials the study should have in total.")  # fmt: skip
+@option("n_trials", help="Complete trials the study should have in total; 'auto': "
+              f"{budget.TRIALS}, or {budget.SMALL_DATA_TRIALS} while the training split has fewer than "
+              f"{budget.SMALL_DATA_ROWS:,} rows, where trials are cheap.")  # fmt: skip
 @option("timeout", type=click.IntRange(min=0), help="Stop starting trials after this many seconds; 0 = no limit.")  # fmt: skip
 @option("metric", help="Objective on the validation split, e.g. ndcg@10, recall@20.")  # fmt: skip
 @option("search_space", help="Search-space YAML (default: the packaged one).")
@@ -54,7 +56,7 @@ option = options("hpo")
               "on small data, where epochs are cheap.")  # fmt: skip
 @option("seed", type=int)
 def main(
-    preprocess_run_id: str, n_trials: int, timeout: int, metric: str, search_space: str,
+    preprocess_run_id: str, n_trials: str, timeout: int, metric: str, search_space: str,
     pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,
     patience: str, seed: int,
 ) -> None:  # fmt: skip
@@ -63,6 +65,7 @@ def main(
         # Everything that can be wrong is checked before the first trial.
         metric_key(metric)
         wait = parse_patience(patience)
+        trials = budget.parse_trials(n_trials)
         wanted = (
             fidelity.parse_users("sample_users", sample_users),
             fidelity.parse_users("eval_users", eval_users),
@@ -78,8 +81,10 @@ def main(
         fid = fidelity.resolve(data, *wanted)
         sampled = [f"{fid.sample_users} users"] if fid.sample_users else []
         dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
-        s.label(dataset, f"{n_trials} trial{'s' * (n_trials != 1)}", *sampled)
         trial_data = fidelity.apply(data, fid, seed)  # too small a sample fails here
+        if trials == "auto":
+            trials = budget.auto_trials(len(trial_data.train))
+        s.label(dataset, f"{trials} trial{'s' * (trials != 1)}", *sampled)
         # What the trials trained and validated on: a user sample is a dataset of its own.
         log_splits(
             trial_data, " ".join([dataset, *sampled]), {"train": "training", "valid": "validation"}
@@ -96,10 +101,10 @@ def main(
         })  # fmt: skip
         if wait == "auto":
             wait = auto_patience(len(trial_data.train))
-        mlflow.log_param("early_stopping.patience", wait)
+        mlflow.log_params({"early_stopping.patience": wait, "study.n_trials": trials})
         # Each trial trains in its own process; more threads than cores only queue.
         jobs = n_jobs or len(os.sched_getaffinity(0))
-        search = tune.Search(metric, dims, n_trials, seed, pruner, timeout, jobs, fid, wait, share)
+        search = tune.Search(metric, dims, trials, seed, pruner, timeout, jobs, fid, wait, share)
         result = tune.tune(trial_data, search, store, name, s.run_id)
         tune.log_result(result, metric, prep, dims)
         best, counts = result.best, result.counts

@@ -7,7 +7,7 @@ import mlflow
 
 from recflow import constants as C
 from recflow.data import preprocess
-from recflow.hpo import fidelity
+from recflow.hpo import budget, fidelity
 from recflow.tracking.pipeline import Plan, outcome, run_pipeline, summary
 from recflow.tracking.runs import end_orphans
 from steps.common import data_dir, options, step
@@ -32,7 +32,7 @@ option = options("main")
 @option("rating_col")
 @option("time_col")
 @option("title_col", help="These describe an interactions file (see download --help).")  # fmt: skip
-@option("n_trials", type=click.IntRange(min=1))  # fmt: skip
+@option("n_trials", help="Complete hpo trials (see hpo --help).")  # fmt: skip
 @option("timeout", type=click.IntRange(min=0), help="hpo stops starting trials after this many seconds; 0 = no limit.")  # fmt: skip
 @option("n_jobs", type=click.IntRange(min=0), help="hpo trials in parallel; 0 = one per CPU core.")  # fmt: skip
 @option("sample_users", help="Users hpo tunes on (see hpo --help); train_best always uses all.")  # fmt: skip
@@ -48,7 +48,7 @@ option = options("main")
 @option("force", type=click.Choice(["true", "false"]))
 def main(
     dataset: str, data_url: str, checksum: str, items_url: str, items_checksum: str,
-    user_col: str, item_col: str, rating_col: str, time_col: str, title_col: str, n_trials: int,
+    user_col: str, item_col: str, rating_col: str, time_col: str, title_col: str, n_trials: str,
     timeout: int, n_jobs: int, sample_users: str, eval_users: str, split: str, test_size: float, valid_size: float,
     ensemble: str, blend: str, metric: str, seed: int, model_name: str, force: str,
 ) -> None:  # fmt: skip
@@ -59,6 +59,7 @@ def main(
         fidelity.parse_users("eval_users", eval_users)
         preprocess.check_split(split, test_size, valid_size)
         fidelity.parse_count("ensemble", ensemble, ("auto",), minimum=1)
+        budget.parse_trials(n_trials)
         # For a file of one's own, its content's digest keys the step cache.
         plan = Plan.of(click.get_current_context().params).keyed_on_content(data_dir())
         # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.

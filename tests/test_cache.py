@@ -116,6 +116,7 @@ def test_main_passes_the_hpo_budget_and_fidelity_through(
     [
         (["--sample_users", "0"], "must be 'auto', 'all' or a positive integer"),
         (["--eval_users", "some"], "must be 'auto', 'all' or a positive integer"),
+        (["--n_trials", "0"], "n_trials must be 'auto' or a positive integer, got '0'"),
         (["--split", "leave-one-out"], "unknown split 'leave-one-out'"),
         (["--test_size", "0.8", "--valid_size", "0.3"], "must each be in (0, 1) and sum to less"),
     ],

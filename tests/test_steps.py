@@ -19,6 +19,7 @@ from mlflow.utils import name_utils
 from recflow import constants as C
 from recflow.data.datasets import get_spec, parse_ratings
 from recflow.data.preprocess import Prepared, k_core, to_implicit
+from recflow.hpo import budget
 from recflow.hpo.objective import MAX_PATIENCE
 from recflow.hpo.space import DEFAULT_SPACE, load_space, warm_start, warm_starts
 from recflow.testing.archives import ml100k_files, write_zip
@@ -400,6 +401,9 @@ def test_hpo_rejects_bad_user_counts_before_any_trial(prep_id: str) -> None:
         (["--eval_users", "1000"], "eval_users=1000 is more than the"),
         (["--patience", "-1"], "patience must be 'auto' or a non-negative integer, got '-1'"),
         (["--patience", "soon"], "patience must be 'auto' or a non-negative integer"),
+        (["--n_trials", "0"], "n_trials must be 'auto' or a positive integer, got '0'"),
+        (["--n_trials", "2.5"], "n_trials must be 'auto' or a positive integer"),
+        (["--n_trials", "many"], "n_trials must be 'auto' or a positive integer"),
     ):
         run = fails("hpo", common + args, message)
         trials = mlflow.search_runs(
@@ -440,6 +444,21 @@ def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) ->
     # A tiny training split waits as long as "auto" ever does.
     assert full.data.params["early_stopping.patience"] == str(MAX_PATIENCE)
     assert run.data.params["early_stopping.patience"] == str(MAX_PATIENCE)
+    assert full.data.params["study.n_trials"] == "1"  # what the study ran, as asked
+
+
+def test_auto_trials_are_more_where_trials_are_cheap(
+    prep_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert budget.auto_trials(budget.SMALL_DATA_ROWS - 1) == budget.SMALL_DATA_TRIALS == 40
+    assert budget.auto_trials(budget.SMALL_DATA_ROWS) == budget.TRIALS == 20
+    assert budget.parse_trials("auto") == "auto" and budget.parse_trials("30.0") == 30
+    # The hpo step resolves "auto" on its training split, runs that many and says so.
+    monkeypatch.setattr(budget, "SMALL_DATA_TRIALS", 2)
+    run = mlflow.get_run(ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "auto"]))
+    assert run.data.params["study.n_trials"] == "2"
+    assert run.data.metrics["n_complete"] == 2
+    assert "· 2 trials" in run.data.tags["mlflow.runName"]
 
 
 def test_every_prepared_field_crosses_the_boundary_by_name() -> None:

@@ -53,7 +53,7 @@ class Plan:
     rating_col: str
     time_col: str
     title_col: str
-    n_trials: int
+    n_trials: str
     timeout: int
     n_jobs: int
     sample_users: str
