@@ -81,6 +81,7 @@ def main(
         fid = fidelity.resolve(data, *wanted)
         sampled = [f"{fid.sample_users} users"] if fid.sample_users else []
         dataset = prep_run.data.tags.get(C.TAG_DATASET, "?")
+        s.label(dataset, *sampled)  # named before the sample is drawn, which can fail
         trial_data = fidelity.apply(data, fid, seed)  # too small a sample fails here
         if trials == "auto":
             trials = budget.auto_trials(len(trial_data.train))

@@ -13,7 +13,7 @@ from recflow.hpo.fidelity import AUTO, parse_count
 # `main` with 40 trials against 20 at the choosing split seeds (test NDCG@10 over EASE's, what is
 # served): real ML-1M users 1-1500 (174k training rows) 1.018x to 1.027x and 1.033x to 1.033x,
 # real ML-100K random split 1.031x to 1.033x, 1.022x and 1.032x unchanged; never worse, for
-# about 1.5x the time of `main` (ML-1M users 1-1500: 216-236 s to 320-385 s, two runs at once).
+# about 1.5x the time of `main` (ML-1M users 1-1500: 215-236 s to 320-385 s, two runs at once).
 # ML-1M itself (~0.7M rows) keeps 20: its default `main` stays within 6 minutes.
 TRIALS = 20
 SMALL_DATA_TRIALS = 40
