@@ -29,7 +29,7 @@ from recflow.errors import UserError
 from recflow.evaluation.accuracy import Holdout
 from recflow.model import foldin
 from recflow.model.blend import blend
-from recflow.model.ease import seen_scores
+from recflow.model.ease import history_scores, seen_scores
 from recflow.model.recommender import Recommender
 
 
@@ -148,7 +148,7 @@ def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None 
             j = batch[row] - n_users
             scores = folded_scores(model, vectors, histories[j], foldin.seed_of(new_users[j]))
             if ease is not None:  # EASE's half sees the history alike, as served
-                theirs = ease.weights[np.unique(histories[j])].sum(axis=0, dtype=np.float32)
+                theirs = history_scores(ease.weights, histories[j])
                 scores = blend(scores[None, :], theirs[None, :], ease.share)[0]
             out[row, :n_items] = scores
         return out

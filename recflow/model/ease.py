@@ -51,3 +51,9 @@ def seen_scores(
     x.sum_duplicates()
     x.data[:] = 1.0  # a repeated seen row is one interaction, as EASE was fitted
     return np.asarray(x @ weights, dtype=np.float32)
+
+
+def history_scores(weights: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """One user's scores for every item from the items they have had (positions; a repeated
+    item counts once, as EASE was fitted): their row of ``X · B``."""
+    return weights[np.unique(items)].sum(axis=0, dtype=np.float32)

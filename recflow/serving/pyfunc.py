@@ -42,7 +42,7 @@ from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_C
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
 from recflow.model.blend import blend
-from recflow.model.ease import seen_scores
+from recflow.model.ease import history_scores, seen_scores
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 from recflow.serving import bundle
@@ -275,7 +275,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         scores = (base + self.vectors @ p).astype(np.float32)
         if self.ease_weights is not None:
             # EASE's half sees the history (and a known user's seen items) alike, unweighted.
-            ease = self.ease_weights[np.flatnonzero(mine)].sum(axis=0, dtype=np.float32)
+            ease = history_scores(self.ease_weights, np.flatnonzero(mine))
             scores = blend(scores[None, :], ease[None, :], self.share)[0]
         if filter_seen:
             scores[mine] = -np.inf
