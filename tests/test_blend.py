@@ -15,7 +15,7 @@ from recflow import constants as C
 from recflow.evaluation import baselines
 from recflow.evaluation import report as R
 from recflow.evaluation.blending import Blended, blend_lambda, choose_blend
-from recflow.model.blend import SHARES, blend, standardised
+from recflow.model.blend import SHARES, EaseHalf, blend, standardised
 from recflow.model.recommender import FMParams, Recommender
 from tests.helpers import checkerboard_data
 
@@ -43,6 +43,25 @@ def fitted() -> tuple[Recommender, baselines.Ease, object, object]:
     model = Recommender.fit(rest, FMParams(factors=4, loss="bpr", epochs=5), seed=1)
     ease = baselines.fit_ease(model, rest, valid, train, "ndcg", 5)
     return model, ease, rest, valid
+
+
+def test_eases_half_blends_seen_items_and_a_history_alike() -> None:
+    # Three users over four items: EASE's half scores a known user from the CSR of what they
+    # saw, a history from its items (a repeat counts once), both as the row of X · B.
+    weights = np.arange(16, dtype=np.float32).reshape(4, 4) / 10
+    np.fill_diagonal(weights, 0.0)
+    half = EaseHalf(weights, 0.25, np.array([0, 2, 3, 5]), np.array([0, 3, 1, 1, 2]))
+    x = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 1, 0]], dtype=np.float32)
+    model = np.array([[0.5, 0.1, 0.9, 0.3], [2.0, 1.0, 0.0, 3.0]], dtype=np.float32)
+    users = np.array([2, 0])
+    np.testing.assert_allclose(
+        half.known(model, users), blend(model, x[users] @ weights, 0.25), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        half.history(model[0], np.array([2, 1, 2])),
+        blend(model[:1], x[2:] @ weights, 0.25)[0],
+        rtol=1e-6,
+    )
 
 
 def test_the_blend_takes_the_grid_lambda_under_the_one_ease_alone_was_chosen_with() -> None:
@@ -168,10 +187,10 @@ def test_train_best_serves_the_blend_it_tested(
     assert float(run.data.params["ease.lambda"]) in baselines.EASE_LAMBDAS
     assert f"{C.RANKFM_PREFIX}ndcg_at_10" in run.data.metrics
     model = mlflow.pyfunc.load_model(run.data.tags[C.TAG_MODEL_URI]).unwrap_python_model()
-    assert model.share == 0.5 and model.ease_weights is not None
+    assert model.ease is not None and model.ease.share == 0.5
     indptr = model.seen_indptr
     users = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
-    x = interactions(users, model.seen_indices, indptr.size - 1, model.ease_weights.shape[0])
+    x = interactions(users, model.seen_indices, indptr.size - 1, model.ease.weights.shape[0])
     np.testing.assert_allclose(
-        model.ease_weights, ease_weights((x.T @ x).toarray(), 777.0), rtol=1e-4, atol=1e-6
+        model.ease.weights, ease_weights((x.T @ x).toarray(), 777.0), rtol=1e-4, atol=1e-6
     )

@@ -28,21 +28,8 @@ from recflow.constants import ITEM_COL, TIMESTAMP_COL, USER_COL
 from recflow.errors import UserError
 from recflow.evaluation.accuracy import Holdout
 from recflow.model import foldin
-from recflow.model.blend import blend
-from recflow.model.ease import history_scores, seen_scores
+from recflow.model.blend import EaseHalf
 from recflow.model.recommender import Recommender
-
-
-@dataclass(frozen=True)
-class EaseHalf:
-    """EASE's half of a model served blended with it: the item-item weights (in the model's
-    item order), EASE's share, and the items each known user had seen when it was trained (CSR
-    arrays over the model's positions), which EASE scores them from."""
-
-    weights: np.ndarray
-    share: float
-    indptr: np.ndarray
-    indices: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -132,10 +119,7 @@ def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None 
 
     def known_scores(users: np.ndarray) -> np.ndarray:
         scores = model.scores(users)
-        if ease is None:
-            return scores
-        theirs = seen_scores(ease.indptr, ease.indices, users, ease.weights)
-        return blend(scores, theirs, ease.share)
+        return scores if ease is None else ease.known(scores, users)
 
     def scorer(batch: np.ndarray) -> np.ndarray:
         known = batch < n_users
@@ -148,8 +132,7 @@ def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None 
             j = batch[row] - n_users
             scores = folded_scores(model, vectors, histories[j], foldin.seed_of(new_users[j]))
             if ease is not None:  # EASE's half sees the history alike, as served
-                theirs = history_scores(ease.weights, histories[j])
-                scores = blend(scores[None, :], theirs[None, :], ease.share)[0]
+                scores = ease.history(scores, histories[j])
             out[row, :n_items] = scores
         return out
 

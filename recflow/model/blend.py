@@ -4,12 +4,18 @@ In: each scorer's scores for the same users (rows) and items (columns), and the 
 Out: ``(1 - share) · z(model) + share · z(EASE)``, where ``z`` standardises each user's scores
 over the catalogue (mean 0, standard deviation 1), so that a share means the same whatever the
 two scorers' scales. Share 0 is the factorization model alone, 1 EASE alone; ``train_best``
-chooses it on the validation split from ``SHARES``.
+chooses it on the validation split from ``SHARES``. ``EaseHalf`` is EASE's half as the served
+model holds it: it blends a known user's scores (EASE over what they had seen in training) and a
+history's (EASE over the history) with the factorization model's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from recflow.model.ease import history_scores, seen_scores
 
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -32,3 +38,26 @@ def blend(model_scores: np.ndarray, ease_scores: np.ndarray, share: float) -> np
     out *= 1.0 - share
     out += share * standardised(ease_scores)
     return out
+
+
+@dataclass(frozen=True)
+class EaseHalf:
+    """EASE's half of a model served blended with it: the item-item weights (in the model's
+    item order), EASE's share, and the items each known user had seen when it was trained (CSR
+    arrays over the model's positions), which EASE scores them from."""
+
+    weights: np.ndarray
+    share: float
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def known(self, model_scores: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """The blend for known ``users`` (positions), ``model_scores`` being the model's."""
+        ease = seen_scores(self.indptr, self.indices, users, self.weights)
+        return blend(model_scores, ease, self.share)
+
+    def history(self, model_scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """One user's blend from the items they have had (positions, every one alike: EASE
+        was fitted unweighted), ``model_scores`` being the model's for that user."""
+        ease = history_scores(self.weights, items)
+        return blend(model_scores[None, :], ease[None, :], self.share)[0]

@@ -41,8 +41,7 @@ import pandas as pd
 from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_COL, USER_COL
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
-from recflow.model.blend import blend
-from recflow.model.ease import history_scores, seen_scores
+from recflow.model.blend import EaseHalf
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 from recflow.serving import bundle
@@ -122,8 +121,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         blended: tuple[np.ndarray, float] | None = None,
     ) -> None:
         self.model = model
-        # EASE's item-item weights and share where the model is served blended with EASE.
-        self.ease_weights, self.share = blended if blended is not None else (None, 0.0)
+        # EASE's half where the model is served blended with EASE, scoring from the seen CSR.
+        self.ease = None if blended is None else EaseHalf(*blended, seen_indptr, seen_indices)
         meta = items.set_index(ITEM_COL)
         if is_string(model.item_ids):  # titles of string items found whatever the file's kind
             meta.index = meta.index.astype(str)
@@ -244,9 +243,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def _scores(self, pos: np.ndarray, out: np.ndarray, filter_seen: bool) -> np.ndarray:
         # Every item's score for the users at ``pos``, into ``out``; seen items get -inf.
         self.model.scores(pos, out=out)
-        if self.ease_weights is not None:
-            ease = seen_scores(self.seen_indptr, self.seen_indices, pos, self.ease_weights)
-            out[:] = blend(out, ease, self.share)
+        if self.ease is not None:
+            out[:] = self.ease.known(out, pos)
         if filter_seen:
             lo = self.seen_indptr[pos]
             counts = self.seen_indptr[pos + 1] - lo
@@ -273,10 +271,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seed = foldin.seed_of(user)
         p = foldin.fold_in(self.vectors, base, history, mine, params, seed, start, weights)
         scores = (base + self.vectors @ p).astype(np.float32)
-        if self.ease_weights is not None:
+        if self.ease is not None:
             # EASE's half sees the history (and a known user's seen items) alike, unweighted.
-            ease = history_scores(self.ease_weights, np.flatnonzero(mine))
-            scores = blend(scores[None, :], ease[None, :], self.share)[0]
+            scores = self.ease.history(scores, np.flatnonzero(mine))
         if filter_seen:
             scores[mine] = -np.inf
         return scores

@@ -28,8 +28,8 @@ from recflow import constants as C
 from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation.names import metric_key
-from recflow.evaluation.retraining import EaseHalf
 from recflow.failpoints import failpoint
+from recflow.model.blend import EaseHalf
 from recflow.model.recommender import FMParams, Recommender
 from recflow.tracking import space
 from recflow.tracking.cache import unquote
@@ -160,10 +160,7 @@ def load_served(model_uri: str) -> tuple[Recommender, EaseHalf | None]:
         model = served.model
     except Exception as e:  # a missing or foreign model: all mean the same here
         raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
-    if getattr(served, "ease_weights", None) is None:
-        return model, None
-    return model, EaseHalf(served.ease_weights, served.share, served.seen_indptr,
-                           served.seen_indices)  # fmt: skip
+    return model, getattr(served, "ease", None)
 
 
 def lineage(train: Run) -> dict[str, str]:
