@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import mlflow
 
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.serving import batch
 from steps.common import default, options, step
 
@@ -32,7 +32,7 @@ def main(model_uri: str, users: str, k: int, output: str) -> None:
         try:
             model = mlflow.pyfunc.load_model(model_uri)
         except Exception as e:  # MlflowException, missing files, bad URIs: all mean the same here
-            raise UserError(f"cannot load model {model_uri!r}: {str(e).splitlines()[0]}") from e
+            raise UserError(f"cannot load model {model_uri!r}: {first_line(e)}") from e
         wanted = batch.users_frame(users, model)
         n_rows = batch.write(batch.recommend(model, wanted, k), out)
         mlflow.log_artifact(str(out))

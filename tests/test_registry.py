@@ -248,3 +248,16 @@ def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Pat
     bad = tmp_path / "x.txt"
     fails("recommend", ["--model_uri", "models:/m@champion", "--output", str(bad)], "must end in")
     assert not bad.exists()
+    champion = ["--model_uri", "models:/m@champion"]
+    users.write_text("")
+    fails("recommend", [*champion, "--users", str(users)], "cannot be read as CSV")
+    folder = tmp_path / "a.parquet"
+    folder.mkdir()
+    fails("recommend", [*champion, "--output", str(folder)], "is a folder; give a file name")
+    blocked = tmp_path / "file" / "recs.csv"
+    blocked.parent.write_text("a file where the output's folder would be")
+    fails("recommend", [*champion, "--output", str(blocked)], "cannot write output")
+    ok("recommend", [*champion, "--k", "1001", "--output", str(csv)])  # no per-request limit
+    whole = tmp_path / "whole.csv"
+    ok("recommend", [*champion, "--k", "30", "--output", str(whole)])  # 30 items in all
+    pd.testing.assert_frame_equal(pd.read_csv(csv), pd.read_csv(whole))

@@ -74,12 +74,15 @@ def test_bad_input_raises(saved, frame: pd.DataFrame, params: dict, message: str
         direct.predict(None, frame, params)
 
 
-def test_batch_scoring_lifts_the_users_per_request_limit(saved) -> None:
+def test_batch_scoring_lifts_the_per_request_limits(saved) -> None:
     direct, _, _ = saved
     many = pd.DataFrame({"user_id": np.arange(parsing.MAX_USERS + 1) % 20})
     direct.max_users = None
     try:
         assert len(direct.predict(None, many, {"k": 1})) == parsing.MAX_USERS + 1
+        one = pd.DataFrame({"user_id": [1]})
+        every = direct.predict(None, one, {"k": parsing.MAX_K + 1, "filter_seen": False})
+        assert len(every) == len(direct.model.item_ids)  # k beyond the catalogue: all of it
     finally:
         del direct.max_users  # back to the class's limit
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 
 _GZIP, _ZIP, _PARQUET = b"\x1f\x8b", b"PK\x03\x04", b"PAR1"
 _HEAD = 1 << 16  # what the format and a CSV's header are told from
@@ -61,7 +61,7 @@ def read_table(
                 f, parse_options=pacsv.ParseOptions(delimiter=sep), convert_options=options
             )
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise UserError(f"{name} is not a readable {_KIND[sep]} file: {_first_line(e)}") from e
+        raise UserError(f"{name} is not a readable {_KIND[sep]} file: {first_line(e)}") from e
     if data.num_rows == 0:
         raise UserError(f"{name} holds a header but no rows")
     return Table(data, typed=False)
@@ -84,7 +84,7 @@ def _read_parquet(
         _require(header, required, name)
         data = file.read(columns=None if every_column else [c for c in wanted if c in header])
     except (pa.ArrowInvalid, OSError) as e:
-        raise UserError(f"{name} is not a readable Parquet file: {_first_line(e)}") from e
+        raise UserError(f"{name} is not a readable Parquet file: {first_line(e)}") from e
     if data.num_rows == 0:
         raise UserError(f"{name} holds no rows")
     return Table(data, typed=True)
@@ -145,7 +145,3 @@ def _require(header: list[str], required: list[str], name: str) -> None:
             f"{name} has no column {missing[0]!r} (its columns: {', '.join(map(repr, header))}); "
             "name the right one with user_col / item_col"
         )
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

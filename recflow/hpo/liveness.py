@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.hpo import attrs
 from recflow.processes import pid_alive
 
@@ -109,8 +109,3 @@ def end_late_trial_run(trial: optuna.Trial) -> None:
             client.set_terminated(run_id, "KILLED")
     except Exception as e:  # the tracking server may be down
         log.warning("could not mark the run of late trial %d: %s", trial.number, first_line(e))
-
-
-def first_line(e: Exception) -> str:
-    """The first line of an exception's message (drivers append pages of context)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

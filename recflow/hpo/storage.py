@@ -16,9 +16,9 @@ import optuna
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.hpo import attrs
-from recflow.hpo.liveness import end_dead_trial_runs, first_line, heartbeat_seconds
+from recflow.hpo.liveness import end_dead_trial_runs, heartbeat_seconds
 from recflow.hpo.space import Dimension, space_digest
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ never leaves a half-written output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recflow.constants import USER_COL
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.serving.parsing import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history, to_ids
 from recflow.serving.pyfunc import known_users, string_ids
 
@@ -41,10 +42,14 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"users {users!r} is neither 'all' nor an existing file")
     string_users, string_items = string_ids(model)
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:  # a string model's IDs as written: 00042 is not 42
-        frame = pd.read_csv(path, dtype={USER_COL: str} if string_users else None)
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:  # a string model's IDs as written: 00042 is not 42
+            frame = pd.read_csv(path, dtype={USER_COL: str} if string_users else None)
+    except (ValueError, OSError, pa.ArrowException) as e:  # empty, not CSV/Parquet, unreadable
+        kind = "Parquet" if path.suffix == ".parquet" else "CSV"
+        raise UserError(f"users {users!r} cannot be read as {kind}: {first_line(e)}") from e
     if USER_COL not in frame.columns:
         raise UserError(f"{users} has no '{USER_COL}' column (columns: {list(frame.columns)})")
     if string_users:
@@ -97,21 +102,26 @@ def recommend(
 
 
 def check_output(out: Path) -> None:
-    """Refuse an output whose format we cannot write, before any work is done."""
+    """Refuse an output whose format we cannot write, or a folder, before any work is done."""
     if out.suffix not in FORMATS:
         raise UserError(f"output {str(out)!r} must end in .parquet or .csv")
+    if out.is_dir():
+        raise UserError(f"output {str(out)!r} is a folder; give a file name")
 
 
 def write(parts: Iterable[pd.DataFrame], out: Path) -> int:
     """Write the frames to a file beside ``out`` as they come, then rename it into place; return
     the number of rows. On any failure the staged file is removed and ``out`` is left untouched."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.part")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         n = _write_parquet(parts, staged) if out.suffix == ".parquet" else _write_csv(parts, staged)
         staged.replace(out)
+    except OSError as e:  # no such folder, no permission, disk full: the output is untouched
+        raise UserError(f"cannot write output {str(out)!r}: {first_line(e)}") from e
     finally:
-        staged.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
     return n
 
 

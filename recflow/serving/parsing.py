@@ -69,12 +69,13 @@ def parse_request(
     string_items: bool = False,
 ) -> Request:
     """The request's rows and params, or ``BadRequest`` saying what is wrong; ``string_users``
-    and ``string_items`` say the model's IDs are strings."""
+    and ``string_items`` say the model's IDs are strings. ``max_users`` None is batch scoring:
+    no limit on users, k or history lengths."""
     try:
         k = int(params.get("k", 10))
     except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"k must be an integer, got {params.get('k')!r}") from None
-    if not 1 <= k <= MAX_K:
+    if k < 1 or (max_users is not None and k > MAX_K):
         raise BadRequest(f"k must be between 1 and {MAX_K}, got {k}")
     filter_seen = params.get("filter_seen", True)
     if isinstance(filter_seen, str):  # in-process callers may pass "false"

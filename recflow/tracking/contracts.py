@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
 from recflow.data.preprocess import Prepared
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.evaluation.names import metric_key
 from recflow.failpoints import failpoint
 from recflow.model.blend import EaseHalf
@@ -159,7 +159,7 @@ def load_served(model_uri: str) -> tuple[Recommender, EaseHalf | None]:
         served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
         model = served.model
     except Exception as e:  # a missing or foreign model: all mean the same here
-        raise UserError(f"cannot load {model_uri} to re-score it: {str(e).splitlines()[0]}") from e
+        raise UserError(f"cannot load {model_uri} to re-score it: {first_line(e)}") from e
     return model, getattr(served, "ease", None)
 
 

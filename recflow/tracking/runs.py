@@ -30,7 +30,7 @@ from recflow.constants import (
     TAG_PROCESS,
     TAG_STEP,
 )
-from recflow.errors import UserError
+from recflow.errors import UserError, first_line
 from recflow.processes import gone, process_tag
 from recflow.tracking.cache import code_version
 
@@ -180,7 +180,7 @@ def download(run_id: str, artifact_path: str, dst: Path) -> Path:
     except MlflowException as e:
         raise UserError(
             f"cannot download {artifact_path!r} of run {run_id} from "
-            f"{MlflowClient().get_run(run_id).info.artifact_uri}: {str(e).splitlines()[0]}"
+            f"{MlflowClient().get_run(run_id).info.artifact_uri}: {first_line(e)}"
         ) from e
     return Path(path)
 
