@@ -27,6 +27,9 @@ from recflow.tracking.store import prepare_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Seeds are NumPy's legacy seeds (rankfm draws from the global RNG), which must fit in 32 bits.
+SEED = click.IntRange(0, 2**32 - 1)
+
 
 def default(entry_point: str, name: str) -> str:
     """MLproject's default of ``name`` for ``entry_point``: the one place defaults are declared."""

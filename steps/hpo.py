@@ -17,7 +17,7 @@ from recflow.hpo import budget, fidelity, sampling, space, tune
 from recflow.hpo.objective import MAX_PATIENCE, PATIENCE, auto_patience, parse_patience
 from recflow.hpo.storage import default_study_name, open_storage
 from recflow.tracking.contracts import load_prepared, log_splits
-from steps.common import data_dir, options, step
+from steps.common import SEED, data_dir, options, step
 
 option = options("hpo")
 
@@ -54,7 +54,7 @@ option = options("hpo")
 @option("patience", help="A trial stops after this many epochs without a better validation score "
               f"(0 = train every trial to its epochs); 'auto': {PATIENCE}, up to {MAX_PATIENCE} "
               "on small data, where epochs are cheap.")  # fmt: skip
-@option("seed", type=int)
+@option("seed", type=SEED)
 def main(
     preprocess_run_id: str, n_trials: str, timeout: int, metric: str, search_space: str,
     pruner: str, storage: str, study_name: str, n_jobs: int, sample_users: str, eval_users: str,

@@ -7,10 +7,12 @@ import mlflow
 
 from recflow import constants as C
 from recflow.data import preprocess
+from recflow.evaluation.names import metric_key
 from recflow.hpo import budget, fidelity
+from recflow.tracking.contracts import check_registry_names
 from recflow.tracking.pipeline import Plan, outcome, run_pipeline, summary
 from recflow.tracking.runs import end_orphans
-from steps.common import data_dir, options, step
+from steps.common import SEED, data_dir, options, step
 
 option = options("main")
 
@@ -43,7 +45,7 @@ option = options("main")
 @option("ensemble", help="Models train_best averages (see train_best --help).")  # fmt: skip
 @option("blend", type=click.Choice(["auto", "none"]), help="Serve the blend with EASE where it fits (see train_best --help).")  # fmt: skip
 @option("metric")
-@option("seed", type=int)
+@option("seed", type=SEED)
 @option("model_name")
 @option("force", type=click.Choice(["true", "false"]))
 def main(
@@ -60,6 +62,8 @@ def main(
         preprocess.check_split(split, test_size, valid_size)
         fidelity.parse_count("ensemble", ensemble, ("auto",), minimum=1)
         budget.parse_trials(n_trials)
+        metric_key(metric)
+        check_registry_names(model_name)
         # For a file of one's own, its content's digest keys the step cache.
         plan = Plan.of(click.get_current_context().params).keyed_on_content(data_dir())
         # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.

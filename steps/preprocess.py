@@ -13,7 +13,7 @@ from recflow import constants as C
 from recflow.data import datasets, interactions, preprocess
 from recflow.tracking.contracts import PREPARED_FILES, link_upstream, log_prepared, log_splits
 from recflow.tracking.runs import download
-from steps.common import options, step
+from steps.common import SEED, options, step
 
 option = options("preprocess")
 
@@ -32,7 +32,7 @@ option = options("preprocess")
 @option("split", type=click.Choice(preprocess.SPLITS))
 @option("test_size", type=float)
 @option("valid_size", type=float)
-@option("seed", type=int)
+@option("seed", type=SEED)
 def main(
     raw_run_id: str, min_rating: float, min_user_interactions: int, min_item_interactions: int,
     split: str, test_size: float, valid_size: float, seed: int,

@@ -9,7 +9,12 @@ from mlflow.tracking import MlflowClient
 from recflow import constants as C
 from recflow.errors import UserError
 from recflow.failpoints import failpoint
-from recflow.tracking.contracts import alias_holder, lineage, register_version
+from recflow.tracking.contracts import (
+    alias_holder,
+    check_registry_names,
+    lineage,
+    register_version,
+)
 from recflow.tracking.promotion import COMPARABLE, LINEAGE, METRIC_TAG, Model, Policy, decide, rule
 from recflow.tracking.rescoring import compare, log_comparison
 from steps.common import options, step
@@ -44,6 +49,7 @@ def main(
     force_promote: str,
 ) -> None:  # fmt: skip
     with step("register") as s:
+        check_registry_names(model_name, alias)
         train = s.upstream("train_run_id", train_run_id)
         policy = Policy(alias, metric, min_improvement, force=force_promote == "true")
         if policy.key not in train.data.metrics:

@@ -44,7 +44,7 @@ from recflow.tracking.contracts import (
     tuned_curve,
     tuned_metric,
 )
-from steps.common import options, step
+from steps.common import SEED, options, step
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ option = options("train_best")
               "the blend of the model's and EASE's scores, EASE at the grid's λ under the one "
               "chosen alone, its share chosen on validation (share 0 serves the model alone); "
               "none: the model alone.")  # fmt: skip
-@option("seed", type=int)
+@option("seed", type=SEED)
 def main(
     preprocess_run_id: str, hpo_run_id: str, threads: int, ensemble: str, blend: str, seed: int
 ) -> None:

@@ -119,6 +119,9 @@ def test_main_passes_the_hpo_budget_and_fidelity_through(
         (["--n_trials", "0"], "n_trials must be 'auto' or a positive integer, got '0'"),
         (["--split", "leave-one-out"], "unknown split 'leave-one-out'"),
         (["--test_size", "0.8", "--valid_size", "0.3"], "must each be in (0, 1) and sum to less"),
+        (["--metric", "auc@10"], "unknown metric 'auc@10'"),
+        (["--model_name", "team/recs"], "model_name='team/recs' is refused by the model registry"),
+        (["--ensemble", "nan"], "ensemble must be 'auto' or a positive integer, got 'nan'"),
     ],
 )
 def test_main_refuses_bad_values_before_any_step(

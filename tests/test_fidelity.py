@@ -30,7 +30,7 @@ def test_parse_users_accepts(text: str, value: str | int) -> None:
     assert parse_users("sample_users", text) == value
 
 
-@pytest.mark.parametrize("text", ["0", "-3", "2.5", "many", ""])
+@pytest.mark.parametrize("text", ["0", "-3", "2.5", "many", "", "nan", "inf", "1e400"])
 def test_parse_users_refuses_with_the_parameter_named(text: str) -> None:
     with pytest.raises(UserError, match="^eval_users must be 'auto', 'all' or a positive integer"):
         parse_users("eval_users", text)

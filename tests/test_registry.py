@@ -82,6 +82,29 @@ def test_version_carries_lineage(trained: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--alias", "v1"],
+            "alias='v1' is refused by the model registry: Version alias name 'v1' is reserved",
+        ),
+        (["--alias", "Latest"], "alias='Latest' is refused"),
+        (["--alias", ""], "alias='' is refused"),
+        (["--alias", "best model!"], "alias='best model!' is refused"),
+        (["--model_name", "a/b"], "model_name='a/b' is refused"),
+        (["--model_name", " "], "model_name=' ' is refused"),
+    ],
+)
+def test_a_name_the_registry_refuses_fails_before_a_version_is_registered(
+    trained: dict[str, str], args: list[str], message: str
+) -> None:
+    """Regression: the registry checks an alias only when it is set, so a bad one used to leave
+    a version behind that no alias pointed to, one more at every retry."""
+    fails("register", ["--train_run_id", trained["train"], "--model_name", "m", *args], message)
+    assert mlflow.MlflowClient().search_model_versions("name = 'm'") == []
+
+
+@pytest.mark.parametrize(
     ("tag", "value", "message"),
     [
         ("dataset", "ml-1m", "'dataset': 'ml-1m'"),

@@ -26,7 +26,7 @@ from recflow.testing.archives import ml100k_files, write_zip
 from recflow.tracking.contracts import PREPARED_FILES, load_best_params, load_served
 from recflow.tracking.runs import get_step_run, is_generated_name
 from steps import hpo
-from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, sha256
+from tests.helpers import COMMANDS, PROJECT, fails, invoke, ok, runs_of, sha256
 
 
 def test_every_mlproject_parameter_reaches_its_click_option() -> None:
@@ -306,6 +306,18 @@ def test_hpo_rejects_bad_input(raw_id: str, prep_id: str, tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.parametrize("step", ["preprocess", "hpo", "train_best", "main"])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_refused_before_the_step_runs(
+    tracking: str, step: str, seed: str
+) -> None:
+    before = len(runs_of(step))
+    result = invoke(COMMANDS[step], ["--seed", seed])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--seed'" in result.output and "0<=x<=4294967295" in result.output
+    assert len(runs_of(step)) == before
+
+
 def test_hpo_train_register_chain(prep_id: str) -> None:
     hpo_id = ok("hpo", ["--preprocess_run_id", prep_id, "--n_trials", "3"])
     hpo_run = mlflow.get_run(hpo_id)
@@ -404,6 +416,8 @@ def test_hpo_rejects_bad_user_counts_before_any_trial(prep_id: str) -> None:
         (["--n_trials", "0"], "n_trials must be 'auto' or a positive integer, got '0'"),
         (["--n_trials", "2.5"], "n_trials must be 'auto' or a positive integer"),
         (["--n_trials", "many"], "n_trials must be 'auto' or a positive integer"),
+        (["--n_trials", "nan"], "n_trials must be 'auto' or a positive integer, got 'nan'"),
+        (["--patience", "inf"], "patience must be 'auto' or a non-negative integer, got 'inf'"),
     ):
         run = fails("hpo", common + args, message)
         trials = mlflow.search_runs(

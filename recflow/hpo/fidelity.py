@@ -8,6 +8,7 @@ a minute; ``train_best`` always trains on everything and tests on the whole test
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,7 +38,7 @@ def parse_count(name: str, value: str, words: tuple[str, ...], minimum: int) -> 
         number = float(text)
     except ValueError:
         number = minimum - 1.0
-    if number != int(number) or number < minimum:
+    if not math.isfinite(number) or number != int(number) or number < minimum:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
         allowed = ", ".join(f"'{w}'" for w in words)
         raise UserError(f"{name} must be {allowed} or {kind}, got {value!r}")

@@ -94,7 +94,7 @@ def _numpy_global_seed(seed: int) -> Iterator[None]:
     # rankfm draws its initial weights and per-epoch shuffles from NumPy's global RNG and offers
     # no seed argument; seed it for the fit only and restore the caller's state afterwards.
     state = np.random.get_state()
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # an ensemble's seed + i may pass the top of the range
     try:
         yield
     finally:

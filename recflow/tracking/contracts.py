@@ -183,6 +183,32 @@ def lineage(train: Run) -> dict[str, str]:
     }
 
 
+def check_registry_names(model_name: str, alias: str | None = None) -> None:
+    """A one-line ``UserError`` for a model name or alias the registry would refuse, by MLflow's
+    own rules, so that it fails before anything is trained or registered (the registry itself
+    refuses an alias only after the version it names exists)."""
+    # Private, but they are the rules the registry applies; mlflow is pinned (pyproject.toml).
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
+
+    checks = [("model_name", model_name, [_validate_model_name])]
+    if alias is not None:
+        checks.append(
+            ("alias", alias, [_validate_model_alias_name, _validate_model_alias_name_reserved])
+        )
+    for param, value, validators in checks:
+        try:
+            for validate in validators:
+                validate(value)
+        except MlflowException as e:
+            raise UserError(
+                f"{param}={value!r} is refused by the model registry: {e.message}"
+            ) from e
+
+
 def register_version(train: Run, name: str, figures: Model) -> ModelVersion:
     """Register a train_best run's model under ``name`` with its lineage and test metrics as
     tags (read back by :func:`alias_holder`) and a one-line description."""
