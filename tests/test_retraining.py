@@ -135,3 +135,23 @@ def test_string_ids_score_as_their_integer_originals(checkerboard_model) -> None
     assert strings.folded_users == ints.folded_users == 1
     # The folded user's seed is a hash of "u999", not 999: the same ranking up to that draw.
     assert strings.metrics["hit_rate_at_10"] == pytest.approx(ints.metrics["hit_rate_at_10"])
+
+
+def test_an_integer_model_scores_on_grown_data_whose_ids_became_text(checkerboard_model) -> None:
+    """Regression: grown data that gained an item "X5" reads every item ID as text, and the
+    merge of its test set with the integer IDs the holder trained on raised a pandas error."""
+    served, train = checkerboard_model
+    _, held = checkerboard_data()
+    ints = retraining.score(served.model, retraining.common_test(train, held, train.iloc[:0]), 10)
+    text = train.assign(item_id=train.item_id.astype(str))
+    grown = pd.concat([text, frame([(0, "X5")])], ignore_index=True)
+    as_text = held.assign(item_id=held.item_id.astype(str))
+    common = retraining.common_test(grown, as_text, train)  # integers against text
+    assert common.n_left_out == 0 and len(common.test) == len(held)
+    scored = retraining.score(served.model, common, 10)
+    assert scored.metrics == pytest.approx(ints.metrics)
+    assert served.model.item_positions(np.array(["X5", "3", 3], dtype=object)).tolist() == [
+        -1, *served.model.item_positions([3, 3]).tolist()
+    ]  # fmt: skip
+    leaked = retraining.common_test(grown, as_text, held.iloc[:5])  # integers it trained on
+    assert leaked.n_left_out == 5 and len(leaked.test) == len(held) - 5

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_string_dtype
 
 from recflow.constants import ITEM_COL, TIMESTAMP_COL, USER_COL
 from recflow.errors import UserError
@@ -45,9 +46,13 @@ class CommonTest:
 def common_test(seen: pd.DataFrame, test: pd.DataFrame, trained_on: pd.DataFrame) -> CommonTest:
     """The newer model's ``test`` set without the (user, item) pairs in ``trained_on`` (what
     the older model trained on); ``seen`` is what the newer model trained on."""
-    keys = trained_on[[USER_COL, ITEM_COL]].drop_duplicates()
+    keys, pairs = trained_on[[USER_COL, ITEM_COL]].drop_duplicates(), test[[USER_COL, ITEM_COL]]
+    for col in (USER_COL, ITEM_COL):
+        # Grown data whose new IDs turned a column of integers into text: 42 is "42".
+        if is_string_dtype(keys[col]) != is_string_dtype(pairs[col]):
+            keys, pairs = keys.astype({col: str}), pairs.astype({col: str})
     # A left merge on unique keys keeps ``test``'s rows in order, one each; exact, any ID kind.
-    found = test[[USER_COL, ITEM_COL]].merge(keys, how="left", indicator=True)["_merge"]
+    found = pairs.merge(keys.drop_duplicates(), how="left", indicator=True)["_merge"]
     leaked = (found == "both").to_numpy()
     if leaked.all():
         raise UserError(

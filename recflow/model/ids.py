@@ -6,8 +6,8 @@ keeps (``id_array``: int64 when every ID is an integer, else NumPy unicode strin
 
 IDs keep the kind the data gave them: a model trained on integers answers with integers, one
 trained on strings with strings. A string model looks any ID up by its text (42 is looked up as
-"42", not "0042"); an integer model looks IDs up as integers (the text "42" finds 42, as NumPy
-converts it).
+"42", not "0042"); an integer model looks IDs up as integers (the text "42" finds 42, and text
+that is no integer, such as "X5", finds nothing).
 """
 
 from __future__ import annotations
@@ -57,7 +57,16 @@ class IdIndex:
     def positions(self, values: object) -> np.ndarray:
         """Positions of ``values`` (any array-like of IDs)."""
         if not self.strings:
-            return self._index.get_indexer(np.asarray(values, dtype=np.int64))
+            keys = np.asarray(values)
+            if keys.dtype.kind in "iufb":
+                return self._index.get_indexer(keys.astype(np.int64))
+            # Text (e.g. grown data whose new IDs made the column strings): an integer's text
+            # finds it, and text that is no integer ("X5") is an ID this model never had.
+            numbers = pd.to_numeric(pd.Series(keys.ravel(), dtype=object), errors="coerce")
+            whole = (numbers.notna() & (numbers % 1 == 0)).to_numpy()
+            found = np.full(keys.size, -1, np.intp)
+            found[whole] = self._index.get_indexer(numbers[whole].to_numpy(np.int64))
+            return found
         keys = np.asarray(values)
         if keys.dtype.kind != "U":
             keys = keys.astype(str)
