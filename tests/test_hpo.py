@@ -283,6 +283,20 @@ def test_study_with_other_metric_is_refused_untouched(prep_id: str, tmp_path: Pa
     assert journal.read_bytes() == before
 
 
+def test_a_named_study_on_other_data_is_refused_untouched(
+    raw_id: str, prep_id: str, tmp_path: Path
+) -> None:
+    """Regression: a study name reused on a new preprocess run (the data grew, or was split
+    again) continued the old study, and the hpo run reported the old data's best trial."""
+    journal = tmp_path / "j.log"
+    named = ["--storage", str(journal), "--study_name", "nightly", "--n_trials", "2"]
+    ok("hpo", ["--preprocess_run_id", prep_id, *named])
+    before = journal.read_bytes()
+    other = ok("preprocess", ["--raw_run_id", raw_id, "--seed", "7"])
+    fails("hpo", ["--preprocess_run_id", other, *named], "'nightly' was created with data")
+    assert journal.read_bytes() == before
+
+
 def test_unreachable_storage_is_refused(prep_id: str) -> None:
     url = "sqlite:////nonexistent-dir/optuna.db"
     fails("hpo", ["--preprocess_run_id", prep_id, "--storage", url], "cannot open optuna storage")

@@ -13,6 +13,7 @@ BEST_EPOCH = "best_epoch"  # the epoch the trial scored best at (its value's epo
 STUDY_METRIC = "metric"
 STUDY_SPACE = "search_space"
 STUDY_FIDELITY = "fidelity"  # users trained and validated on (fidelity.Fidelity.label)
+STUDY_DATA = "data"  # digests of the trials' training and validation interactions
 
 # Tags of a trial's MLflow run.
 TRIAL_NUMBER_TAG = "optuna.trial_number"

@@ -192,9 +192,12 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
     fidelity: str = "",
+    data: str = "",
 ) -> optuna.Study:
-    """Create the study or continue it, refusing one made for another metric, search space or
-    fidelity (users tuned and validated on)."""
+    """Create the study or continue it, refusing one made for another metric, search space,
+    fidelity (users tuned and validated on) or data (``data``: a digest of the interactions the
+    trials train and validate on; a study named by the user can meet new data, e.g. after the
+    data grew, and its trials' scores would not be comparable)."""
     try:
         # Load first: checking an existing study must not write to its storage.
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -207,7 +210,7 @@ def open_study(
         raise UserError(f"study {name!r} minimises; ours maximise {metric}: use another study_name")
     required = {
         attrs.STUDY_METRIC: metric, attrs.STUDY_SPACE: space_digest(space),
-        attrs.STUDY_FIDELITY: fidelity,
+        attrs.STUDY_FIDELITY: fidelity, attrs.STUDY_DATA: data,
     }  # fmt: skip
     for key, value in required.items():
         stored = study.user_attrs.get(key)

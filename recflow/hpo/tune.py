@@ -31,7 +31,7 @@ from recflow.hpo.space import Dimension, configuration, max_epochs, warm_starts
 from recflow.hpo.storage import open_study
 from recflow.hpo.workers import count, run_worker
 from recflow.model.recommender import FMParams
-from recflow.tracking.contracts import link_upstream, log_best_params
+from recflow.tracking.contracts import content_digest, link_upstream, log_best_params
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def tune(
         TrialSeededTPE(search.seed),
         make_pruner(search.pruner, max_epochs(search.space)),
         search.fidelity.label,
+        "-".join(content_digest(split) for split in (data.train, data.valid)),
     )  # fmt: skip
     # Skipped when any trial (another worker's included) already has these values.
     for values in warm_starts(search.space):
