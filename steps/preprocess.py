@@ -26,7 +26,7 @@ option = options("preprocess")
     "(n_repeats_dropped: repeated rows of a user and item)."
 )
 @option("raw_run_id", help="Run ID of a finished download run (default: the latest).")  # fmt: skip
-@option("min_rating", type=float, help="Keep ratings >= this (0 keeps all).")  # fmt: skip
+@option("min_rating", type=float, help="Keep ratings >= this (0 keeps all but negative ones; -inf keeps those too).")  # fmt: skip
 @option("min_user_interactions", type=click.IntRange(min=1))
 @option("min_item_interactions", type=click.IntRange(min=1))
 @option("split", type=click.Choice(preprocess.SPLITS))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -50,6 +52,8 @@ def main(
 ) -> None:  # fmt: skip
     with step("register") as s:
         check_registry_names(model_name, alias)
+        if not math.isfinite(min_improvement):  # FloatRange lets nan and inf through
+            raise UserError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
         train = s.upstream("train_run_id", train_run_id)
         policy = Policy(alias, metric, min_improvement, force=force_promote == "true")
         if policy.key not in train.data.metrics:

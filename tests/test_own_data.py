@@ -92,6 +92,17 @@ def test_every_format_reads_the_same_interactions(tmp_path: Path, name: str) -> 
     assert (items[C.TITLE_COL] == items[C.ITEM_COL]).all() and (items[C.GENRES_COL] == "").all()
 
 
+def test_unsigned_ids_past_int64_are_text(tmp_path: Path) -> None:
+    """Regression: 64-bit hashes as uint64 Parquet IDs above 2**63 - 1 raised ArrowInvalid."""
+    big = [2**64 - 1, 2**63, 5]
+    df = pd.DataFrame(
+        {"user_id": np.array(big, np.uint64), "item_id": np.array([1, 2, 3], np.uint64)}
+    )
+    ratings, _ = read(write(df, tmp_path / "hashes.parquet"))
+    assert ratings[C.USER_COL].tolist() == [str(i) for i in big]
+    assert ratings[C.ITEM_COL].dtype == np.int64
+
+
 def test_ids_keep_the_type_the_data_gives_them(tmp_path: Path) -> None:
     df = pd.DataFrame({
         "user_id": [1, 2, -3, 40], "item_id": ["00042", "42", "7", "SKU-1"],
@@ -357,6 +368,19 @@ BAD = {
     "not a table": (
         lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), [],
         "e.csv is neither a CSV/TSV file (a header line, then one row per line) nor Parquet",
+    ),
+    "time past int64": (
+        _csv("user_id,item_id,timestamp\na,x,1700000000\nb,y,1e30\n"), [],
+        "column 'timestamp' must hold a time on every row, as epoch seconds or ISO 8601; "
+        "data row 2 holds",
+    ),
+    "not UTF-8": (
+        lambda p: p.write_bytes("user_id,item_id\na,café\n".encode("latin-1")), [],
+        "e.csv is not UTF-8 text (line 2 holds the byte b'\\xe9'); save it as UTF-8",
+    ),
+    "user and item the same column": (
+        _csv("user_id,item_id\na,x\n"), ["--item_col", "user_id"],
+        "user_col and item_col both name column 'user_id'; each needs its own",
     ),
     "items match nothing": (
         _csv("user_id,item_id\na,SKU-1\nb,SKU-2\n"), ["--items_url", "ITEMS"],

@@ -56,6 +56,14 @@ def test_to_implicit_zero_keeps_everything(ratings: pd.DataFrame) -> None:
     assert len(P.to_implicit(ratings, 0)) == len(ratings)
 
 
+def test_negative_strengths_are_kept_only_from_minus_infinity() -> None:
+    dislikes = pd.DataFrame(
+        {"user_id": [1, 1, 2], "item_id": [1, 2, 1], "rating": [-1.0, 0.0, 2.0], "timestamp": 0}
+    )
+    assert len(P.to_implicit(dislikes, 0)) == 2
+    assert len(P.to_implicit(dislikes, float("-inf"))) == 3
+
+
 def test_to_implicit_keeps_the_latest_of_duplicate_pairs() -> None:
     df = pd.DataFrame(
         [

@@ -93,9 +93,11 @@ def test_version_carries_lineage(trained: dict[str, str]) -> None:
         (["--alias", "best model!"], "alias='best model!' is refused"),
         (["--model_name", "a/b"], "model_name='a/b' is refused"),
         (["--model_name", " "], "model_name=' ' is refused"),
+        (["--min_improvement", "nan"], "min_improvement must be a finite number >= 0, got nan"),
+        (["--min_improvement", "inf"], "min_improvement must be a finite number >= 0, got inf"),
     ],
 )
-def test_a_name_the_registry_refuses_fails_before_a_version_is_registered(
+def test_a_bad_name_or_margin_fails_before_a_version_is_registered(
     trained: dict[str, str], args: list[str], message: str
 ) -> None:
     """Regression: the registry checks an alias only when it is set, so a bad one used to leave

@@ -63,6 +63,11 @@ def read_all(
 def read_interactions(path: Path, cols: Columns, name: str) -> pd.DataFrame:
     """The interactions in ``path`` (``name``: how to call it in messages) as user_id, item_id,
     rating (float32) and, when the file has the time column, timestamp (int64 epoch seconds)."""
+    named = {"user_col": cols.user, "item_col": cols.item, "rating_col": cols.rating,
+             "time_col": cols.time}  # fmt: skip
+    for i, (param, col) in enumerate(named.items()):
+        if other := next((p for p, c in list(named.items())[:i] if c == col), None):
+            raise UserError(f"{other} and {param} both name column {col!r}; each needs its own")
     wanted = {cols.user: pa.string(), cols.item: pa.string(), cols.rating: None, cols.time: None}
     table = read_table(path, name, wanted, required=[cols.user, cols.item])
     out = {
@@ -153,7 +158,10 @@ def _ids(table: Table, col: str, name: str, typed: bool) -> pd.Series:
         values = values.cast(values.type.value_type)
     if pa.types.is_integer(values.type):
         _no_missing(values.is_null(), col, name)
-        return values.cast(pa.int64()).to_pandas()
+        try:
+            return values.cast(pa.int64()).to_pandas()
+        except pa.ArrowInvalid:  # unsigned 64-bit IDs past int64 (e.g. hashes): kept as text
+            return values.cast(pa.string()).to_pandas().astype("str")
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         if not pa.types.is_null(values.type):
             raise UserError(f"{name}: column {col!r} is {values.type}; IDs are integers or text")
@@ -209,6 +217,8 @@ def _times(values: pa.ChunkedArray, col: str, name: str) -> np.ndarray:
             since = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
             seconds = since.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(seconds)
+    with np.errstate(invalid="ignore"):
+        bad |= np.abs(seconds) >= 2.0**63  # past int64 epoch seconds: not a time
     _refuse(values, bad, f"{name}: column {col!r} must hold a time on every row, as epoch "
             "seconds or ISO 8601")  # fmt: skip
     return np.floor(seconds).astype(np.int64)

@@ -122,7 +122,8 @@ class Splits:
 
 
 def to_implicit(ratings: pd.DataFrame, min_rating: float) -> pd.DataFrame:
-    """One row per (user, item), the latest rating, kept if it is >= ``min_rating`` (0 keeps all).
+    """One row per (user, item), the latest rating, kept if it is >= ``min_rating`` (0 keeps all
+    but negative ones, -inf all).
 
     De-duplicating first means a later low rating overrides an earlier high one. Rows come out
     ordered by user, timestamp and item.

@@ -126,7 +126,13 @@ def _sniff(head: bytes, name: str) -> tuple[str, list[str]]:
     """The delimiter and column names of a CSV or TSV file from its first bytes."""
     try:
         text = codecs.getincrementaldecoder("utf-8-sig")().decode(head)
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if b"\x00" not in head and b"\n" in head:  # lines of text, in another encoding
+            line = head[: e.start].count(b"\n") + 1
+            raise UserError(
+                f"{name} is not UTF-8 text (line {line} holds the byte "
+                f"{head[e.start : e.start + 1]!r}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+            ) from None
         text = ""
     first = text.split("\n", 1)[0].rstrip("\r")
     if "\x00" in text or not first.strip() or first.lstrip()[:1] in ("<", "{", "["):
