@@ -7,12 +7,14 @@ import mlflow
 
 from recflow import constants as C
 from recflow.data import preprocess
+from recflow.errors import UserError
 from recflow.evaluation.names import metric_key
 from recflow.hpo import budget, fidelity
-from recflow.tracking.contracts import check_registry_names
+from recflow.tracking.contracts import alias_holder, check_registry_names
 from recflow.tracking.pipeline import Plan, outcome, run_pipeline, summary
+from recflow.tracking.promotion import METRIC_TAG, Model, Policy, incomparable
 from recflow.tracking.runs import end_orphans
-from steps.common import SEED, data_dir, options, step
+from steps.common import SEED, data_dir, default, options, step
 
 option = options("main")
 
@@ -64,6 +66,7 @@ def main(
         budget.parse_trials(n_trials)
         metric_key(metric)
         check_registry_names(model_name)
+        check_holder(model_name, dataset, item_col, metric)
         # For a file of one's own, its content's digest keys the step cache.
         plan = Plan.of(click.get_current_context().params).keyed_on_content(data_dir())
         # Runs of an earlier attempt whose process was killed would otherwise stay RUNNING.
@@ -75,6 +78,21 @@ def main(
         mlflow.set_tags(tags)
         for line in summary(done, model_name, metrics, tags, s.run.info.experiment_id, metric):
             click.echo(line)
+
+
+def check_holder(model_name: str, dataset: str, item_col: str, metric: str) -> None:
+    """Fail before any step when register would refuse to compare this run's model with the
+    version holding its alias (another dataset, item column or metric): after the training."""
+    alias = default("register", "alias")
+    holder = alias_holder(model_name, alias)
+    ours = Model({"dataset": dataset, "item_col": item_col, METRIC_TAG: metric}, {})
+    if holder is not None and (why := incomparable(ours, holder, Policy(alias, metric))):
+        reason, setting = why
+        ways = [f"-P {setting.rstrip(', ')}"] if setting else []
+        raise UserError(
+            f"{reason}, so register would refuse this model after training it: pass "
+            f"{' or '.join([*ways, '-P model_name=<another name>'])}"
+        )
 
 
 if __name__ == "__main__":

@@ -68,6 +68,27 @@ def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) 
     )
 
 
+def test_main_refuses_a_model_name_register_could_not_compare_before_any_step(
+    trained: dict[str, str],
+) -> None:
+    """Regression: a main on other data or another metric under a model name already in use
+    trained everything and failed only at register."""
+    ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
+    downloads = len(runs_of("download"))
+    fails(
+        "main", ["--model_name", "m", "--metric", "recall@10"],
+        "was registered on ndcg@10, this model on recall@10: their figures are not comparable, "
+        "so register would refuse this model after training it: pass -P metric=ndcg@10 or "
+        "-P model_name=<another name>",
+    )  # fmt: skip
+    fails(
+        "main", ["--model_name", "m", "--dataset", "interactions", "--item_col", "sku"],
+        "was trained on {'dataset': 'ml-100k', 'item_col': 'item_id'}, this model on "
+        "{'dataset': 'interactions', 'item_col': 'sku'}",
+    )  # fmt: skip
+    assert len(runs_of("download")) == downloads
+
+
 def test_version_carries_lineage(trained: dict[str, str]) -> None:
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
     version = mlflow.MlflowClient().get_model_version_by_alias("m", "champion")

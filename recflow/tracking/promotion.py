@@ -82,24 +82,33 @@ def comparable(candidate: Model, holder: Model) -> bool:
     return all(candidate.tags.get(k) == holder.tags.get(k) for k in COMPARABLE)
 
 
-def rule(candidate: Model, holder: Model, policy: Policy) -> str:
-    """How the two models compare: ``SAME_TEST_SET`` or ``COMMON_TEST_SET``; a one-line
-    UserError when they cannot (another metric, dataset or item column)."""
+def incomparable(candidate: Model, holder: Model, policy: Policy) -> tuple[str, str] | None:
+    """Why the two models' figures cannot be compared (another metric, dataset or item column),
+    and the setting that would make them comparable; None when they can be."""
     holder_is = f"@{policy.alias} (version {holder.version})"
     judged = holder.tags.get(METRIC_TAG)
     if judged and metric_key(judged) != metric_key(policy.metric):
-        raise UserError(
+        return (
             f"{holder_is} was registered on {judged}, this model on {policy.metric}: their "
-            f"figures are not comparable. Use metric={judged}, another model_name, or "
-            "force_promote=true to replace it anyway"
-        )
+            "figures are not comparable", f"metric={judged}, "
+        )  # fmt: skip
     theirs = {k: holder.tags.get(k, v) for k, v in LINEAGE.items()}
     ours = {k: candidate.tags.get(k, v) for k, v in LINEAGE.items()}
     if ours != theirs:
-        raise UserError(
+        return (
             f"{holder_is} was trained on {theirs}, this model on {ours}: their "
-            f"{policy.metric} are not comparable. Use another model_name, or force_promote=true "
-            "to replace it anyway"
+            f"{policy.metric} are not comparable", ""
+        )  # fmt: skip
+    return None
+
+
+def rule(candidate: Model, holder: Model, policy: Policy) -> str:
+    """How the two models compare: ``SAME_TEST_SET`` or ``COMMON_TEST_SET``; a one-line
+    UserError when they cannot (``incomparable``)."""
+    if why := incomparable(candidate, holder, policy):
+        reason, setting = why
+        raise UserError(
+            f"{reason}. Use {setting}another model_name, or force_promote=true to replace it anyway"
         )
     return SAME_TEST_SET if comparable(candidate, holder) else COMMON_TEST_SET
 
