@@ -87,7 +87,7 @@ def test_main_with_force_reruns_every_step(
 
     monkeypatch.setattr(pipeline, "find_reusable_run", cache)
     monkeypatch.setattr(pipeline.mlflow, "run", submit)
-    result = invoke(main.main, ["--model_name", "m", "--force", "true"])
+    result = invoke(main.main, ["--dataset", "ml-100k", "--model_name", "m", "--force", "true"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     forced = step_lines(result.output)
     assert [state for state, _ in forced.values()] == ["ran"] * 5
@@ -96,7 +96,7 @@ def test_main_with_force_reruns_every_step(
     monkeypatch.setattr(
         pipeline, "find_reusable_run", lambda e, step, p, v: mlflow.get_run(ids[step])
     )
-    result = invoke(main.main, ["--model_name", "m"])
+    result = invoke(main.main, ["--dataset", "ml-100k", "--model_name", "m"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert [state for state, _ in step_lines(result.output).values()] == ["reused"] * 5
 
