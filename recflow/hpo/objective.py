@@ -37,7 +37,7 @@ PATIENCE = 3
 # "auto" waits longer while waiting is cheap: about PATIENCE_ROWS training rows' worth of epochs,
 # at least PATIENCE and at most MAX_PATIENCE. On small data the validation curve is flat and noisy
 # after its rise (ML-100K per-user 75/25, three split seeds: patience 3 stopped the best region at
-# 18-27 epochs, test NDCG@10 0.462 after retraining; 12-15 at 33-37 epochs, 0.472). From ~350,000
+# 18-27 epochs, test NDCG@10 0.462 after retraining; 12-15 at 33-37 epochs, 0.472). From ~290,000
 # training rows on (ML-1M, tuning samples of big data) it is PATIENCE.
 PATIENCE_ROWS = 1_000_000
 MAX_PATIENCE = 15
