@@ -112,6 +112,7 @@ def test_version_carries_lineage(trained: dict[str, str]) -> None:
         (["--alias", "Latest"], "alias='Latest' is refused"),
         (["--alias", ""], "alias='' is refused"),
         (["--alias", "best model!"], "alias='best model!' is refused"),
+        (["--alias", "challenger"], "alias='challenger' is where versions that lose go"),
         (["--model_name", "a/b"], "model_name='a/b' is refused"),
         (["--model_name", " "], "model_name=' ' is refused"),
         (["--min_improvement", "nan"], "min_improvement must be a finite number >= 0, got nan"),
@@ -295,6 +296,8 @@ def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Pat
     fails("recommend", ["--model_uri", "models:/m@champion", "--output", str(bad)], "must end in")
     assert not bad.exists()
     champion = ["--model_uri", "models:/m@champion"]
+    users.write_text(f"user_id\n1\n{2**63}\n")  # would wrap round to -2**63
+    fails("recommend", [*champion, "--users", str(users)], "must hold integers (of 64 bits) only")
     users.write_text("")
     fails("recommend", [*champion, "--users", str(users)], "cannot be read as CSV")
     folder = tmp_path / "a.parquet"

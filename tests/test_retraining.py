@@ -76,6 +76,29 @@ def test_test_interactions_the_older_model_trained_on_are_excluded() -> None:
     assert common.test.merge(old_train).empty
 
 
+def test_the_holder_never_ranks_what_it_trained_on_as_served() -> None:
+    """Regression: a sliding window drops old rows from the new data, and the holder, which
+    trained on them, was ranked with them in: it spent its top-10 on items the served model
+    filters out. As served, what it remembers of the dropped rows buys and costs it nothing."""
+    train, held = checkerboard_data()
+    everything = pd.concat([train, held], ignore_index=True)
+    n_users, n_items = everything.user_id.max() + 1, everything.item_id.max() + 1
+    rng = np.random.default_rng(1)
+    dropped = rng.random(len(everything)) < 0.3  # the rows the window let go
+    kept = everything[~dropped]
+    label = rng.random(len(kept)) < 0.8
+    new_seen, new_test = kept[label], kept[~label]
+    old_train = everything[dropped]  # all it trained on is gone from the new data
+    champion = memorizer(old_train, n_users, n_items, memory=1.0)
+    order_only = memorizer(old_train, n_users, n_items, memory=0.0)
+    common = retraining.common_test(new_seen, new_test, old_train)
+    assert common.n_left_out == 0
+    blind = retraining.score(champion, common, 10).metrics["ndcg_at_10"]
+    served = retraining.score(champion, common, 10, trained_on=old_train).metrics
+    assert served == retraining.score(order_only, common, 10, trained_on=old_train).metrics
+    assert served["ndcg_at_10"] > blind + 0.1
+
+
 def test_unknown_users_are_folded_in_as_the_served_model_folds_a_history(
     checkerboard_model,
 ) -> None:

@@ -7,7 +7,9 @@ metrics on it, computed by ``accuracy.Holdout`` as train_best computes its own.
 
 A fresh random split of grown data puts into the new test set interactions the older model
 trained on; scored on those, it would be rewarded for remembering them. They are left out of
-the test set and, since both models know them as the user's, out of both models' rankings.
+the test set and, since both models know them as the user's, out of both models' rankings. The
+older model's rankings also leave out the rest of what it trained on, as it does when served:
+rows the newer data no longer holds (a sliding window) would otherwise fill its top-k.
 
 A model scores the users it knows as usual. A user it does not know is folded in from their
 interactions in the newer train+valid, as the served model folds a request's ``history`` in
@@ -102,10 +104,14 @@ class Scored:
     folded_users: int
 
 
-def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None = None) -> Scored:
+def score(
+    model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None = None,
+    trained_on: pd.DataFrame | None = None,
+) -> Scored:  # fmt: skip
     """``model``'s metrics at ``k`` on ``common``, as it is served (blended with ``ease``'s
     half when it has one): known users scored as usual, unknown ones folded in from their
-    history, unknown items never recommended (but still relevant)."""
+    history, unknown items never recommended (but still relevant), and what it ``trained_on``
+    (the holder's own training pairs, which the served model filters out) never ranked."""
     n_users, n_items = len(model.user_ids), len(model.item_ids)
     test = common.test
     # Users and items of the test set the model does not know get positions after its own.
@@ -118,7 +124,8 @@ def score(model: Recommender, common: CommonTest, k: int, ease: EaseHalf | None 
         keep = (u >= 0) & (i >= 0)
         return u[keep], i[keep]
 
-    holdout = Holdout.from_pairs(n_items + len(new_items), at(common.seen), at(test))
+    seen = common.seen if trained_on is None else pd.concat([common.seen, trained_on])
+    holdout = Holdout.from_pairs(n_items + len(new_items), at(seen), at(test))
     histories = _histories(model, common.history, new_users)
     vectors = foldin.item_vectors(model).astype(np.float64)
 

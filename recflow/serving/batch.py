@@ -58,8 +58,9 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
             raise UserError(f"{users}: '{USER_COL}' must hold IDs (strings or integers) only")
     else:
         ids = pd.to_numeric(frame[USER_COL], errors="coerce")
-        if ids.isna().any() or (ids % 1 != 0).any():
-            raise UserError(f"{users}: '{USER_COL}' must hold integers only")
+        # Past int64 an ID would wrap round to another user's (or merge with one).
+        if ids.isna().any() or (ids % 1 != 0).any() or (ids.abs() >= 2.0**63).any():
+            raise UserError(f"{users}: '{USER_COL}' must hold integers (of 64 bits) only")
     out = pd.DataFrame({USER_COL: ids if string_users else ids.astype("int64")})
     if HISTORY_COL in frame.columns:
         twice = out[USER_COL][out[USER_COL].duplicated()]

@@ -194,6 +194,8 @@ def check_registry_names(model_name: str, alias: str | None = None) -> None:
         _validate_model_name,
     )
 
+    if alias == C.CHALLENGER_ALIAS:  # where a version that is not promoted goes
+        raise UserError(f"alias={alias!r} is where versions that lose go; choose another alias")
     checks = [("model_name", model_name, [_validate_model_name])]
     if alias is not None:
         checks.append(

@@ -74,7 +74,7 @@ def compare(
     (ours, our_ease), (theirs, their_ease) = load_served(candidate_uri), load_served(holder_uri)
     scored = (
         retraining.score(ours, common, k, our_ease),
-        retraining.score(theirs, common, k, their_ease),
+        retraining.score(theirs, common, k, their_ease, trained_on),
     )
     known = retraining.overlap(theirs, data.test)
     shares = known.shares()
