@@ -13,6 +13,7 @@ import pytest
 from recflow import constants as C
 from recflow.evaluation import baselines
 from recflow.evaluation import report as R
+from recflow.model import ease
 from recflow.model.recommender import FMParams, Recommender
 from recflow.tracking import pipeline
 from tests.helpers import checkerboard_data, ok
@@ -43,6 +44,40 @@ def test_ease_weights_are_each_items_ridge_regression_on_the_others() -> None:
         assert weights[j, j] == 0
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_ease_weights_in_the_grams_own_memory_equal_a_direct_inverse(
+    order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Cholesky inverse in place, mirrored a block of rows at a time (blocks of 5 here, so
+    that 12 items span three, the last one short), equals np.linalg.inv's closed form; a Gram
+    that is not C-ordered float64 is copied, never inverted wrongly in a copy LAPACK made."""
+    monkeypatch.setattr(ease, "MIRROR_ROWS", 5)
+    rng = np.random.default_rng(4)
+    dense = (rng.random((60, 12)) < 0.3).astype(np.float64)
+    g = np.asarray(dense.T @ dense, order=order)
+    p = np.linalg.inv(g + 3.0 * np.eye(12))
+    expected = p / -np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(ease.ease_weights(g.astype(np.float32), 3.0), expected, rtol=1e-5)
+    owned = g.copy(order=order)
+    np.testing.assert_allclose(ease.ease_weights(owned, 3.0, overwrite=True), expected, rtol=1e-5)
+    assert (order == "C") == (not np.array_equal(owned, g))  # worked in place only when it can
+    with pytest.raises(ValueError, match="C-ordered float64"):
+        ease.spd_inverse(np.asfortranarray(g))
+
+
+def test_the_gram_built_in_column_blocks_is_xtx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baselines, "GRAM_BLOCK", 5)
+    rng = np.random.default_rng(5)
+    dense = (rng.random((30, 12)) < 0.3).astype(np.float32)
+    users, items = np.nonzero(dense)
+    x = baselines.interactions(users, items, 30, 12)
+    for dtype in (np.float32, np.float64):
+        g = baselines.gram(x, dtype)
+        assert g.dtype == dtype and g.flags.c_contiguous
+        np.testing.assert_array_equal(g, dense.T @ dense)
+
+
 def test_repeated_pairs_count_once() -> None:
     x = baselines.interactions(np.array([0, 0, 0]), np.array([1, 1, 2]), 1, 3)
     assert x.toarray().tolist() == [[0, 1, 1]]
@@ -50,8 +85,10 @@ def test_repeated_pairs_count_once() -> None:
 
 def test_ease_fits_a_movielens_catalogue_and_says_why_not_beyond_its_budget() -> None:
     assert baselines.ease_fits(3_706) is None  # ML-1M
+    assert baselines.ease_fits(10_677) is None  # ML-10M
+    assert baselines.ease_fits(26_744) is not None  # ML-20M
     reason = baselines.ease_fits(59_047)  # ML-25M
-    assert reason is not None and "59,047 items need 116.9 GiB" in reason and "2.0 GiB" in reason
+    assert reason is not None and "59,047 items need 52.0 GiB" in reason and "2.0 GiB" in reason
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ catalogues whose matrices exceed ``EASE_BUDGET`` bytes are not fitted (``ease_fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,16 @@ from recflow.model.ease import ease_weights, interactions
 
 # λ grid: Steck reports λ in the hundreds on MovieLens-sized data; the grid spans both sides.
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
-# The item-item matrices held at once, at most this many bytes: while the served blend is chosen
-# (``recflow.evaluation.blending``), the float32 weights fitted on train+valid, the training
-# split's float32 Gram, its float64 copy with λ on the diagonal, the inverse and the weights in
-# float64 and float32. 2 GiB fits ~7,700 items (ML-1M has 3,706; ML-10M 10,677).
+# The item-item matrices held at once, at most this many bytes: 16 per item pair. While λ is
+# chosen, the training split's float32 Gram, a float64 copy inverted in place (``ease_weights``)
+# and the float32 weights; while the blend's share is chosen (``recflow.evaluation.blending``),
+# EASE alone's float32 weights and the training split's float64 Gram inverted in place with its
+# float32 weights. 2 GiB fits 11,585 items (ML-1M has 3,706, ML-10M 10,677, ML-20M 26,744).
 EASE_BUDGET = 2 * 2**30
+T = TypeVar("T")
+# Columns of XᵀX computed at once by ``gram``: a sparse product holds up to 12 bytes per nonzero
+# before it is made dense, so the whole product at once could need more than the dense matrix.
+GRAM_BLOCK = 256
 
 
 def popularity_scorer(train_items: np.ndarray, n_items: int) -> Scorer:
@@ -43,7 +49,7 @@ def evaluate_popularity(
 
 def ease_bytes(n_items: int) -> int:
     """Memory EASE needs for a catalogue of ``n_items``."""
-    return n_items * n_items * (4 + 4 + 8 + 8 + 8 + 4)
+    return n_items * n_items * (4 + 8 + 4)
 
 
 def ease_fits(n_items: int, budget: int | None = None) -> str | None:
@@ -79,24 +85,42 @@ class Ease:
 
     def weights_at(self, lam: float) -> np.ndarray:
         """B fitted on the same seen data with another ``lam`` (``weights`` at ``lam``)."""
-        return self.weights if lam == self.lam else ease_weights(gram(self.x), lam)
+        if lam == self.lam:
+            return self.weights
+        return ease_weights(gram(self.x, np.float64), lam, overwrite=True)
 
 
-def gram(x: sp.csr_array) -> np.ndarray:
-    """``XᵀX`` as a dense float32 array."""
-    return (x.T @ x).toarray()
+def gram(x: sp.csr_array, dtype: type = np.float32) -> np.ndarray:
+    """``XᵀX`` as a dense array of ``dtype``, built ``GRAM_BLOCK`` columns at a time."""
+    n = x.shape[1]
+    out = np.empty((n, n), dtype=dtype)
+    items_by_user, by_column = x.T.tocsr(), x.tocsc()
+    for lo in range(0, n, GRAM_BLOCK):
+        out[:, lo : lo + GRAM_BLOCK] = (
+            items_by_user @ by_column[:, lo : lo + GRAM_BLOCK]
+        ).toarray()
+    return out
 
 
-def train_scorers(
-    model: Ranker, train: pd.DataFrame, valid: pd.DataFrame, lambdas: Sequence[float]
-) -> Iterator[tuple[float, Holdout, Scorer]]:
-    """EASE fitted on ``train`` at each of ``lambdas`` in turn (one item-item matrix at a time),
-    with the holdout of ``valid`` to rank it on. Users and items are ``model``'s positions."""
+def on_validation(
+    model: Ranker,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    lambdas: Sequence[float],
+    score: Callable[[Holdout, Scorer], T],
+) -> dict[float, T]:
+    """``score`` of EASE fitted on ``train`` at each of ``lambdas``, given the holdout of
+    ``valid`` to rank it on; one λ's weights alive at a time. Users and items are ``model``'s
+    positions."""
     holdout = Holdout.of(model, train, valid)
     x = interactions(holdout.seen_u, holdout.seen_i, len(model.user_ids), len(model.item_ids))
-    g = gram(x)
-    for lam in lambdas:
-        yield float(lam), holdout, ease_scorer(x, ease_weights(g, lam))
+    if len(lambdas) == 1:  # one λ: fitted in the Gram's own memory
+        lam = float(lambdas[0])
+        weights = ease_weights(gram(x, np.float64), lam, overwrite=True)
+        return {lam: score(holdout, ease_scorer(x, weights))}
+    g = gram(x)  # float32, copied for each λ
+    # Each λ's weights die with its scorer, before the next λ's are fitted.
+    return {float(lam): score(holdout, ease_scorer(x, ease_weights(g, lam))) for lam in lambdas}
 
 
 def fit_ease(
@@ -112,10 +136,9 @@ def fit_ease(
     on ``valid``, then fit it on ``seen`` (train and valid). Users and items are ``model``'s
     positions, so EASE scores the same rows and columns the model does."""
     name = f"{metric}_at_{k}"
-    validation = {
-        lam: holdout.evaluate(scorer, k)[name]
-        for lam, holdout, scorer in train_scorers(model, train, valid, lambdas)
-    }
+    validation = on_validation(
+        model, train, valid, lambdas, lambda holdout, scorer: holdout.evaluate(scorer, k)[name]
+    )
     best = max(validation, key=validation.__getitem__)  # ties: the first
     x = interactions(*positions(model, seen), len(model.user_ids), len(model.item_ids))
-    return Ease(best, validation, x, ease_weights(gram(x), best))
+    return Ease(best, validation, x, ease_weights(gram(x, np.float64), best, overwrite=True))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.evaluation.accuracy import Ranker, Scorer
-from recflow.evaluation.baselines import EASE_LAMBDAS, Ease, train_scorers
+from recflow.evaluation.baselines import EASE_LAMBDAS, Ease, on_validation
 from recflow.model import blend as shares_of
 from recflow.model.blend import blend, standardised
 
@@ -86,8 +86,10 @@ def choose_blend(
     shares = [float(s) for s in (shares_of.SHARES if shares is None else shares)]
     lam = blend_lambda(ease.lam)
     blended = [s for s in shares if s < 1.0]
-    ((_, holdout, on_train),) = train_scorers(model, train, valid, [lam])
-    tallies = holdout.tally_each(blends(model.scores, on_train, blended), [k])
+    (tallies,) = on_validation(
+        model, train, valid, [lam],
+        lambda holdout, ease: holdout.tally_each(blends(model.scores, ease, blended), [k]),
+    ).values()  # fmt: skip
     alone = ease.validation[ease.lam]  # share 1: EASE alone, as it was chosen
     validation = {
         s: alone if s >= 1.0 else tallies[s].metrics(k)[f"{metric}_at_{k}"] for s in shares

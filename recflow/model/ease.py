@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 
 def interactions(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_array:
@@ -21,14 +22,45 @@ def interactions(users: np.ndarray, items: np.ndarray, n_users: int, n_items: in
     return x
 
 
-def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's item-item weights ``B`` from the Gram matrix ``XᵀX`` and ``λ`` (float32)."""
-    g = gram.astype(np.float64)  # a copy: the caller's Gram serves every λ
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = p / -np.diag(p)
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
+def ease_weights(gram: np.ndarray, lam: float, overwrite: bool = False) -> np.ndarray:
+    """EASE's item-item weights ``B`` from the Gram matrix ``XᵀX`` and ``λ`` (float32).
+
+    Memory: one float64 matrix and the float32 result (12 bytes per item pair) besides ``gram``;
+    with ``overwrite`` (a float64 ``gram`` the caller no longer needs) the work is done in
+    ``gram`` itself. ``np.linalg.inv`` would hold two float64 matrices more.
+    """
+    owned = overwrite and gram.dtype == np.float64 and gram.flags.c_contiguous
+    p = gram if owned else np.array(gram, dtype=np.float64, order="C")
+    p[np.diag_indices_from(p)] += lam
+    spd_inverse(p)
+    p /= -np.diag(p).copy()  # column j divided by -P_jj
+    np.fill_diagonal(p, 0.0)
+    return p.astype(np.float32)
+
+
+# Rows mirrored per block by ``spd_inverse``: small copies, whatever the catalogue.
+MIRROR_ROWS = 512
+
+
+def spd_inverse(a: np.ndarray) -> None:
+    """Invert the symmetric positive definite float64 matrix ``a`` (C order) in place: LAPACK's
+    Cholesky factorisation and inverse (potrf, potri) work in its own memory, on one triangle,
+    which is then mirrored onto the other."""
+    # The C-ordered ``a`` is the Fortran-ordered ``a.T``: LAPACK takes that memory as it is,
+    # and its lower triangle is ``a``'s upper one.
+    if not (a.dtype == np.float64 and a.flags.c_contiguous):
+        raise ValueError("spd_inverse works in place on a C-ordered float64 matrix")
+    factor, info = lapack.dpotrf(a.T, lower=True, overwrite_a=True, clean=False)
+    if info == 0:
+        inverse, info = lapack.dpotri(factor, lower=True, overwrite_c=True)
+        assert np.shares_memory(inverse, a), "LAPACK copied the matrix instead of using it"
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE's XᵀX + λI is not positive definite (LAPACK {info})")
+    for lo in range(0, a.shape[0], MIRROR_ROWS):
+        hi = lo + MIRROR_ROWS
+        a[lo:hi, :lo] = a[:lo, lo:hi].T
+        block = a[lo:hi, lo:hi]
+        block[np.tril_indices_from(block, -1)] = block.T[np.tril_indices_from(block, -1)]
 
 
 def seen_scores(
