@@ -135,7 +135,7 @@ def main(
             report, Path(tmp) / C.PLOTS_DIR, tuned_curve(tuned), params.epochs, tuned_metric(tuned)
         )
         folder = Path(tmp) / "bundle"
-        bundle.write_bundle(folder, model, data.items, seen)
+        bundle.write_bundle(folder, model, data.items, seen, data.test)
         if isinstance(served, Blended):
             bundle.write_blend(folder, weights, served.share)
         # Everything this run logs must fit before any of it is logged.

@@ -118,6 +118,34 @@ def test_a_seen_item_unknown_to_the_model_filters_nothing(tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(answers[0], answers[1])
 
 
+def test_the_test_splits_items_are_left_out_of_answers_too(tmp_path: Path) -> None:
+    """Regression: the bundle's seen table is train+valid, so a served model recommended items
+    of the user's test split (19 % of a top-10 in a review), which they had rated. Those are
+    filtered now, for known users and their histories alike, and the scores are unchanged."""
+    train, held = checkerboard_data()
+    model = Recommender.fit(train, FMParams(factors=4, loss="bpr", epochs=2), seed=1)
+    items = pd.DataFrame({"item_id": range(20), "title": "T", "genres": "G"})
+    bundle.write_bundle(tmp_path / "old", model, items, train)  # as bundles were written
+    bundle.write_bundle(tmp_path / "new", model, items, train, held)
+    old, new = (pyfunc.RecommenderModel.from_bundle(tmp_path / n) for n in ("old", "new"))
+    users = sorted(held.user_id.unique())
+    asks = [
+        pd.DataFrame({"user_id": users}),
+        pd.DataFrame({"user_id": users, "history": [[3]] * len(users)}),
+    ]
+    for ask in asks:
+        before, after = (m.predict(None, ask, {"k": 20}) for m in (old, new))
+        theirs = set(map(tuple, held[["user_id", "item_id"]].to_numpy()))
+        assert theirs & set(zip(before.user_id, before.item_id, strict=True))
+        assert not theirs & set(zip(after.user_id, after.item_id, strict=True))
+        kept = before.merge(after, on=["user_id", "item_id"], suffixes=("", "_after"))
+        np.testing.assert_array_equal(kept.score, kept.score_after)
+        unfiltered = new.predict(None, ask, {"k": 20, "filter_seen": False})
+        pd.testing.assert_frame_equal(
+            unfiltered, old.predict(None, ask, {"k": 20, "filter_seen": False})
+        )
+
+
 def _reference_predict(python_model, users: list[int], k: int, filter_seen: bool) -> pd.DataFrame:
     """predict's contract, one user at a time: score every item, drop seen ones, sort the rest
     best first (ties by item position), keep k; unknown users get the most popular items."""

@@ -25,17 +25,38 @@ from recflow.model.recommender import Recommender
 # Where the factorization model is served blended with EASE: EASE's item-item weights (float32,
 # items x items in the model's order) and the blend's share.
 BLEND_WEIGHTS = "ease_weights.npy"
+# The test split's (user, item) pairs as CSR over the model's positions, like the seen ones.
+HELD_OUT = ("held_out_indptr", "held_out_indices")
 BLEND_JSON = "blend.json"
 
 
-def write_bundle(path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> None:
-    """Write everything the served model needs into one folder."""
+def write_bundle(
+    path: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame,
+    held_out: pd.DataFrame | None = None,
+) -> None:  # fmt: skip
+    """Write everything the served model needs into one folder; ``held_out`` (the test split:
+    interactions the model was not trained on, but the users' own) is filtered out of answers
+    too, as ``HELD_OUT`` CSR arrays."""
     model.save(path)
     if is_string(model.item_ids):
         items = items.assign(**{ITEM_COL: items[ITEM_COL].astype(str)})
     items.to_parquet(path / "items.parquet", index=False)
     for name, array in seen_arrays(model, seen).items():
         np.save(path / f"{name}.npy", array)
+    if held_out is not None:
+        arrays = seen_arrays(model, held_out)
+        for name, key in zip(HELD_OUT, ("seen_indptr", "seen_indices"), strict=True):
+            np.save(path / f"{name}.npy", arrays[key])
+
+
+def read_held_out(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The held-out CSR arrays ``write_bundle`` wrote (memory-mapped); None in a bundle written
+    without them (before they existed)."""
+    files = [path / f"{name}.npy" for name in HELD_OUT]
+    if not all(f.exists() for f in files):
+        return None
+    indptr, indices = (np.load(f, mmap_mode="r") for f in files)
+    return indptr, indices
 
 
 def seen_arrays(model: Recommender, seen: pd.DataFrame) -> dict[str, np.ndarray]:

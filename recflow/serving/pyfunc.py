@@ -3,7 +3,8 @@
 In (per request): a DataFrame with a ``user_id`` column, params ``k`` and ``filter_seen``.
 Out: one row per recommendation (user_id, rank, item_id, title, genres, score, source), best
 first (equal scores: the item first in the model's order). With filter_seen (the default) a
-user's seen items are left out, so one who has seen almost everything gets fewer than k rows.
+user's seen items are left out (those the model trained on and the test split's, which it did
+not), so one who has seen almost everything gets fewer than k rows.
 Users the model never saw get the most popular items, with source "popular".
 
 A ``history`` column (a list of item IDs per row, oldest first, up to ``MAX_HISTORY``) is folded
@@ -86,6 +87,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             np.load(path / "seen_indices.npy", mmap_mode="r"),
             np.load(path / "popularity.npy"),
             bundle.read_blend(path),
+            bundle.read_held_out(path),
         )
 
     @classmethod
@@ -104,11 +106,13 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seen_indices: np.ndarray,
         popularity: np.ndarray,
         blended: tuple[np.ndarray, float] | None = None,
+        held_out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RecommenderModel:
         """The model from what its bundle holds, in memory (``bundle.seen_arrays`` makes the
-        seen CSR and popularity from a seen table; ``blended``: EASE's weights and share)."""
+        seen CSR and popularity from a seen table; ``blended``: EASE's weights and share;
+        ``held_out``: the CSR of pairs filtered out of answers though not trained on)."""
         python_model = cls()
-        python_model._set(model, items, seen_indptr, seen_indices, popularity, blended)
+        python_model._set(model, items, seen_indptr, seen_indices, popularity, blended, held_out)
         return python_model
 
     def _set(
@@ -119,6 +123,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         seen_indices: np.ndarray,
         popularity: np.ndarray,
         blended: tuple[np.ndarray, float] | None = None,
+        held_out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.model = model
         # EASE's half where the model is served blended with EASE, scoring from the seen CSR.
@@ -131,6 +136,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         self.genres = meta[GENRES_COL].fillna("").to_numpy()
         self.seen_indptr = seen_indptr
         self.seen_indices = seen_indices
+        # A user's test-split items: never trained on, but theirs, so filtered like the seen.
+        self.filtered = [(seen_indptr, seen_indices), *([held_out] if held_out else [])]
         self.popularity = popularity.astype(np.float32)
         # What unknown users get: every item, most popular first (ties by position).
         self.popular = np.argsort(-self.popularity, kind="stable")
@@ -246,11 +253,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         if self.ease is not None:
             out[:] = self.ease.known(out, pos)
         if filter_seen:
-            lo = self.seen_indptr[pos]
-            counts = self.seen_indptr[pos + 1] - lo
-            # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
-            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-            out[np.repeat(np.arange(pos.size), counts), self.seen_indices[idx]] = -np.inf
+            for indptr, indices in self.filtered:
+                lo = indptr[pos]
+                counts = indptr[pos + 1] - lo
+                # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
+                idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+                out[np.repeat(np.arange(pos.size), counts), indices[idx]] = -np.inf
         return out
 
     def _folded(
@@ -276,6 +284,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             scores = self.ease.history(scores, np.flatnonzero(mine))
         if filter_seen:
             scores[mine] = -np.inf
+            if pos >= 0:
+                for indptr, indices in self.filtered[1:]:
+                    scores[indices[indptr[pos] : indptr[pos + 1]]] = -np.inf
         return scores
 
     def _similar(self, request: Request) -> pd.DataFrame:
