@@ -37,7 +37,7 @@ def main(model_uri: str, users: str, k: int, output: str) -> None:
         n_rows = batch.write(batch.recommend(model, wanted, k), out)
         mlflow.log_artifact(str(out))
         mlflow.log_metrics({"n_users": len(wanted), "n_rows": n_rows})
-        click.echo(f"wrote {n_rows} recommendations for {len(wanted)} users to {out}")
+        click.echo(f"wrote {n_rows} recommendations for {len(wanted)} users to {out.resolve()}")
 
 
 if __name__ == "__main__":

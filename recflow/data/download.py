@@ -190,7 +190,9 @@ def fetch_file(
         # A local path is used in place, never copied into the cache.
         path = Path(source).expanduser().resolve()
         if not path.is_file():
-            raise UserError(f"{param} {source!r} is not an existing file or an http(s)/file URL")
+            raise UserError(
+                f"{param} {source!r} is not an existing file or an http(s)/file URL{_relative(source)}"
+            )
         digest = file_digest(path, algo)
         check(digest, str(path))
         return Fetched(
@@ -246,3 +248,11 @@ def _remove_dead_parts(target: Path) -> None:
         if owner == host and pid.isdigit() and not pid_alive(int(pid)):
             log.info("removing %s, left by a download that was killed", part)
             part.unlink(missing_ok=True)
+
+
+def _relative(path: str) -> str:
+    # `mlflow run` starts each step in the project's folder (for a git URL, a temporary
+    # checkout), not where the command was typed: say so when a relative path is not found.
+    if Path(path).expanduser().is_absolute():
+        return ""
+    return f" (a relative path is taken from {Path.cwd()}, where the step runs: give it absolute)"

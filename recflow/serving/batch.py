@@ -40,7 +40,8 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
         return pd.DataFrame({USER_COL: known_users(model)})
     path = Path(users)
     if not path.is_file():
-        raise UserError(f"users {users!r} is neither 'all' nor an existing file")
+        where = "" if path.is_absolute() else f" (relative paths are taken from {Path.cwd()})"
+        raise UserError(f"users {users!r} is neither 'all' nor an existing file{where}")
     string_users, string_items = string_ids(model)
     try:
         if path.suffix == ".parquet":
