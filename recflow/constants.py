@@ -53,6 +53,7 @@ TAG_PROMOTION_REASON = "recflow.promotion_reason"
 TAG_TUNED_ON_SAMPLE = "recflow.tuned_on_sample"  # hpo: "true" when trials saw a user sample
 TAG_TRAINED_ON = "recflow.trained_on"  # train_best: what the final model was trained on
 TAG_EASE_SKIPPED = "recflow.ease_skipped"  # train_best: why EASE was not fitted
+TAG_BLEND_SKIPPED = "recflow.blend_skipped"  # train_best: why EASE fitted was not blended
 TAG_RATE_LOWERED = "recflow.learning_rate_lowered"  # train_best: the tuned rate diverged
 TAG_MAIN_STEP_RUN = "recflow.run."  # + step name: main's link to each step's run
 # The tag MLflow Projects sets on runs of an entry point (runs made before TAG_STEP existed).

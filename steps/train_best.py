@@ -17,7 +17,7 @@ from recflow.data.preprocess import Prepared
 from recflow.errors import UserError
 from recflow.evaluation import baselines
 from recflow.evaluation.baselines import Ease, ease_fits, ease_scorer
-from recflow.evaluation.blending import Blended, choose_blend
+from recflow.evaluation.blending import BLEND_BELOW, Blended, blend_skipped, choose_blend
 from recflow.evaluation.figures import save_figures
 from recflow.evaluation.names import metric_key, parse_metric
 from recflow.evaluation.report import test_report
@@ -72,8 +72,8 @@ option = options("train_best")
 @option("ensemble", help="Models trained from seeds seed, seed+1, ... and averaged into the one "
               f"logged. auto: {ENSEMBLE} below {ENSEMBLE_BELOW:,} training interactions, "
               "else 1.")  # fmt: skip
-@option("blend", type=click.Choice(["auto", "none"]), help="auto: where EASE is fitted, serve "
-              "the blend of the model's and EASE's scores, EASE at the grid's λ under the one "
+@option("blend", type=click.Choice(["auto", "none"]), help="auto: where EASE is fitted and "
+              f"below {BLEND_BELOW:,} training interactions, serve the blend of the model's and EASE's scores, EASE at the grid's λ under the one "
               "chosen alone, its share chosen on validation (share 0 serves the model alone); "
               "none: the model alone.")  # fmt: skip
 @option("seed", type=SEED)
@@ -116,7 +116,10 @@ def main(
         ease = fit_ease(model, data, seen, name, k)
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
         served, chosen = model, [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
-        if ease is not None and blend == "auto":
+        if ease is not None and blend == "auto" and (why := blend_skipped(len(seen))):
+            mlflow.set_tag(C.TAG_BLEND_SKIPPED, why)
+            click.echo(f"blend with EASE skipped: {why}")
+        elif ease is not None and blend == "auto":
             # The share is chosen like any hyperparameter: fitted on train, ranked on valid, with
             # the best configuration fitted on train too.
             on_train = train(data.train, model.params, seed, size, fit)  # the rate trained with

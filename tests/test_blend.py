@@ -167,6 +167,26 @@ def test_the_served_model_ranks_by_the_blend(fitted, tmp_path) -> None:
     assert (similar["source"] == "similar").all()
 
 
+def test_train_best_serves_the_model_alone_from_the_blends_size_on(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From BLEND_BELOW training interactions on, the share is not chosen (one more training):
+    EASE is still fitted and logged beside the model, which is served alone, and a tag says
+    why."""
+    from recflow.evaluation import blending
+    from tests.helpers import ok
+
+    monkeypatch.setattr(blending, "BLEND_BELOW", 10)
+    run_id = ok("train_best", ["--preprocess_run_id", trained["preprocess"],
+                               "--hpo_run_id", trained["hpo"], "--ensemble", "1"])  # fmt: skip
+    run = mlflow.get_run(run_id)
+    assert "from 10 on the share would be chosen" in run.data.tags[C.TAG_BLEND_SKIPPED]
+    assert "blend.share" not in run.data.params and "ease.lambda" in run.data.params
+    assert f"{C.EASE_PREFIX}ndcg_at_10" in run.data.metrics
+    model = mlflow.pyfunc.load_model(run.data.tags[C.TAG_MODEL_URI]).unwrap_python_model()
+    assert model.ease is None
+
+
 def test_train_best_serves_the_blend_it_tested(
     trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,21 @@ from recflow.model.blend import blend, standardised
 
 # The grid the blend's λ is taken from: the grid EASE alone is chosen from.
 LAMBDAS = EASE_LAMBDAS
+# The blend is served below this many training interactions. Choosing its share trains the
+# configuration once more, on the training split: at ML-10M scale (7M) one more training of
+# ~25 minutes (docs/cost.md), for a gain measured only on real data of up to 250k interactions.
+BLEND_BELOW = 2_000_000
+
+
+def blend_skipped(n_interactions: int) -> str | None:
+    """Why the blend is not served on ``n_interactions`` training interactions; None if it is."""
+    if n_interactions < BLEND_BELOW:
+        return None
+    return (
+        f"{n_interactions:,} training interactions, from {BLEND_BELOW:,} on the share would be "
+        "chosen at the cost of one more training; the model is served alone (EASE's metrics "
+        "are still logged beside it)"
+    )
 
 
 def blend_lambda(alone: float, lambdas: Sequence[float] | None = None) -> float:
