@@ -289,7 +289,7 @@ def test_a_named_study_on_other_data_is_refused_untouched(
     """Regression: a study name reused on a new preprocess run (the data grew, or was split
     again) continued the old study, and the hpo run reported the old data's best trial."""
     journal = tmp_path / "j.log"
-    named = ["--storage", str(journal), "--study_name", "nightly", "--n_trials", "2"]
+    named = ["--storage", str(journal), "--study_name", "nightly", "--n_trials", "1"]
     ok("hpo", ["--preprocess_run_id", prep_id, *named])
     before = journal.read_bytes()
     other = ok("preprocess", ["--raw_run_id", raw_id, "--seed", "7"])
