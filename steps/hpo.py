@@ -90,7 +90,7 @@ def main(
         log_splits(
             trial_data, " ".join([dataset, *sampled]), {"train": "training", "valid": "validation"}
         )
-        name = study_name or default_study_name(prep, metric, dims, fid.label)
+        name = study_name or default_study_name(prep, metric, dims, fid.label, seed)
         store = open_storage(storage, data_dir())
         mlflow.set_tag(C.TAG_STUDY, name)
         mlflow.set_tag(C.TAG_TUNED_ON_SAMPLE, str(fid.sample_users is not None).lower())

@@ -293,7 +293,7 @@ def test_a_named_study_on_other_data_is_refused_untouched(
     ok("hpo", ["--preprocess_run_id", prep_id, *named])
     before = journal.read_bytes()
     other = ok("preprocess", ["--raw_run_id", raw_id, "--seed", "7"])
-    fails("hpo", ["--preprocess_run_id", other, *named], "'nightly' was created with data")
+    fails("hpo", ["--preprocess_run_id", other, *named], "study 'nightly' was tuned on other data")
     assert journal.read_bytes() == before
 
 

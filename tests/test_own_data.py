@@ -4,6 +4,7 @@ content, and one clear error for each kind of bad file."""
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import uuid
@@ -377,6 +378,10 @@ BAD = {
     "not UTF-8": (
         lambda p: p.write_bytes("user_id,item_id\na,café\n".encode("latin-1")), [],
         "e.csv is not UTF-8 text (line 2 holds the byte b'\\xe9'); save it as UTF-8",
+    ),
+    "not UTF-8 after a BOM": (
+        lambda p: p.write_bytes(codecs.BOM_UTF8 + "user_id,item_id\na,café\n".encode("latin-1")),
+        [], "e.csv is not UTF-8 text (line 2 holds the byte b'\\xe9')",
     ),
     "user and item the same column": (
         _csv("user_id,item_id\na,x\n"), ["--item_col", "user_id"],

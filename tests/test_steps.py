@@ -438,7 +438,14 @@ def test_hpo_on_a_user_sample_is_marked_and_train_best_uses_all(prep_id: str) ->
     assert run.data.params["fidelity.eval_users"] == "6"
     # Half the users keep about half the rows: the trials' schedule runs at that pace.
     assert 0.3 < float(run.data.params["fidelity.data_share"]) < 0.7
-    assert run.data.tags[C.TAG_STUDY].endswith("-users=20,eval=6")
+    assert run.data.tags[C.TAG_STUDY].endswith("-users=20,eval=6,seed=1492")
+    # Another seed samples other users: a study of its own, not one refused for its data.
+    other = ok(
+        "hpo",
+        ["--preprocess_run_id", prep_id, "--n_trials", "1", "--sample_users", "20",
+         "--eval_users", "6", "--seed", "2"],
+    )  # fmt: skip
+    assert mlflow.get_run(other).data.tags[C.TAG_STUDY].endswith("-users=20,eval=6,seed=2")
     # One model, not auto's five: which users it trains on is the point, not the ensemble.
     train_id = ok(
         "train_best",

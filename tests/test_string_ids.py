@@ -115,6 +115,21 @@ def test_positions_look_string_ids_up_by_their_text(saved) -> None:
     assert saved.int_direct.model.user_positions(np.array(["4", 4])).tolist() == [4, 4]
 
 
+def test_an_integer_model_finds_an_integers_text_exactly() -> None:
+    """Regression: text mixed with non-integers went through floats, so an ID past 2**53 found
+    its neighbour, and "007" found 7 (the data reader keeps "007" a text ID of its own)."""
+    big = 2**53
+    model = Recommender(
+        FMParams(factors=1), np.array([big, big + 1, 7]), np.array([1]),
+        np.zeros((3, 2), np.float32), np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
+    )  # fmt: skip
+    assert model.user_positions([str(big + 1), "X5", "007", "7", "7.0"]).tolist() == [
+        1, -1, -1, 2, -1,
+    ]  # fmt: skip
+    assert model.user_positions(np.array(["X5", big + 1], dtype=object)).tolist() == [-1, 1]
+    assert model.user_positions([str(2**64), str(-(2**63) - 1)]).tolist() == [-1, -1]
+
+
 def test_answers_are_the_integer_models_renamed(saved) -> None:
     ints = pd.DataFrame({"user_id": [1, 4, 6, 999]})
     strings = pd.DataFrame({"user_id": [USERS[1], "42", "0042", "nobody"]})

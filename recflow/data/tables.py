@@ -128,10 +128,11 @@ def _sniff(head: bytes, name: str) -> tuple[str, list[str]]:
         text = codecs.getincrementaldecoder("utf-8-sig")().decode(head)
     except UnicodeDecodeError as e:
         if b"\x00" not in head and b"\n" in head:  # lines of text, in another encoding
-            line = head[: e.start].count(b"\n") + 1
+            at = e.start + (len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
+            line = head[:at].count(b"\n") + 1
             raise UserError(
-                f"{name} is not UTF-8 text (line {line} holds the byte "
-                f"{head[e.start : e.start + 1]!r}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+                f"{name} is not UTF-8 text (line {line} holds the byte {head[at : at + 1]!r}); "
+                "save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
             ) from None
         text = ""
     first = text.split("\n", 1)[0].rstrip("\r")

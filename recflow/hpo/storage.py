@@ -33,11 +33,13 @@ IDLE_IN_TRANSACTION_SECONDS = 30
 
 
 def default_study_name(
-    preprocess_run_id: str, metric: str, space: list[Dimension], fidelity: str = ""
-) -> str:
-    """The data, the objective, a digest of the search space and the fidelity when not full."""
+    preprocess_run_id: str, metric: str, space: list[Dimension], fidelity: str = "",
+    seed: int = 0,
+) -> str:  # fmt: skip
+    """The data, the objective, a digest of the search space and, when not full, the fidelity
+    and the seed (the users sampled depend on it)."""
     name = f"{preprocess_run_id}-{metric}-{space_digest(space)}"
-    return f"{name}-{fidelity}" if fidelity else name
+    return f"{name}-{fidelity},seed={seed}" if fidelity else name
 
 
 def open_storage(storage: str, default_dir: Path) -> optuna.storages.BaseStorage:
@@ -215,7 +217,16 @@ def open_study(
     for key, value in required.items():
         stored = study.user_attrs.get(key)
         if stored is None:
+            if key == attrs.STUDY_DATA and study.trials:
+                log.warning("study %r has no record of the data its trials saw (it is older than "
+                            "that record): continuing it on this data", name)  # fmt: skip
             study.set_user_attr(key, value)
+        elif key == attrs.STUDY_DATA and stored != value:
+            raise UserError(
+                f"study {name!r} was tuned on other data: its trials' training and validation "
+                "interactions differ from these (another preprocess run, seed or user sample); "
+                "use another study_name"
+            )
         elif stored != value:
             raise UserError(
                 f"study {name!r} was created with {key} {stored!r}, not {value!r}; "

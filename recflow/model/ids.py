@@ -7,10 +7,12 @@ keeps (``id_array``: int64 when every ID is an integer, else NumPy unicode strin
 IDs keep the kind the data gave them: a model trained on integers answers with integers, one
 trained on strings with strings. A string model looks any ID up by its text (42 is looked up as
 "42", not "0042"); an integer model looks IDs up as integers (the text "42" finds 42, and text
-that is no integer, such as "X5", finds nothing).
+that is no integer as the data reader writes one, such as "X5" or "0042", finds nothing).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,21 @@ def id_array(values: object) -> np.ndarray:
 def is_string(ids: np.ndarray) -> bool:
     """Whether a model's IDs (``id_array``) are strings."""
     return ids.dtype.kind == "U"
+
+
+# The text of an integer as the data reader writes one (recflow.data.interactions): "7", never
+# "007", "+7" or "7.0", which the reader keeps as text IDs of their own.
+_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _integer(value: object) -> int | None:
+    """The int64 ID ``value`` names to an integer model: an integer, or an integer's text;
+    None for anything else ("X5", "007", 7.5), which no integer model has."""
+    text = isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)
+    if not (_is_int(value) or text):
+        return None
+    number = int(value)
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def _is_int(value: object) -> bool:
@@ -60,12 +77,13 @@ class IdIndex:
             keys = np.asarray(values)
             if keys.dtype.kind in "iufb":
                 return self._index.get_indexer(keys.astype(np.int64))
-            # Text (e.g. grown data whose new IDs made the column strings): an integer's text
-            # finds it, and text that is no integer ("X5") is an ID this model never had.
-            numbers = pd.to_numeric(pd.Series(keys.ravel(), dtype=object), errors="coerce")
-            whole = (numbers.notna() & (numbers % 1 == 0)).to_numpy()
-            found = np.full(keys.size, -1, np.intp)
-            found[whole] = self._index.get_indexer(numbers[whole].to_numpy(np.int64))
+            # Text (e.g. grown data whose new IDs made the column strings), or text and integers
+            # mixed: each one exactly, one at a time (a float would round IDs past 2**53).
+            numbers = [_integer(v) for v in keys.ravel().tolist()]
+            whole = np.fromiter((n is not None for n in numbers), bool, len(numbers))
+            found = np.full(len(numbers), -1, np.intp)
+            asked = np.array([n for n in numbers if n is not None], dtype=np.int64)
+            found[whole] = self._index.get_indexer(asked)
             return found
         keys = np.asarray(values)
         if keys.dtype.kind != "U":
