@@ -116,10 +116,11 @@ def main(
         ease = fit_ease(model, data, seen, name, k)
         compared = {C.EASE_PREFIX: ease.scorer} if ease else {}
         served, chosen = model, [write_ease(ease, f"{name}@{k}", Path(tmp))] if ease else []
-        if ease is not None and blend == "auto" and (why := blend_skipped(len(seen))):
+        blending = ease is not None and blend == "auto"
+        if blending and (why := blend_skipped(len(seen))):
             mlflow.set_tag(C.TAG_BLEND_SKIPPED, why)
             click.echo(f"blend with EASE skipped: {why}")
-        elif ease is not None and blend == "auto":
+        elif blending:
             # The share is chosen like any hyperparameter: fitted on train, ranked on valid, with
             # the best configuration fitted on train too.
             on_train = train(data.train, model.params, seed, size, fit)  # the rate trained with
