@@ -54,7 +54,7 @@ def common_test(seen: pd.DataFrame, test: pd.DataFrame, trained_on: pd.DataFrame
         if is_string_dtype(keys[col]) != is_string_dtype(pairs[col]):
             keys, pairs = keys.astype({col: str}), pairs.astype({col: str})
     # A left merge on unique keys keeps ``test``'s rows in order, one each; exact, any ID kind.
-    found = pairs.merge(keys.drop_duplicates(), how="left", indicator=True)["_merge"]
+    found = pairs.merge(keys, how="left", indicator=True)["_merge"]
     leaked = (found == "both").to_numpy()
     if leaked.all():
         raise UserError(
