@@ -63,11 +63,14 @@ def read_all(
 def read_interactions(path: Path, cols: Columns, name: str) -> pd.DataFrame:
     """The interactions in ``path`` (``name``: how to call it in messages) as user_id, item_id,
     rating (float32) and, when the file has the time column, timestamp (int64 epoch seconds)."""
-    named = {"user_col": cols.user, "item_col": cols.item, "rating_col": cols.rating,
-             "time_col": cols.time}  # fmt: skip
-    for i, (param, col) in enumerate(named.items()):
-        if other := next((p for p, c in list(named.items())[:i] if c == col), None):
-            raise UserError(f"{other} and {param} both name column {col!r}; each needs its own")
+    named: dict[str, str] = {}  # column -> the parameter that named it
+    for param, col in (("user_col", cols.user), ("item_col", cols.item),
+                       ("rating_col", cols.rating), ("time_col", cols.time)):  # fmt: skip
+        if col in named:
+            raise UserError(
+                f"{named[col]} and {param} both name column {col!r}; each needs its own"
+            )
+        named[col] = param
     wanted = {cols.user: pa.string(), cols.item: pa.string(), cols.rating: None, cols.time: None}
     table = read_table(path, name, wanted, required=[cols.user, cols.item])
     out = {
