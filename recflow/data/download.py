@@ -26,7 +26,7 @@ from urllib3.util.retry import Retry
 
 from recflow import disk
 from recflow.data.datasets import DatasetSpec
-from recflow.errors import UserError
+from recflow.errors import UserError, relative_to
 from recflow.failpoints import failpoint
 from recflow.processes import pid_alive
 
@@ -191,7 +191,7 @@ def fetch_file(
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise UserError(
-                f"{param} {source!r} is not an existing file or an http(s)/file URL{_relative(source)}"
+                f"{param} {source!r} is not an existing file or an http(s)/file URL{relative_to(source)}"
             )
         digest = file_digest(path, algo)
         check(digest, str(path))
@@ -248,11 +248,3 @@ def _remove_dead_parts(target: Path) -> None:
         if owner == host and pid.isdigit() and not pid_alive(int(pid)):
             log.info("removing %s, left by a download that was killed", part)
             part.unlink(missing_ok=True)
-
-
-def _relative(path: str) -> str:
-    # `mlflow run` starts each step in the project's folder (for a git URL, a temporary
-    # checkout), not where the command was typed: say so when a relative path is not found.
-    if Path(path).expanduser().is_absolute():
-        return ""
-    return f" (a relative path is taken from {Path.cwd()}, where the step runs: give it absolute)"

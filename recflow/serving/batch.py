@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recflow.constants import USER_COL
-from recflow.errors import UserError, first_line
+from recflow.errors import UserError, first_line, relative_to
 from recflow.serving.parsing import HISTORY_COL, OUTPUT_COLS, BadRequest, check_history, to_ids
 from recflow.serving.pyfunc import known_users, string_ids
 
@@ -40,8 +40,9 @@ def users_frame(users: str, model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
         return pd.DataFrame({USER_COL: known_users(model)})
     path = Path(users)
     if not path.is_file():
-        where = "" if path.is_absolute() else f" (relative paths are taken from {Path.cwd()})"
-        raise UserError(f"users {users!r} is neither 'all' nor an existing file{where}")
+        raise UserError(
+            f"users {users!r} is neither 'all' nor an existing file{relative_to(users)}"
+        )
     string_users, string_items = string_ids(model)
     try:
         if path.suffix == ".parquet":
