@@ -29,7 +29,7 @@ from recflow.model.training import (
     ENSEMBLE_BELOW,
     PARALLEL_FROM,
     ensemble_size,
-    fit_isolated,
+    fit_ensemble,
     training_threads,
 )
 from recflow.serving import bundle, packaging
@@ -187,7 +187,7 @@ def train(df: pd.DataFrame, params: FMParams, seed: int, size: int, fit: dict) -
     halved = 0
     while True:
         try:
-            models = [fit_isolated(df, params, seed + i, **fit) for i in range(size)]
+            models = fit_ensemble(df, params, [seed + i for i in range(size)], **fit)
             return Recommender.average(models)
         except FloatingPointError as e:
             if halved == HALVINGS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from recflow.model.training import (
     PARALLEL_FROM,
     TrainingDiverged,
     ensemble_size,
+    fit_ensemble,
     fit_isolated,
     training_threads,
 )
@@ -243,6 +245,27 @@ def test_isolated_fit_matches_in_process_fit(
     direct = Recommender.fit(train, SMALL, seed=1, on_epoch=lambda e, m: None)
     np.testing.assert_array_equal(isolated.user_emb, direct.user_emb)
     assert seen == [0, 1, 2]
+
+
+def test_an_ensemble_trains_at_once_and_comes_back_in_seed_order(
+    checkerboard: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, _ = checkerboard
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # three at once
+    models = fit_ensemble(train, SMALL, [3, 1, 2, 5])
+    assert len(models) == 4
+    for model, seed in zip(models, [3, 1, 2, 5], strict=True):
+        np.testing.assert_array_equal(model.user_emb, fit_isolated(train, SMALL, seed).user_emb)
+
+
+def test_a_diverging_member_fails_the_ensemble(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {"user_id": rng.integers(0, 200, 5000), "item_id": rng.integers(0, 300, 5000)}
+    )
+    with pytest.raises(TrainingDiverged):
+        fit_ensemble(train, dataclasses.replace(SMALL, learning_rate=1e6, sigma=10.0), [1, 2, 3])
 
 
 def test_isolated_fit_stops_when_on_epoch_raises(

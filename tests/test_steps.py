@@ -382,15 +382,15 @@ def test_a_rate_that_diverges_on_all_the_data_is_halved_then_given_up(
     from recflow.model.training import TrainingDiverged
 
     tuned = load_best_params(trained["hpo"], tmp_path).learning_rate
-    real = train_best.fit_isolated
+    real = train_best.fit_ensemble
     limit = [tuned / 3]  # the tuned rate and its half diverge, its quarter trains
 
-    def fragile(df: pd.DataFrame, params, seed: int, **fit):  # noqa: ANN001, ANN202
+    def fragile(df: pd.DataFrame, params, seeds: list[int], **fit):  # noqa: ANN001, ANN202
         if params.learning_rate > limit[0]:
             raise TrainingDiverged("training diverged (non-finite weights): lower learning_rate")
-        return real(df, params, seed, **fit)
+        return real(df, params, seeds, **fit)
 
-    monkeypatch.setattr(train_best, "fit_isolated", fragile)
+    monkeypatch.setattr(train_best, "fit_ensemble", fragile)
     args = ["--preprocess_run_id", trained["preprocess"], "--hpo_run_id", trained["hpo"],
             "--ensemble", "1"]  # fmt: skip
     run = mlflow.get_run(ok("train_best", args))
