@@ -16,8 +16,18 @@ from recflow.tracking.contracts import (
     check_registry_names,
     lineage,
     register_version,
+    registered_from,
 )
-from recflow.tracking.promotion import COMPARABLE, LINEAGE, METRIC_TAG, Model, Policy, decide, rule
+from recflow.tracking.promotion import (
+    COMPARABLE,
+    LINEAGE,
+    METRIC_TAG,
+    Decision,
+    Model,
+    Policy,
+    decide,
+    rule,
+)
 from recflow.tracking.rescoring import compare, log_comparison
 from steps.common import options, step
 
@@ -65,22 +75,39 @@ def main(
         test = {k: v for k, v in train.data.metrics.items() if k.startswith(prefixes)}
         candidate = Model({**lineage(train), METRIC_TAG: metric}, test)
         holder = alias_holder(model_name, alias)
+        # Registering the same train run again gives no second version of the same model.
+        existing = registered_from(train, model_name)
         scored, note = None, ""
-        if holder is not None and not policy.force:
-            # Scored again now, by this code, so that a change in the metric code between the
-            # two versions cannot decide; on new data, only on what neither trained on.
-            uri = f"models:/{model_name}/{holder.version}"
-            comparison = compare(
-                candidate, train.data.tags[C.TAG_MODEL_URI], holder, uri,
-                rule(candidate, holder, policy), metric,
-            )  # fmt: skip
-            log_comparison(comparison, alias, holder.version)
-            scored, note = comparison.head_to_head(), f" ({comparison.note(alias)})"
-        decision = decide(candidate, holder, policy, scored)
-        version = register_version(train, model_name, candidate)
+        if existing is not None and holder is not None and holder.version == str(existing.version):
+            decision = Decision(True, f"this train run's version {existing.version} already "
+                                      f"holds @{alias}")  # fmt: skip
+        else:
+            if holder is not None and not policy.force:
+                # Scored again now, by this code, so that a change in the metric code between
+                # the two versions cannot decide; on new data, only on what neither trained on.
+                uri = f"models:/{model_name}/{holder.version}"
+                comparison = compare(
+                    candidate, train.data.tags[C.TAG_MODEL_URI], holder, uri,
+                    rule(candidate, holder, policy), metric,
+                )  # fmt: skip
+                log_comparison(comparison, alias, holder.version)
+                scored, note = comparison.head_to_head(), f" ({comparison.note(alias)})"
+            decision = decide(candidate, holder, policy, scored)
+        if existing is None:
+            version = register_version(train, model_name, candidate)
+        else:
+            version = existing
+            click.echo(f"{model_name} version {version.version} holds this train run's model "
+                       "already: no new version")  # fmt: skip
         failpoint("register:before-alias")
         target = alias if decision.promote else C.CHALLENGER_ALIAS
-        MlflowClient().set_registered_model_alias(model_name, target, version.version)
+        client = MlflowClient()
+        client.set_registered_model_alias(model_name, target, version.version)
+        if existing is not None and decision.promote:
+            # A challenger promoted on a second register is no longer a challenger.
+            aliases = client.get_model_version(model_name, version.version).aliases
+            if C.CHALLENGER_ALIAS in aliases and target != C.CHALLENGER_ALIAS:
+                client.delete_registered_model_alias(model_name, C.CHALLENGER_ALIAS)
         mlflow.set_tags({
             C.TAG_MODEL_NAME: model_name, C.TAG_MODEL_VERSION: version.version,
             C.TAG_PROMOTED: str(decision.promote).lower(),

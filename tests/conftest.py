@@ -135,9 +135,11 @@ class StoreTemplates:
                 ids["hpo"] = ok(
                     "hpo", ["--preprocess_run_id", prep, "--n_trials", "1", "--pruner", "none"]
                 )
-                ids["train"] = ok(
-                    "train_best", ["--preprocess_run_id", prep, "--hpo_run_id", ids["hpo"]]
-                )
+                args = ["--preprocess_run_id", prep, "--hpo_run_id", ids["hpo"]]
+                ids["train"] = ok("train_best", args)
+                # The same model from another run (training is deterministic): a candidate
+                # that neither beats nor is the version it is compared with.
+                ids["twin"] = ok("train_best", args)
         return folder, ids
 
 
@@ -256,7 +258,7 @@ def prep_id(store: Store) -> str:
 @pytest.fixture
 def trained(store: Store) -> dict[str, str]:
     """The chain up to train_best (one HPO trial) in the test's store: {raw, preprocess, hpo,
-    train} run IDs."""
+    train, twin} run IDs (twin: train_best again, the same model in another run)."""
     return dict(store.ids)
 
 

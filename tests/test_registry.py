@@ -31,17 +31,52 @@ def versions(name: str) -> dict[str, list[str]]:
 
 
 def test_promotion_is_gated_on_the_test_metric(trained: dict[str, str]) -> None:
-    train = trained["train"]
+    train, twin = trained["train"], trained["twin"]
     ok("register", ["--train_run_id", train, "--model_name", "m"])
     assert versions("m") == {"1": ["champion"]}
-    run = mlflow.get_run(ok("register", ["--train_run_id", train, "--model_name", "m"]))
+    run = mlflow.get_run(ok("register", ["--train_run_id", twin, "--model_name", "m"]))
     # The same model does not beat itself: it becomes the challenger.
     assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
     assert run.data.tags["recflow.promoted"] == "false"
     assert "does not beat @champion version 1" in run.data.tags["recflow.promotion_reason"]
 
-    ok("register", ["--train_run_id", train, "--model_name", "m", "--force_promote", "true"])
-    assert versions("m") == {"1": [], "2": ["challenger"], "3": ["champion"]}
+    ok("register", ["--train_run_id", twin, "--model_name", "m", "--force_promote", "true"])
+    assert versions("m") == {"1": [], "2": ["champion"]}  # the version it had, not a third
+
+
+def test_registering_a_train_run_again_gives_no_second_version(
+    trained: dict[str, str],
+) -> None:
+    """Regression: each register of the same train run added a version, and the second made
+    the champion's own model its challenger."""
+    args = ["--train_run_id", trained["train"], "--model_name", "m"]
+    ok("register", args)
+    result = invoke(register.main, args)
+    assert result.exit_code == 0, result.output
+    assert "holds this train run's model already: no new version" in result.output
+    assert versions("m") == {"1": ["champion"]}
+    run = runs_of("register")[0]
+    assert run.data.tags["recflow.promoted"] == "true"
+    assert run.data.tags["recflow.promotion_reason"] == (
+        "this train run's version 1 already holds @champion"
+    )
+
+
+def test_a_register_killed_before_the_alias_is_finished_by_the_next(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["--train_run_id", trained["train"], "--model_name", "m"]
+
+    def crash(name: str) -> None:
+        if name == "register:before-alias":
+            raise MemoryError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(register, "failpoint", crash)
+        assert invoke(register.main, args).exit_code != 0
+    assert versions("m") == {"1": []}  # registered, no alias yet
+    ok("register", args)
+    assert versions("m") == {"1": ["champion"]}  # that version, not a second
 
 
 def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) -> None:
@@ -51,7 +86,7 @@ def test_both_models_are_rescored_on_the_same_test_set(trained: dict[str, str]) 
     ok("register", ["--train_run_id", train, "--model_name", "m"])
     client = mlflow.MlflowClient()
     client.set_model_version_tag("m", "1", "test_ndcg_at_10", "0.0")
-    run = mlflow.get_run(ok("register", ["--train_run_id", train, "--model_name", "m"]))
+    run = mlflow.get_run(ok("register", ["--train_run_id", trained["twin"], "--model_name", "m"]))
     assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
     logged = mlflow.get_run(train).data.metrics["test_ndcg_at_10"]
     # What is served is re-scored: here a blend with EASE, not the factorization model alone.
@@ -139,7 +174,7 @@ def test_models_of_another_dataset_item_column_or_metric_are_not_compared(
     ok("register", ["--train_run_id", trained["train"], "--model_name", "m"])
     # The champion as if trained on other data, or registered on another metric.
     mlflow.MlflowClient().set_model_version_tag("m", "1", tag, value)
-    args = ["--train_run_id", trained["train"], "--model_name", "m"]
+    args = ["--train_run_id", trained["twin"], "--model_name", "m"]
     result = invoke(register.main, args)
     assert result.exit_code == 1 and runs_of("register")[0].info.status == "FAILED"
     # One line says why, and what to do.
@@ -252,10 +287,11 @@ def test_a_retrained_model_is_compared_on_what_neither_trained_on(
         run.data.metrics["candidate_test_ndcg_at_10"] > run.data.metrics["champion_test_ndcg_at_10"]
     )
     assert run.data.tags["recflow.promoted"] == str(beats).lower()
+    # The version it had, the alias decided again.
     if beats:
-        assert versions("m") == {"1": [], "2": ["challenger"], "3": ["champion"]}
+        assert versions("m") == {"1": [], "2": ["champion"]}
     else:
-        assert versions("m") == {"1": ["champion"], "2": [], "3": ["challenger"]}
+        assert versions("m") == {"1": ["champion"], "2": ["challenger"]}
 
 
 def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Path) -> None:

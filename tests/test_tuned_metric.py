@@ -21,7 +21,9 @@ def test_train_best_tests_at_the_tuned_k_and_register_gates_on_it(prep_id: str) 
     for prefix in ("test_", "popularity_"):
         assert {f"{prefix}recall_at_20", f"{prefix}ndcg_at_10"} <= set(metrics)
     ok("register", ["--train_run_id", trained, "--model_name", "m", "--metric", "recall@20"])
-    register = mlflow.get_run(ok("register", ["--train_run_id", trained, "--model_name", "m",
+    twin = ok("train_best", ["--preprocess_run_id", prep_id, "--hpo_run_id", tuned,
+                             "--ensemble", "1"])  # fmt: skip
+    register = mlflow.get_run(ok("register", ["--train_run_id", twin, "--model_name", "m",
                                               "--metric", "recall@20"]))  # fmt: skip
     assert register.data.tags["recflow.promotion_reason"].startswith("test_recall_at_20 ")
 

@@ -224,6 +224,14 @@ def register_version(train: Run, name: str, figures: Model) -> ModelVersion:
     return version
 
 
+def registered_from(train: Run, name: str) -> ModelVersion | None:
+    """The version of ``name`` already registered from ``train``'s model (by a register run
+    that ran before, or one killed before it set the alias), or None."""
+    # By run ID only: the filter's quoting of a name holding a quote is MLflow's business.
+    found = MlflowClient().search_model_versions(f"run_id = '{train.info.run_id}'")
+    return min((v for v in found if v.name == name), key=lambda v: int(v.version), default=None)
+
+
 def alias_holder(name: str, alias: str) -> Model | None:
     """The version of model ``name`` holding ``alias``, with the lineage and test metrics
     :func:`register_version` gave it; None when no version holds it yet."""
