@@ -35,7 +35,8 @@ option = options("register")
 
 
 @click.command(
-    help="Register the model of a train_best run as a new version. The alias moves to it only "
+    help="Register the model of a train_best run as a new version (a run registered before "
+    "keeps its version). The alias moves to it only "
     "if its test metric beats the alias's current version by more than min_improvement "
     f"(absolute); otherwise it becomes '{C.CHALLENGER_ALIAS}'. Both are scored now on this "
     f"model's test set: all of it when the holder was tested on the same one (by "
