@@ -12,6 +12,9 @@ Recent items weigh more: a history item's gradient is weighted by half every ``H
 items back from the latest. On real ML-100K's new-users protocol (bench/new_users.py, half-life
 chosen on seeds 1-3, reported on others) that lifts fold-in NDCG@10 from 1.30x popularity
 (every item alike) to 1.53x: what a user rated last says most about what they rate next.
+A history is not weighed by its length as training weighs each user (``user_weight``): on the
+same protocol (seeds 1-3, a model trained with ``user_weight`` 0.25) fold-in scored NDCG@10
+0.387 unweighted against 0.381 with training's weight for the history's length.
 
 The model scores user ``u`` and item ``i`` as ``user_emb[u] . item_emb[i] + item_bias[i]``
 with both embeddings ``[a, b]`` halves (``model.Recommender._from_rankfm``). A user vector
