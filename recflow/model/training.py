@@ -118,7 +118,8 @@ def fit_ensemble(
 ) -> list[Recommender]:
     """One model per seed, each trained by :func:`fit_isolated` with ``threads`` threads, as
     many at once as the cores allow; in the order of ``seeds``, so the result does not depend
-    on which finishes first. ``TrainingDiverged`` if any diverges (those not yet started never start)."""
+    on which finishes first. ``TrainingDiverged`` if any diverges (those not yet started never
+    start)."""
     workers = max(1, min(len(seeds), len(os.sched_getaffinity(0)) // max(1, threads)))
     if workers == 1:
         return [fit_isolated(train, params, s, threads=threads, **fit) for s in seeds]
