@@ -102,7 +102,8 @@ def main() -> None:
 
     sides: dict[str, Fit] = {
         "kernel": {"rankfmc": fit_rankfmc, "recflow": fit_recflow},
-        "threads": {"1 thread": fit_recflow, f"{args.threads} threads": partial(fit_recflow, threads=args.threads)},
+        "threads": {"1 thread": fit_recflow,
+                    f"{args.threads} threads": partial(fit_recflow, threads=args.threads)},
         "ensemble": {"one by one": partial(fit_one_by_one, size=args.ensemble),
                      "at once": partial(fit_at_once, size=args.ensemble)},
     }[args.compare]  # fmt: skip
