@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recflow.model import training
 from recflow.model.recommender import FMParams, Recommender, user_weights
 from recflow.model.training import (
     ENSEMBLE,
@@ -252,20 +255,52 @@ def test_an_ensemble_trains_at_once_and_comes_back_in_seed_order(
 ) -> None:
     train, _ = checkerboard
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # three at once
-    models = fit_ensemble(train, SMALL, [3, 1, 2, 5])
+    spans: dict[int, tuple[float, float]] = {}
+    real = training.fit_isolated
+
+    def timed(df: pd.DataFrame, params: FMParams, seed: int, **fit: object) -> Recommender:
+        start = time.monotonic()
+        model = real(df, params, seed, **fit)
+        spans[seed] = (start, time.monotonic())
+        return model
+
+    monkeypatch.setattr(training, "fit_isolated", timed)
+    models = fit_ensemble(train, dataclasses.replace(SMALL, epochs=30), [3, 1, 2, 5])
     assert len(models) == 4
     for model, seed in zip(models, [3, 1, 2, 5], strict=True):
-        np.testing.assert_array_equal(model.user_emb, fit_isolated(train, SMALL, seed).user_emb)
+        alone = real(train, dataclasses.replace(SMALL, epochs=30), seed)
+        np.testing.assert_array_equal(model.user_emb, alone.user_emb)
+    # Three trained at once: the first three started before any of them ended.
+    first = sorted(spans.values())[:3]
+    assert max(s for s, _ in first) < min(e for _, e in first), spans
 
 
-def test_a_diverging_member_fails_the_ensemble(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_member_that_fails_stops_the_others_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a diverging member was reported only once the members training beside it
+    had finished, and the next one started after it."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     rng = np.random.default_rng(0)
     train = pd.DataFrame(
         {"user_id": rng.integers(0, 200, 5000), "item_id": rng.integers(0, 300, 5000)}
     )
-    with pytest.raises(TrainingDiverged):
-        fit_ensemble(train, dataclasses.replace(SMALL, learning_rate=1e6, sigma=10.0), [1, 2, 3])
+    endless = dataclasses.replace(SMALL, epochs=100_000)  # minutes of training
+    real, started = training.fit_isolated, []
+
+    def seed_one_diverges(df: pd.DataFrame, params: FMParams, seed: int, **fit: object) -> object:
+        started.append(seed)
+        if seed == 1:
+            time.sleep(1)  # while seed 2 trains
+            raise TrainingDiverged("seed 1 diverged")
+        return real(df, params, seed, **fit)
+
+    monkeypatch.setattr(training, "fit_isolated", seed_one_diverges)
+    start = time.monotonic()
+    with pytest.raises(TrainingDiverged, match="seed 1 diverged"):
+        fit_ensemble(train, endless, [1, 2, 3, 4])
+    # Not a speed target: a bound far under what seed 2's training would take.
+    assert time.monotonic() - start < 30
+    assert 4 not in started  # nothing queued starts after a failure
+    assert not multiprocessing.active_children()  # seed 2's process was killed, not orphaned
 
 
 def test_isolated_fit_stops_when_on_epoch_raises(

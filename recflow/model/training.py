@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import types
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 import pandas as pd
@@ -26,6 +27,9 @@ from recflow.model.recommender import FMParams, Recommender
 # and two threads writing them gave no speed-up (bench/training.py --compare threads, ML-1M
 # scale, item features: 0.97x; without: 1.46x per epoch at ML-10M scale).
 PARALLEL_FROM = 2_000_000
+
+# Seconds between a stoppable training's checks of its stop event (``fit_isolated``).
+STOP_POLL = 0.2
 
 
 # Models averaged by train_best with ensemble=auto: this many below ENSEMBLE_BELOW training
@@ -59,11 +63,16 @@ class TrainingDiverged(FloatingPointError):
     """Training produced non-finite weights or crashed the training process."""
 
 
+class Stopped(Exception):
+    """A training stopped from outside (``fit_isolated``'s ``stop``): its process was killed."""
+
+
 def fit_isolated(
     train: pd.DataFrame,
     params: FMParams,
     seed: int,
     on_epoch: Callable[[int, Recommender], None] | None = None,
+    stop: threading.Event | None = None,
     **fit: Any,
 ) -> Recommender:
     """:meth:`Recommender.fit` in a forked child process, with ``on_epoch`` run in this one;
@@ -78,16 +87,24 @@ def fit_isolated(
     ends only the child (``TrainingDiverged`` too).
     The child receives the data once and sends back the small weight matrices.
     An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
-    propagates here.
+    propagates here. Once ``stop`` is set (checked every ``STOP_POLL`` seconds) the child is
+    killed and ``Stopped`` raised.
     """
+    if stop is not None and stop.is_set():
+        raise Stopped(f"training from seed {seed} stopped before it started")
     ctx = _context()
     conn, child_conn = ctx.Pipe()
     args = (child_conn, train, params, seed, on_epoch is not None, fit)
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
     proc.start()
     child_conn.close()
+    stopped = False
     try:
         while True:
+            while stop is not None and not conn.poll(STOP_POLL):
+                if stop.is_set():
+                    stopped = True
+                    raise Stopped(f"training from seed {seed} stopped")
             try:
                 kind, payload = conn.recv()
             except EOFError:
@@ -108,6 +125,8 @@ def fit_isolated(
             conn.send(True)
     finally:
         conn.close()
+        if stopped:
+            proc.kill()
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
@@ -118,21 +137,25 @@ def fit_ensemble(
 ) -> list[Recommender]:
     """One model per seed, each trained by :func:`fit_isolated` with ``threads`` threads, as
     many at once as the cores allow; in the order of ``seeds``, so the result does not depend
-    on which finishes first. ``TrainingDiverged`` if any diverges (those not yet started never
-    start)."""
+    on which finishes first. When one fails (``TrainingDiverged``), or this thread is
+    interrupted, the others are stopped and the error raised at once."""
     workers = max(1, min(len(seeds), len(os.sched_getaffinity(0)) // max(1, threads)))
     if workers == 1:
         return [fit_isolated(train, params, s, threads=threads, **fit) for s in seeds]
+    stop = threading.Event()
     # Threads only wait: each model trains in its own child process.
-    with ThreadPoolExecutor(workers, thread_name_prefix="ensemble") as pool:
-        futures = [pool.submit(fit_isolated, train, params, s, threads=threads, **fit)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ensemble")
+    try:
+        futures = [pool.submit(fit_isolated, train, params, s, stop=stop, threads=threads, **fit)
                    for s in seeds]  # fmt: skip
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # the first seed's, of those failed by now
+        return [f.result() for f in futures]
+    finally:
+        stop.set()  # a no-op once all are done
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _context() -> multiprocessing.context.BaseContext:
