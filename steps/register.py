@@ -19,6 +19,7 @@ from recflow.tracking.contracts import (
     registered_from,
 )
 from recflow.tracking.promotion import (
+    CHALLENGER_OF_TAG,
     COMPARABLE,
     LINEAGE,
     METRIC_TAG,
@@ -76,10 +77,13 @@ def main(
         test = {k: v for k, v in train.data.metrics.items() if k.startswith(prefixes)}
         candidate = Model({**lineage(train), METRIC_TAG: metric}, test)
         holder = alias_holder(model_name, alias)
-        # Registering the same train run again gives no second version of the same model.
-        existing = registered_from(train, model_name)
+        # Registering the same train run again gives no second version of the same model: it
+        # takes the version that holds the alias, if one does, else the oldest.
+        mine = registered_from(train, model_name, metric)
+        held = [v for v in mine if holder is not None and str(v.version) == holder.version]
+        existing = (held or mine or [None])[0]
         scored, note = None, ""
-        if existing is not None and holder is not None and holder.version == str(existing.version):
+        if held:
             decision = Decision(True, f"this train run's version {existing.version} already "
                                       f"holds @{alias}")  # fmt: skip
         else:
@@ -103,11 +107,13 @@ def main(
         failpoint("register:before-alias")
         target = alias if decision.promote else C.CHALLENGER_ALIAS
         client = MlflowClient()
+        if target == C.CHALLENGER_ALIAS:
+            client.set_model_version_tag(model_name, version.version, CHALLENGER_OF_TAG, alias)
         client.set_registered_model_alias(model_name, target, version.version)
         if existing is not None and decision.promote:
-            # A challenger promoted on a second register is no longer a challenger.
-            aliases = client.get_model_version(model_name, version.version).aliases
-            if C.CHALLENGER_ALIAS in aliases and target != C.CHALLENGER_ALIAS:
+            # The challenger of this alias, promoted on a second register, challenges no more.
+            again = client.get_model_version(model_name, version.version)
+            if C.CHALLENGER_ALIAS in again.aliases and again.tags.get(CHALLENGER_OF_TAG) == alias:
                 client.delete_registered_model_alias(model_name, C.CHALLENGER_ALIAS)
         mlflow.set_tags({
             C.TAG_MODEL_NAME: model_name, C.TAG_MODEL_VERSION: version.version,

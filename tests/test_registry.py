@@ -15,7 +15,8 @@ from recflow.evaluation.accuracy import evaluate_model
 from recflow.evaluation.blending import Blended
 from recflow.model.ease import seen_scores
 from recflow.testing.archives import ml100k_files, write_zip
-from recflow.tracking.contracts import load_prepared, load_served
+from recflow.tracking.contracts import lineage, load_prepared, load_served, register_version
+from recflow.tracking.promotion import Model
 from steps import register
 from tests.helpers import fails, invoke, ok, runs_of
 
@@ -60,6 +61,36 @@ def test_registering_a_train_run_again_gives_no_second_version(
     assert run.data.tags["recflow.promotion_reason"] == (
         "this train run's version 1 already holds @champion"
     )
+
+
+def test_a_version_taken_again_keeps_what_it_was_for_other_aliases_and_metrics(
+    trained: dict[str, str],
+) -> None:
+    train, twin = trained["train"], trained["twin"]
+    ok("register", ["--train_run_id", train, "--model_name", "m"])
+    ok("register", ["--train_run_id", twin, "--model_name", "m"])  # lost to @champion
+    ok("register", ["--train_run_id", twin, "--model_name", "m", "--alias", "staging"])
+    # Taken again for another alias: still @champion's challenger.
+    assert versions("m") == {"1": ["champion"], "2": ["challenger", "staging"]}
+    # Judged on another metric: another version, tagged with that metric.
+    args = ["--model_name", "m", "--alias", "recall", "--metric", "recall@10"]
+    ok("register", ["--train_run_id", train, *args])
+    assert versions("m") == {"1": ["champion"], "2": ["challenger", "staging"], "3": ["recall"]}
+    assert mlflow.MlflowClient().get_model_version("m", "3").tags["metric"] == "recall@10"
+
+
+def test_of_duplicate_versions_left_by_older_code_the_holder_is_taken(
+    trained: dict[str, str],
+) -> None:
+    # Older code registered a train run once more at every register: v1 and v2, v2 @champion.
+    run = mlflow.get_run(trained["train"])
+    model = Model({**lineage(run), "metric": "ndcg@10"}, {})
+    for _ in range(2):
+        register_version(run, "m", model)
+    mlflow.MlflowClient().set_registered_model_alias("m", "champion", "2")
+    result = invoke(register.main, ["--train_run_id", trained["train"], "--model_name", "m"])
+    assert "this train run's version 2 already holds @champion" in result.output, result.output
+    assert versions("m") == {"1": [], "2": ["champion"]}
 
 
 def test_a_register_killed_before_the_alias_is_finished_by_the_next(

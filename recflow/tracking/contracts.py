@@ -33,7 +33,7 @@ from recflow.model.blend import EaseHalf
 from recflow.model.recommender import FMParams, Recommender
 from recflow.tracking import space
 from recflow.tracking.cache import unquote
-from recflow.tracking.promotion import Model
+from recflow.tracking.promotion import METRIC_TAG, Model
 from recflow.tracking.runs import download, upstream_tag
 
 # Each field of Prepared and its file under the run's DATA_DIR.
@@ -224,12 +224,13 @@ def register_version(train: Run, name: str, figures: Model) -> ModelVersion:
     return version
 
 
-def registered_from(train: Run, name: str) -> ModelVersion | None:
-    """The version of ``name`` already registered from ``train``'s model (by a register run
-    that ran before, or one killed before it set the alias), or None."""
+def registered_from(train: Run, name: str, metric: str) -> list[ModelVersion]:
+    """The versions of ``name`` already registered from ``train``'s model on ``metric`` (by a
+    register run that ran before, or one killed before it set the alias), oldest first."""
     # By run ID only: the filter's quoting of a name holding a quote is MLflow's business.
     found = MlflowClient().search_model_versions(f"run_id = '{train.info.run_id}'")
-    return min((v for v in found if v.name == name), key=lambda v: int(v.version), default=None)
+    mine = [v for v in found if v.name == name and v.tags.get(METRIC_TAG) == metric]
+    return sorted(mine, key=lambda v: int(v.version))
 
 
 def alias_holder(name: str, alias: str) -> Model | None:

@@ -31,6 +31,8 @@ COMPARABLE = ("dataset", "checksum", "split", "testset_digest")
 LINEAGE = {"dataset": "", "item_col": ITEM_COL}
 # The version tag naming the metric a version was registered (judged) on.
 METRIC_TAG = "metric"
+# The version tag naming the alias a version failed to take when it was made the challenger.
+CHALLENGER_OF_TAG = "challenger_of"
 SAME_TEST_SET = "same test set"
 COMMON_TEST_SET = "common test set"
 
