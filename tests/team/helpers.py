@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from recflow.hpo.attrs import WORKER
+from recflow.hpo.attrs import TRIAL_RUN, WORKER
 from recflow.testing.services import PASSWORD, MlflowServer, Postgres
 from tests.helpers import MLFLOW, PROJECT, Spawned, ok, user_env
 
@@ -103,11 +103,13 @@ def wait_for_output(proc: Spawned, text: str, timeout: float) -> None:
 def running_trial_of(
     worker: Spawned, trials: Callable[[], list[optuna.trial.FrozenTrial]]
 ) -> optuna.trial.FrozenTrial:
-    """Wait until ``worker`` is in the middle of one of the study's ``trials``; return it."""
+    """Wait until ``worker`` is in the middle of one of the study's ``trials`` (its MLflow run
+    open: a trial is RUNNING in the study a moment before); return it."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert worker.poll() is None, worker.output()[-4000:]
-        mine = [t for t in trials() if t.state == TrialState.RUNNING and _is_child_of(t, worker)]
+        mine = [t for t in trials() if t.state == TrialState.RUNNING and TRIAL_RUN in t.user_attrs
+                and _is_child_of(t, worker)]  # fmt: skip
         if mine:
             return mine[0]
         time.sleep(0.2)
