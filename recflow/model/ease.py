@@ -63,19 +63,28 @@ def spd_inverse(a: np.ndarray) -> None:
         block[np.tril_indices_from(block, -1)] = block.T[np.tril_indices_from(block, -1)]
 
 
-def seen_scores(
-    indptr: np.ndarray, indices: np.ndarray, users: np.ndarray, weights: np.ndarray
-) -> np.ndarray:
-    """Scores of ``users`` (positions) for every item: their rows of ``X · B``, with ``X`` held as
-    CSR arrays (the user at position ``u`` has seen ``indices[indptr[u]:indptr[u + 1]]``)."""
+def rows_of(
+    indptr: np.ndarray, indices: np.ndarray, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How many items each of ``users`` (positions) has in the CSR arrays (the user at position
+    ``u`` has ``indices[indptr[u]:indptr[u + 1]]``), and those items, user after user."""
     lo = indptr[users]
     counts = indptr[users + 1] - lo
     # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
     idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    return counts, indices[idx]
+
+
+def seen_scores(
+    indptr: np.ndarray, indices: np.ndarray, users: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Scores of ``users`` (positions) for every item: their rows of ``X · B``, with ``X`` held as
+    CSR arrays (``rows_of``)."""
+    counts, items = rows_of(indptr, indices, users)
     x = sp.csr_array(
         (
-            np.ones(idx.size, dtype=np.float32),
-            indices[idx],
+            np.ones(items.size, dtype=np.float32),
+            items,
             np.concatenate([[0], np.cumsum(counts)]),
         ),
         shape=(users.size, weights.shape[0]),

@@ -43,6 +43,7 @@ from recflow.constants import GENRES_COL, ITEM_COL, RANK_COL, SCORE_COL, TITLE_C
 from recflow.evaluation.topk import top_k_finite
 from recflow.model import foldin
 from recflow.model.blend import EaseHalf
+from recflow.model.ease import rows_of
 from recflow.model.ids import is_string
 from recflow.model.recommender import Recommender
 from recflow.serving import bundle
@@ -254,11 +255,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             out[:] = self.ease.known(out, pos)
         if filter_seen:
             for indptr, indices in self.filtered:
-                lo = indptr[pos]
-                counts = indptr[pos + 1] - lo
-                # Indices lo..hi-1 of every user's slice, without a per-user Python loop.
-                idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-                out[np.repeat(np.arange(pos.size), counts), indices[idx]] = -np.inf
+                counts, items = rows_of(indptr, indices, pos)
+                out[np.repeat(np.arange(pos.size), counts), items] = -np.inf
         return out
 
     def _folded(
