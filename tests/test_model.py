@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from recflow.model.training import (
     fit_isolated,
     training_threads,
 )
+from tests.helpers import PROJECT
 
 SMALL = FMParams(factors=4, loss="bpr", epochs=3, learning_rate=0.05)
 
@@ -301,6 +305,62 @@ def test_a_member_that_fails_stops_the_others_at_once(monkeypatch: pytest.Monkey
     assert time.monotonic() - start < 30
     assert 4 not in started  # nothing queued starts after a failure
     assert not multiprocessing.active_children()  # seed 2's process was killed, not orphaned
+
+
+ENDLESS_TRAINING = """
+import multiprocessing, threading, time
+import numpy as np, pandas as pd
+from recflow.model.recommender import FMParams
+from recflow.model.training import fit_isolated
+
+def report():
+    while not multiprocessing.active_children():
+        time.sleep(0.05)
+    time.sleep(1)  # under way
+    print(multiprocessing.active_children()[0].pid, flush=True)
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"user_id": rng.integers(0, 500, 20000),
+                          "item_id": rng.integers(0, 800, 20000)}).drop_duplicates()
+    threading.Thread(target=report, daemon=True).start()
+    # No epoch callback, as train_best trains: nothing the child sends would find us gone.
+    fit_isolated(train, FMParams(factors=8, epochs=10**9), 1)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (nobody may reap an orphan here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_caller_takes_its_training_process_with_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Regression: a step killed by SIGTERM or SIGKILL left its training running on to the end
+    (at ML-25M scale, most of an hour of a core)."""
+    script = tmp_path / "endless.py"
+    script.write_text(ENDLESS_TRAINING)
+    caller = subprocess.Popen([sys.executable, str(script)], cwd=PROJECT, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        child = int(caller.stdout.readline())  # training, its first epoch done
+        assert _running(child)
+        caller.send_signal(sig)
+        caller.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(child)
+    finally:
+        caller.kill()
+        caller.wait()
 
 
 def test_isolated_fit_stops_when_on_epoch_raises(

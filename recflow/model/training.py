@@ -8,6 +8,7 @@ calling process after every epoch and may stop training by raising.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -95,10 +96,14 @@ def fit_isolated(
         raise Stopped(f"training from seed {seed} stopped before it started")
     ctx = _context()
     conn, child_conn = ctx.Pipe()
-    args = (child_conn, train, params, seed, on_epoch is not None, fit)
+    # Never written: the child exits when this end closes, also when this process is killed
+    # (SIGTERM, SIGKILL), which would otherwise leave its training running on to the end.
+    alive_r, alive_w = ctx.Pipe(duplex=False)
+    args = (child_conn, alive_r, train, params, seed, on_epoch is not None, fit)
     proc = ctx.Process(target=_fit_child, args=args, daemon=True)
     proc.start()
     child_conn.close()
+    alive_r.close()
     stopped = False
     try:
         while True:
@@ -126,6 +131,7 @@ def fit_isolated(
             conn.send(True)
     finally:
         conn.close()
+        alive_w.close()
         if stopped:
             proc.kill()
         proc.join(timeout=10)
@@ -188,8 +194,11 @@ class _Stop(Exception):
 
 
 def _fit_child(
-    conn, train: pd.DataFrame, params: FMParams, seed: int, report: bool, fit: dict[str, Any]
-) -> None:
+    conn, alive, train: pd.DataFrame, params: FMParams, seed: int, report: bool,
+    fit: dict[str, Any],
+) -> None:  # fmt: skip
+    threading.Thread(target=_exit_when_closed, args=(alive,), daemon=True).start()
+
     def on_epoch(epoch: int, model: Recommender) -> None:
         conn.send(("epoch", (epoch, model)))
         if not conn.recv():
@@ -204,3 +213,12 @@ def _fit_child(
         conn.send(("error", str(e)))
     finally:
         conn.close()
+
+
+def _exit_when_closed(alive) -> None:
+    # The caller never writes: recv returns only when its end closes, as it does once the
+    # caller is done with this child or is gone. The kernel releases the GIL, so this thread
+    # runs mid-epoch.
+    with contextlib.suppress(EOFError, OSError):
+        alive.recv()
+    os._exit(1)
