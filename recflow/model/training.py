@@ -66,7 +66,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 class Stopped(Exception):
-    """A training stopped from outside (``fit_isolated``'s ``stop``): its process was killed."""
+    """A training stopped from outside (``fit_isolated``'s ``stop``): its process has exited."""
 
 
 def fit_isolated(
@@ -89,8 +89,9 @@ def fit_isolated(
     ends only the child (``TrainingDiverged`` too).
     The child receives the data once and sends back the small weight matrices.
     An exception raised by ``on_epoch`` (e.g. optuna's TrialPruned) stops the child and
-    propagates here. Once ``stop`` is set (checked every ``STOP_POLL`` seconds) the child is
-    killed and ``Stopped`` raised.
+    propagates here. Once ``stop`` is set (checked every ``STOP_POLL`` seconds) ``Stopped`` is
+    raised. However this returns or raises, the child exits: it watches a pipe only this end
+    holds.
     """
     if stop is not None and stop.is_set():
         raise Stopped(f"training from seed {seed} stopped before it started")
@@ -104,12 +105,10 @@ def fit_isolated(
     proc.start()
     child_conn.close()
     alive_r.close()
-    stopped = False
     try:
         while True:
             while stop is not None and not conn.poll(STOP_POLL):
                 if stop.is_set():
-                    stopped = True
                     raise Stopped(f"training from seed {seed} stopped")
             try:
                 kind, payload = conn.recv()
@@ -131,9 +130,7 @@ def fit_isolated(
             conn.send(True)
     finally:
         conn.close()
-        alive_w.close()
-        if stopped:
-            proc.kill()
+        alive_w.close()  # the child exits, done or not
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
