@@ -113,9 +113,11 @@ def test_a_worker_cut_off_by_the_network_loses_its_trial_once_and_exits_cleanly(
               f"run {late.info.status} ({late.data.tags.get('trial_state')})")  # fmt: skip
         for w, out in zip(workers, outputs, strict=True):
             assert w.returncode == 0, out[-4000:]
-        assert study_complete == n_trials
+        # Two workers ending trials together may both start the last one (run_worker's
+        # docstring): one more than asked, never fewer.
+        assert n_trials <= study_complete <= n_trials + 1
         assert study.trials[lost.number].state == TrialState.FAIL
-        assert len(complete) == n_trials  # the late result was not counted as well
+        assert len(complete) == study_complete  # the late result was not counted as well
         assert late.info.status == "KILLED"
         # The cut-off worker finished the trial after all and found it failed: dropped as late.
         assert late.data.tags.get("trial_state") == "LATE", late.data.tags
