@@ -138,8 +138,11 @@ def test_training_equals_rankfm_fit(features: str, schedule: str, user_weight: f
     light = zip(rng.integers(3, 40, 600), rng.integers(1, 61, 600), strict=True)
     train = pd.DataFrame([*heavy, *light], columns=["user_id", "item_id"]).drop_duplicates()
     users, items = np.sort(train.user_id.unique()), np.sort(train.item_id.unique())
-    uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float)})
-    itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float)})
+    # Rows with none, one and two non-zero features, one of them not 1.
+    uf = pd.DataFrame({"user_id": users, "f": (users % 2).astype(float),
+                       "f2": 0.5 * (users % 3 == 0)})  # fmt: skip
+    itf = pd.DataFrame({"item_id": items, "g": (items % 3 == 0).astype(float),
+                        "g2": 2.0 * (items % 4 == 0)})  # fmt: skip
     params = FMParams(factors=4, epochs=4, features=features, learning_schedule=schedule,
                       user_weight=user_weight)  # fmt: skip
     ours = Recommender.fit(train, params, 5, uf, itf, on_epoch=lambda e, m: None)
