@@ -120,8 +120,9 @@ def _train_rows(
     log_items = np.log(np.float64(n_items))
     # The user's non-zero features and the item pair's non-zero feature differences, listed once
     # per step: the per-factor loops below then skip the (mostly zero) rest. A genre row has ~2
-    # non-zeros of 20; looping over all of them made an item-feature epoch 2.1x a plain one
-    # (now 1.6x; ML-1M scale, 39 factors, bench/training.py --compare kernel --features item).
+    # non-zeros of 20; looping over all of them made an item-feature epoch 2.1x a plain one,
+    # against 1.6x with the lists (ML-1M scale, 39 factors, bench/training.py --compare kernel
+    # --features item, before the utility was inlined).
     n_uf, uf_p, uf_x = 0, np.empty(x_uf.shape[1], np.int64), np.empty(x_uf.shape[1], x_uf.dtype)
     n_if, if_q, if_dx = 0, np.empty(x_if.shape[1], np.int64), np.empty(x_if.shape[1], x_if.dtype)
     for r in range(rows.shape[0]):
