@@ -76,7 +76,8 @@ def _has_item(idx: np.ndarray, lo: int, hi: int, item: int) -> bool:
 
 
 # Inlined into the training loop: it runs once per sampled negative, and as a call (its arrays
-# passed each time) it took a quarter of an epoch (bench/training.py --compare kernel).
+# passed each time) it took a quarter of a plain epoch at 39 factors and 30 WARP samples
+# (docs/cost.md, "Training kernel").
 @njit(nogil=True, fastmath=True, cache=True, inline="always")
 def _utility(
     u: int, i: int, w: tuple, x_uf: np.ndarray, x_if: np.ndarray, use_uf: bool, use_if: bool
