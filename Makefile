@@ -27,13 +27,13 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
-# -m "" runs the slow end-to-end tests too; plain `pytest` skips them. One worker per core, a
-# test file per worker (-n auto --dist loadfile, in pyproject.toml's addopts, so plain `pytest`
-# runs so too: 111 s against 154 s in one process, at ea81f30): most slow tests wait on servers
-# and subprocesses, and a file's tests share its module fixtures. The longest files are handed
-# out first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order, where xdist
-# would put the files with most tests first). Not --dist loadgroup: under pytest 9.2 it groups
-# nothing (pytest-xdist #1386), so a file's tests and its module fixtures land on both workers.
-# On 2 cores: 668 s against 940 s in one process.
+# -m "" runs the slow end-to-end tests too; plain `pytest` skips them. One worker per core, a test
+# file per worker (-n auto --dist loadfile, in pyproject.toml's addopts, so plain `pytest` runs so
+# too: 146 s against 218 s in one process, on 2 cores half as fast as those that gave 111 s at
+# ea81f30): most slow tests wait on servers and subprocesses, and a file's tests share its module
+# fixtures. The longest files are handed out first (tests/conftest.py orders them;
+# --no-loadscope-reorder keeps that order, where xdist would put the files with most tests first).
+# Not --dist loadgroup: under pytest 9.2 it groups nothing (pytest-xdist #1386), so a file's tests
+# and its module fixtures land on both workers. On 2 cores: 668 s against 940 s in one process.
 test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -m "" $(PYTEST_ARGS)

@@ -257,6 +257,20 @@ def test_isolated_fit_matches_in_process_fit(
     assert seen == [0, 1, 2]
 
 
+def test_a_training_process_starts_with_the_kernel_loaded(tmp_path: Path) -> None:
+    # Trials and ensemble models are forked from a server that loaded the compiled kernel
+    # (recflow.model.preload), so none loads it again (0.8 s a child on 2 cores).
+    out = tmp_path / "overloads"
+    code = (
+        "import sys; kernel = sys.modules.get('recflow.model.kernel'); "
+        f"open({str(out)!r}, 'w').write(str(len(kernel._train_rows.overloads) if kernel else 0))"
+    )
+    child = training._context().Process(target=exec, args=(code,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and out.read_text() == "1"
+
+
 def test_an_ensemble_trains_at_once_and_comes_back_in_seed_order(
     checkerboard: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -169,8 +169,10 @@ def _context() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     # Every child re-runs the main module (e.g. steps.hpo), so the server imports once what the
     # main module imports (mlflow, optuna, ...) and a trial pays for no imports. Not the main
-    # module itself: runpy would warn in every child that it is already imported.
-    ctx.set_forkserver_preload(["__main__", *_main_module_imports(), __name__, "rankfmc"])
+    # module itself: runpy would warn in every child that it is already imported. The kernel is
+    # loaded there too (``recflow.model.preload``).
+    preload = ["__main__", *_main_module_imports(), __name__, "rankfmc", "recflow.model.preload"]
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 
