@@ -7,6 +7,7 @@ whether it was reused and how long it took; each step's run is tagged on main's 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -122,11 +123,14 @@ def run_step(step: str, params: dict[str, str], experiment_id: str, version: str
         cached = find_reusable_run(experiment_id, step, params, version)
         if cached is not None:
             return StepRun(step, cached.info.run_id, True, time.monotonic() - start)
+    # MLflow makes a folder in /tmp for each run it starts, for parameters of type path (we have
+    # none), and never removes it: given one, it makes none, and this one goes with the step.
     try:
-        submitted = mlflow.run(
-            str(PROJECT_ROOT), entry_point=step, parameters=params, env_manager="local",
-            experiment_id=experiment_id, synchronous=True,
-        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix=f"recflow-{step}-") as storage:
+            submitted = mlflow.run(
+                str(PROJECT_ROOT), entry_point=step, parameters=params, env_manager="local",
+                experiment_id=experiment_id, synchronous=True, storage_dir=storage,
+            )  # fmt: skip
     except ExecutionException as e:
         raise UserError(f"step {step} failed (its error is printed above): {e}") from e
     # mlflow.run() inside an active run makes the step run its child (mlflow.parentRunId).
