@@ -7,6 +7,9 @@ process.
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,14 +22,24 @@ from steps import main
 from tests.helpers import ONE_MODEL, invoke, mlflow_run, ok, sha256, step_lines, user_env
 
 
-def run_main(tmp_path: Path, *params: str) -> tuple[dict[str, tuple[str, str]], str]:
+def run_main(env: dict[str, str], *params: str) -> tuple[dict[str, tuple[str, str]], str]:
     """Run main with the given -P params; return {step: (ran|reused, run ID)} and the output."""
-    proc = mlflow_run(user_env(tmp_path), "main", *params)
+    proc = mlflow_run(env, "main", *params)
     return step_lines(proc.stdout), proc.stdout + proc.stderr
 
 
+@pytest.fixture
+def temp() -> Iterator[Path]:
+    """A temp folder (TMPDIR) for a user's processes; short, as the fork server's socket path
+    in it must fit in 108 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="e2e-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
+def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) -> None:
+    env = user_env(tmp_path) | {"TMPDIR": str(temp)}
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     checksum = sha256(archive)
@@ -38,13 +51,17 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir) -> None:
         ONE_MODEL,
     )
 
-    first, _ = run_main(tmp_path, *params)
+    first, _ = run_main(env, *params)
     assert [state for state, _ in first.values()] == ["ran"] * 5, first
-    second, out = run_main(tmp_path, *params)
+    second, out = run_main(env, *params)
     assert {s: (state, rid) for s, (state, rid) in second.items()} == {
         s: ("reused", rid) for s, (_, rid) in first.items()
     }
     assert re.search(r"model movielens-rankfm version 1: .*ndcg_at_10=", out)
+    # Each step's temp files went with it. What is left is the `mlflow run` command's own empty
+    # folder, one per main (MLflow's, for parameters of type path), not one more per step.
+    left = list(temp.iterdir())
+    assert len(left) <= 2 and not [f for d in left for f in d.iterdir()], left
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()
@@ -126,15 +143,18 @@ def test_main_fails_with_the_steps_error(tmp_path: Path, http_dir) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_pipeline_on_real_ml100k_beats_popularity(tmp_path: Path, shared_ml100k: Path) -> None:
+def test_pipeline_on_real_ml100k_beats_popularity(
+    tmp_path: Path, shared_ml100k: Path, tracking: str
+) -> None:
+    """The steps on real data, in process: what is proved is the model's quality, and the real
+    `mlflow run` is test_main_runs_then_reuses_every_step's."""
     files = {name: (shared_ml100k / name).read_bytes() for name in ("u.data", "u.item", "u.user")}
-    archive = write_zip(tmp_path / "ml-100k.zip", files)
-    # One model, not train_best's default ensemble of five: what is proved is the pipeline on real
-    # data, and the ensemble only repeats the training (test_blend and test_steps cover it).
-    steps, out = run_main(
-        tmp_path, "dataset=ml-100k", f"data_url={archive}", "n_trials=2", ONE_MODEL
-    )
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    metrics = mlflow.get_run(steps["train_best"][1]).data.metrics
-    print(out[-600:])
-    assert metrics["test_ndcg_at_10"] > metrics["popularity_ndcg_at_10"]
+    archive = write_zip(tmp_path / "real" / "ml-100k.zip", files)
+    raw = ok("download", ["--dataset", "ml-100k", "--data_url", str(archive)])
+    prep = ok("preprocess", ["--raw_run_id", raw])
+    tuned = ok("hpo", ["--preprocess_run_id", prep, "--n_trials", "2"])
+    # One model, not train_best's default ensemble of five: the ensemble only repeats the
+    # training (test_blend and test_steps cover it).
+    args = ["--preprocess_run_id", prep, "--hpo_run_id", tuned, "--ensemble", "1"]
+    metrics = mlflow.get_run(ok("train_best", args)).data.metrics
+    assert metrics["test_ndcg_at_10"] > metrics["popularity_ndcg_at_10"], metrics
