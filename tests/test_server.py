@@ -9,14 +9,17 @@ import contextlib
 import os
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import requests
 
+from recflow import constants as C
 from recflow.serving import server
 from recflow.testing.servers import fixed_cmd, served, stock_cmd
 from tests.helpers import free_port, save_checkerboard_pyfunc
@@ -129,6 +132,40 @@ def test_mlflow_models_serve_still_gives_its_workers_no_blas_share(
     ours = worker_pids(two_workers[2])
     share = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert [blas_env(w) for w in ours] == [dict.fromkeys(server.BLAS_THREAD_VARS, share)] * 2
+
+
+def test_the_servers_copy_of_a_stored_model_goes_when_it_stops(
+    trained: dict[str, str], pyfunc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve() puts a model from the tracking store into a folder of its own and removes it once
+    uvicorn returns (on SIGINT or SIGTERM): from a remote store MLflow would download it into a
+    folder left for the caller to remove, one more each restart. A model folder is served in
+    place. In process, from a local store (so the model is copied): uvicorn is stood in for by a
+    spy that looks at the model the workers would load."""
+    import uvicorn
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT as TIMEOUT
+    from mlflow.pyfunc.scoring_server import _SERVER_MODEL_PATH
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    # What serve() sets in this process's environment goes with the test.
+    for var in (_SERVER_MODEL_PATH, TIMEOUT.name, *server.BLAS_THREAD_VARS):
+        monkeypatch.delenv(var, raising=False)
+    seen = []
+
+    def run(app: str, **kwargs: object) -> None:
+        model = Path(os.environ[_SERVER_MODEL_PATH].removeprefix("file://"))
+        seen.append((model, (model / "MLmodel").is_file()))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    stored = mlflow.get_run(trained["train"]).data.tags[C.TAG_MODEL_URI]
+    for uri in (stored, str(pyfunc[0])):
+        server.serve(uri, "127.0.0.1", free_port(), 1)
+    (copy, loaded), (in_place, _) = seen
+    assert loaded and copy.is_relative_to(temp), copy
+    assert not copy.exists() and list(temp.iterdir()) == []
+    assert in_place == pyfunc[0]
 
 
 def test_workers_share_the_cores_between_their_blas_threads(

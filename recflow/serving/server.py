@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import tempfile
+from pathlib import Path
 
 DEFAULT_PORT = 5000
 
@@ -48,13 +50,19 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    # MLflow's own command and environment, so the app and its settings stay MLflow's: the
-    # workers import the app, which loads the model named in the environment.
-    command, env = scoring_server.get_cmd(local, port, host, timeout, workers)
-    os.environ.update(env)
-    share_cores(workers)
-    uvicorn.run(shlex.split(command)[-1], host=host, port=port, workers=workers)
+    # A model from the tracking store goes into a folder of the server's own, removed when it
+    # stops (interrupted or terminated). From a remote store MLflow would download it into a
+    # folder that nobody removes: tens of MB a restart for a model with EASE's item-item
+    # weights. (From a local store this copies it.) A model folder is served in place.
+    with tempfile.TemporaryDirectory(prefix="recflow-serve-") as tmp:
+        dst = None if Path(model_uri).is_dir() else tmp
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
+        # MLflow's own command and environment, so the app and its settings stay MLflow's: the
+        # workers import the app, which loads the model named in the environment.
+        command, env = scoring_server.get_cmd(local, port, host, timeout, workers)
+        os.environ.update(env)
+        share_cores(workers)
+        uvicorn.run(shlex.split(command)[-1], host=host, port=port, workers=workers)
 
 
 def main(argv: list[str] | None = None) -> None:
