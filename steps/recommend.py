@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -26,11 +27,13 @@ option = options("recommend")
 @option("k", type=click.IntRange(min=1))
 @option("output")
 def main(model_uri: str, users: str, k: int, output: str) -> None:
-    with step("recommend"):
+    # The model's files in a folder that goes with the step: from a remote store MLflow would
+    # download them into one that nobody removes.
+    with step("recommend"), tempfile.TemporaryDirectory() as tmp:
         out = Path(output)
         batch.check_output(out)
         try:
-            model = mlflow.pyfunc.load_model(model_uri)
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=tmp)
         except Exception as e:  # MlflowException, missing files, bad URIs: all mean the same here
             raise UserError(f"cannot load model {model_uri!r}: {first_line(e)}") from e
         wanted = batch.users_frame(users, model)

@@ -283,7 +283,7 @@ def test_a_retrained_model_is_compared_on_what_neither_trained_on(
     common = new.test.merge(leaked, how="left", indicator=True)
     common = common[common._merge == "left_only"].drop(columns="_merge")
     candidate, ease = load_served(
-        mlflow.get_run(retrained["grown_train"]).data.tags[C.TAG_MODEL_URI]
+        mlflow.get_run(retrained["grown_train"]).data.tags[C.TAG_MODEL_URI], tmp_path / "model"
     )
     # As served: blended with EASE over what each user had seen in training, where it is.
     served = (

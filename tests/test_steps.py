@@ -396,7 +396,7 @@ def test_a_rate_that_diverges_on_all_the_data_is_halved_then_given_up(
     run = mlflow.get_run(ok("train_best", args))
     assert float(run.data.params["model.learning_rate"]) == tuned  # what was tuned, as tuned
     assert "diverged" in run.data.tags[C.TAG_RATE_LOWERED]
-    served, _ = load_served(run.data.tags[C.TAG_MODEL_URI])
+    served, _ = load_served(run.data.tags[C.TAG_MODEL_URI], tmp_path / "model")
     assert served.params.learning_rate == pytest.approx(tuned / 4)  # what it was trained with
     limit[0] = 0.0  # every rate diverges: after two halvings the step fails, saying so
     fails("train_best", args, "the learning rate was halved 2 times")

@@ -152,11 +152,14 @@ def input_digest(run: Run, context: str) -> str:
     return ""
 
 
-def load_served(model_uri: str) -> tuple[Recommender, EaseHalf | None]:
+def load_served(model_uri: str, dst: Path) -> tuple[Recommender, EaseHalf | None]:
     """The recommender inside the served model at ``model_uri`` and, where it is served
-    blended with EASE, EASE's half (to score it again as it is served)."""
+    blended with EASE, EASE's half (to score it again as it is served). Its files are put in
+    ``dst`` (from a remote store MLflow would download them into a folder nobody removes), and
+    their arrays are read from there: use the model while ``dst`` exists."""
+    dst.mkdir(parents=True, exist_ok=True)
     try:
-        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        served = mlflow.pyfunc.load_model(model_uri, dst_path=str(dst)).unwrap_python_model()
         model = served.model
     except Exception as e:  # a missing or foreign model: all mean the same here
         raise UserError(f"cannot load {model_uri} to re-score it: {first_line(e)}") from e

@@ -70,13 +70,14 @@ def compare(
             trained_on = data.test.iloc[:0]  # tested on this very test set: trained on none of it
         else:
             trained_on = load_prepared(holder_preprocess(holder), Path(tmp) / "holder").seen()
-    common = retraining.common_test(data.seen(), data.test, trained_on)
-    (ours, our_ease), (theirs, their_ease) = load_served(candidate_uri), load_served(holder_uri)
-    scored = (
-        retraining.score(ours, common, k, our_ease),
-        retraining.score(theirs, common, k, their_ease, trained_on),
-    )
-    known = retraining.overlap(theirs, data.test)
+        common = retraining.common_test(data.seen(), data.test, trained_on)
+        ours, our_ease = load_served(candidate_uri, Path(tmp) / "candidate-model")
+        theirs, their_ease = load_served(holder_uri, Path(tmp) / "holder-model")
+        scored = (
+            retraining.score(ours, common, k, our_ease),
+            retraining.score(theirs, common, k, their_ease, trained_on),
+        )
+        known = retraining.overlap(theirs, data.test)
     shares = known.shares()
     counts = {
         "test_interactions": len(data.test),

@@ -3,9 +3,12 @@ and a server that cannot be reached."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,14 +23,24 @@ from tests.team.helpers import team_env
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def temp() -> Iterator[Path]:
+    """A temp folder (TMPDIR) for the team's processes; short, as the fork server's socket path
+    in it must fit in 108 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="team-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
-    server: MlflowServer, archive: Path, tmp_path: Path
+    server: MlflowServer, archive: Path, tmp_path: Path, temp: Path
 ) -> None:
     """Two users start the same main at the same moment against one server (sharing a data
     folder, as on one machine): both succeed, and each chain of runs is its own. A colleague with
     an empty data folder then reuses every step (the cache lives on the server), and the champion,
-    a version one of the two registered, serves from the registry."""
-    env = team_env(server.url, tmp_path, "team-main")
+    a version one of the two registered, serves from the registry. The models downloaded from
+    the server (register compares the second with the first) leave no copy behind."""
+    env = team_env(server.url, tmp_path, "team-main") | {"TMPDIR": str(temp)}
     # The experiment exists first: `mlflow run` itself creates a missing one without handling a
     # concurrent creation, so one of two first runs dies in MLflow's CLI (RESOURCE_ALREADY_EXISTS,
     # seen in CI) before any of our code runs.
@@ -63,6 +76,7 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
     assert {step: run_id for step, (_, run_id) in again.items()} in chains
     champion = client.get_model_version_by_alias("team-model", "champion")
     assert champion.run_id in {c["train_best"] for c in chains}
+    assert not list(temp.rglob("MLmodel")), list(temp.rglob("MLmodel"))
 
     # Serve the champion from the registry, as an on-call engineer would.
     port = free_port()
