@@ -88,7 +88,8 @@ def fails(step: str, args: list[str], message: str) -> mlflow.entities.Run | Non
 
 def user_env(tmp_path: Path, tracking_uri: str = "") -> dict[str, str]:
     """The environment of a user with the project's venv active, their data folder in
-    ``tmp_path`` and a tracking store there (or at ``tracking_uri``)."""
+    ``tmp_path`` and a tracking store there (or at ``tracking_uri``). Run `mlflow run` in
+    ``tmp_path``: a new SQLite store keeps its artifacts in ./mlruns of the working directory."""
     env = os.environ | {
         "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
         "RECFLOW_DATA_DIR": str(tmp_path / "data"),

@@ -22,9 +22,12 @@ from steps import main
 from tests.helpers import ONE_MODEL, invoke, mlflow_run, ok, sha256, step_lines, user_env
 
 
-def run_main(env: dict[str, str], *params: str) -> tuple[dict[str, tuple[str, str]], str]:
-    """Run main with the given -P params; return {step: (ran|reused, run ID)} and the output."""
-    proc = mlflow_run(env, "main", *params)
+def run_main(
+    env: dict[str, str], cwd: Path, *params: str
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """Run main in ``cwd`` with the given -P params; return {step: (ran|reused, run ID)} and the
+    output."""
+    proc = mlflow_run(env, "main", *params, cwd=cwd)
     return step_lines(proc.stdout), proc.stdout + proc.stderr
 
 
@@ -51,9 +54,9 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) 
         ONE_MODEL,
     )
 
-    first, _ = run_main(env, *params)
+    first, _ = run_main(env, tmp_path, *params)
     assert [state for state, _ in first.values()] == ["ran"] * 5, first
-    second, out = run_main(env, *params)
+    second, out = run_main(env, tmp_path, *params)
     assert {s: (state, rid) for s, (state, rid) in second.items()} == {
         s: ("reused", rid) for s, (_, rid) in first.items()
     }
@@ -70,6 +73,10 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) 
     assert str(client.get_model_version_by_alias("movielens-rankfm", "champion").version) == "1"
     # main's own run carries the outcome, so that the UI shows it without opening a step.
     main_run = client.get_run(parents.pop())
+    # The artifacts went beside the store, not into the project's folder (the working directory
+    # of a user's `mlflow run`, but not of this test's).
+    artifacts = Path(main_run.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(tmp_path), artifacts
     assert main_run.info.run_name == "main · ml-100k"
     trained = client.get_run(first["train_best"][1]).data.metrics
     for key in ("test_ndcg_at_10", "popularity_ndcg_at_10", "test_coverage_at_10"):
@@ -127,7 +134,9 @@ def test_main_fails_with_the_steps_error(tmp_path: Path, http_dir) -> None:
     params = ["dataset=ml-100k", f"data_url={base}/ml-100k.zip", f"checksum={sha256(archive)}"]
     env = user_env(tmp_path)
     # More users to tune on than the data has: only hpo can tell (main checks what it can).
-    proc = mlflow_run(env, "main", *params, "n_trials=2", "sample_users=1000", ok=False)
+    proc = mlflow_run(
+        env, "main", *params, "n_trials=2", "sample_users=1000", ok=False, cwd=tmp_path
+    )
     assert proc.returncode != 0
     assert "sample_users=1000 is more than the 40 users" in proc.stderr, proc.stderr[-2000:]
     assert "step hpo failed" in proc.stderr

@@ -166,7 +166,7 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
 
     from recflow import constants as C
     from recflow.testing.archives import ml100k_files, write_zip
-    from tests.helpers import PROJECT, mlflow_cmd, mlflow_run, step_lines, user_env
+    from tests.helpers import mlflow_cmd, mlflow_run, step_lines, user_env
 
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
@@ -203,7 +203,7 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
         kill = {"RECFLOW_KILL_AT": point} | ({"RECFLOW_KILL_GROUP": "1"} if whole_tree else {})
         killed = subprocess.run(
             mlflow_cmd("main", *params, *(["force=true"] if n == 0 else [])), env=env | kill,
-            cwd=PROJECT, start_new_session=True, capture_output=True, text=True, timeout=1800,
+            cwd=tmp_path, start_new_session=True, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
         out = killed.stdout + killed.stderr
         assert killed.returncode != 0, point
@@ -226,7 +226,7 @@ def test_kill_anywhere_then_rerun_loses_nothing(tmp_path: Path, http_dir) -> Non
         redo = C.STEPS.index(step)
 
     before = runs()
-    again = mlflow_run(env, "main", *params)
+    again = mlflow_run(env, "main", *params, cwd=tmp_path)
     assert check_main(before, again.stdout, redo) == list(C.STEPS)
     lines = step_lines(again.stdout)
     assert [state for state, _ in lines.values()] == ["reused"] * redo + ["ran"]
