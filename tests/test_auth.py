@@ -124,7 +124,10 @@ def test_the_pipeline_account_runs_main_and_a_reader_only_reads(
     with as_user(READER):
         client = MlflowClient()
         assert client.get_run(main_run).info.status == "FINISHED"
-        champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        (tmp_path / "champion").mkdir()  # where it is downloaded to, not a folder left in /tmp
+        champion = mlflow.pyfunc.load_model(
+            f"models:/{MODEL}@champion", dst_path=str(tmp_path / "champion")
+        )
         assert len(champion.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
         version = client.get_model_version_by_alias(MODEL, "champion")
         refused = {

@@ -60,7 +60,10 @@ def test_a_server_restart_mid_main_is_ridden_out(
         assert main.returncode == 0, out[-4000:]
         steps = step_lines(out)
         assert [state for state, _ in steps.values()] == ["ran"] * 5
-        loaded = mlflow.pyfunc.load_model("models:/restarted@champion")
+        (tmp_path / "champion").mkdir()  # where it is downloaded to, not a folder left in /tmp
+        loaded = mlflow.pyfunc.load_model(
+            "models:/restarted@champion", dst_path=str(tmp_path / "champion")
+        )
         assert len(loaded.predict(pd.DataFrame({"user_id": [1]}), params={"k": 3})) == 3
     finally:
         main.kill_tree()
