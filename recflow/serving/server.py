@@ -13,7 +13,9 @@ same server CPU per request (2.9-3.4 ms both ways) and throughput within the noi
 req/s, this 237-394): no gain measurable here (docs/serving.md's 355 vs 163 req/s came from an
 ensemble, more BLAS work per request). Nagle's ~40 ms stall per keep-alive request (uvicorn #3149),
 the first reason for this module, is fixed in uvicorn 0.55.0, the version pinned.
-tests/test_server.py fails when MLflow's workers get a share: then this module can go.
+tests/test_server.py fails when MLflow's workers get a share: then this module can go. It also
+removes its copy of a stored model when it stops, where MLflow leaves the one it downloaded
+from a tracking server in the temp folder.
 
     python -m recflow.serving.server -m models:/movielens-rankfm@champion -w 2 -p 5001
 """
