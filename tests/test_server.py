@@ -1,18 +1,21 @@
 """recflow.serving.server: why it still exists (`mlflow models serve -w N` gives its workers no BLAS
-thread share), the socket uvicorn binds for its workers (TCP_NODELAY since 0.55.0, pinned), and
-two workers that each serve the model's answers."""
+thread share, and leaves a model it downloaded behind), the socket uvicorn binds for its workers
+(TCP_NODELAY since 0.55.0, pinned), two workers that each serve the model's answers, and the
+server's copy of a stored model going with it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import pandas as pd
@@ -134,24 +137,20 @@ def test_mlflow_models_serve_still_gives_its_workers_no_blas_share(
     assert [blas_env(w) for w in ours] == [dict.fromkeys(server.BLAS_THREAD_VARS, share)] * 2
 
 
-def test_the_servers_copy_of_a_stored_model_goes_when_it_stops(
+def test_the_servers_copy_of_a_stored_model_goes_when_it_returns(
     trained: dict[str, str], pyfunc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """serve() puts a model from the tracking store into a folder of its own and removes it once
-    uvicorn returns (on SIGINT or SIGTERM): from a remote store MLflow would download it into a
-    folder left for the caller to remove, one more each restart. A model folder is served in
-    place. In process, from a local store (so the model is copied): uvicorn is stood in for by a
-    spy that looks at the model the workers would load."""
+    uvicorn returns: from a remote store MLflow would download it into a folder left for the
+    caller to remove, one more each restart. A model folder is served in place. In process, from
+    a local store (so the model is copied): uvicorn is stood in for by a spy that looks at the
+    model the workers would load."""
     import uvicorn
-    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT as TIMEOUT
     from mlflow.pyfunc.scoring_server import _SERVER_MODEL_PATH
 
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    # What serve() sets in this process's environment goes with the test.
-    for var in (_SERVER_MODEL_PATH, TIMEOUT.name, *server.BLAS_THREAD_VARS):
-        monkeypatch.delenv(var, raising=False)
     seen = []
 
     def run(app: str, **kwargs: object) -> None:
@@ -160,25 +159,51 @@ def test_the_servers_copy_of_a_stored_model_goes_when_it_stops(
 
     monkeypatch.setattr(uvicorn, "run", run)
     stored = mlflow.get_run(trained["train"]).data.tags[C.TAG_MODEL_URI]
-    for uri in (stored, str(pyfunc[0])):
-        server.serve(uri, "127.0.0.1", free_port(), 1)
+    with mock.patch.dict(os.environ):  # what serve() sets in the environment goes with the test
+        for uri in (stored, str(pyfunc[0])):
+            server.serve(uri, "127.0.0.1", free_port(), 1)
     (copy, loaded), (in_place, _) = seen
     assert loaded and copy.is_relative_to(temp), copy
     assert not copy.exists() and list(temp.iterdir()) == []
     assert in_place == pyfunc[0]
 
 
+@pytest.mark.slow
+def test_a_terminated_server_removes_its_copy_of_the_model(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (kill, docker stop, systemd) ends one worker's server cleanly, its copy of the
+    model removed: uvicorn raises the signal again after its shutdown, which would otherwise end
+    the process before the folder goes."""
+    temp = Path(tempfile.mkdtemp(prefix="serve-"))  # short: TMPDIR of the server's processes
+    try:
+        monkeypatch.setenv("TMPDIR", str(temp))
+        stored = mlflow.get_run(trained["train"]).data.tags[C.TAG_MODEL_URI]
+        port = free_port()
+        log = temp.with_suffix(".log")
+        with served(fixed_cmd(stored, port, 1), port, log, timeout=120) as (_, _, proc):
+            assert list(temp.rglob("MLmodel")), "the server serves its own copy"
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        assert code == 0, log.read_text()[-3000:]
+        assert list(temp.iterdir()) == []
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.with_suffix(".log").unlink(missing_ok=True)
+
+
+@mock.patch.dict(os.environ)  # what share_cores sets goes with the test
 def test_workers_share_the_cores_between_their_blas_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for var in server.BLAS_THREAD_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # what the user set is kept
+        os.environ.pop(var, None)
+    os.environ["MKL_NUM_THREADS"] = "3"  # what the user set is kept
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     server.share_cores(2)
     assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"
     assert os.environ["MKL_NUM_THREADS"] == "3"
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    del os.environ["OPENBLAS_NUM_THREADS"]
     server.share_cores(8)  # more workers than cores: one thread each
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
 

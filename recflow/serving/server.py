@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import tempfile
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def share_cores(workers: int) -> None:
 
 
 def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | None = None) -> None:
-    """Download the model and serve it until interrupted."""
+    """Fetch the model (a folder is served in place) and serve it until interrupted or
+    terminated."""
     import mlflow.artifacts
     import uvicorn
     from mlflow.pyfunc import scoring_server
@@ -64,7 +66,14 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int | Non
         command, env = scoring_server.get_cmd(local, port, host, timeout, workers)
         os.environ.update(env)
         share_cores(workers)
-        uvicorn.run(shlex.split(command)[-1], host=host, port=port, workers=workers)
+        # One worker runs in this process, and after its graceful shutdown uvicorn raises the
+        # SIGTERM it caught again, under the handler it found: the default would end the process
+        # before the folder is removed, this one makes it a KeyboardInterrupt uvicorn swallows.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            uvicorn.run(shlex.split(command)[-1], host=host, port=port, workers=workers)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> None:
