@@ -27,13 +27,14 @@ option = options("recommend")
 @option("k", type=click.IntRange(min=1))
 @option("output")
 def main(model_uri: str, users: str, k: int, output: str) -> None:
-    # The model's files in a folder that goes with the step: from a remote store MLflow would
-    # download them into one that nobody removes.
+    # A stored model's files in a folder that goes with the step: from a remote store MLflow
+    # would download them into one that nobody removes. A model folder is read in place.
     with step("recommend"), tempfile.TemporaryDirectory() as tmp:
         out = Path(output)
         batch.check_output(out)
         try:
-            model = mlflow.pyfunc.load_model(model_uri, dst_path=tmp)
+            dst = None if Path(model_uri).is_dir() else tmp
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=dst)
         except Exception as e:  # MlflowException, missing files, bad URIs: all mean the same here
             raise UserError(f"cannot load model {model_uri!r}: {first_line(e)}") from e
         wanted = batch.users_frame(users, model)

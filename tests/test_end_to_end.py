@@ -1,7 +1,7 @@
 """`mlflow run . -e main` as a user runs it: a real subprocess, a loopback HTTP source, the cache.
 
-What main decides without running a step (force takes every step past the cache) is tested in
-process.
+What main decides without running a step (force takes every step past the cache) and the
+pipeline's quality on real data are tested in process.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) 
     # Each step's temp files went with it. What is left is the `mlflow run` command's own empty
     # folder, one per main (MLflow's, for parameters of type path), not one more per step.
     left = list(temp.iterdir())
-    assert len(left) <= 2 and not [f for d in left for f in d.iterdir()], left
+    assert len(left) <= 2 and all(d.is_dir() and not any(d.iterdir()) for d in left), left
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()

@@ -155,8 +155,9 @@ def input_digest(run: Run, context: str) -> str:
 def load_served(model_uri: str, dst: Path) -> tuple[Recommender, EaseHalf | None]:
     """The recommender inside the served model at ``model_uri`` and, where it is served
     blended with EASE, EASE's half (to score it again as it is served). Its files are put in
-    ``dst`` (from a remote store MLflow would download them into a folder nobody removes), and
-    their arrays are read from there: use the model while ``dst`` exists."""
+    ``dst`` (from a remote store MLflow would download them into a folder nobody removes; from
+    a local one this copies them), and its arrays are read from there: use the model while
+    ``dst`` exists."""
     dst.mkdir(parents=True, exist_ok=True)
     try:
         served = mlflow.pyfunc.load_model(model_uri, dst_path=str(dst)).unwrap_python_model()

@@ -123,8 +123,8 @@ def run_step(step: str, params: dict[str, str], experiment_id: str, version: str
         cached = find_reusable_run(experiment_id, step, params, version)
         if cached is not None:
             return StepRun(step, cached.info.run_id, True, time.monotonic() - start)
-    # MLflow makes a folder in /tmp for each run it starts, for parameters of type path (we have
-    # none), and never removes it: given one, it makes none, and this one goes with the step.
+    # MLflow makes a folder for each run it starts, for parameters of type path (we have none),
+    # and never removes it: in /tmp, or inside the one given, which goes with the step.
     try:
         with tempfile.TemporaryDirectory(prefix=f"recflow-{step}-") as storage:
             submitted = mlflow.run(

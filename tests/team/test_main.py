@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -38,8 +39,9 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
     """Two users start the same main at the same moment against one server (sharing a data
     folder, as on one machine): both succeed, and each chain of runs is its own. A colleague with
     an empty data folder then reuses every step (the cache lives on the server), and the champion,
-    a version one of the two registered, serves from the registry. The models downloaded from
-    the server (register compares the second with the first) leave no copy behind."""
+    a version one of the two registered, serves from the registry. The models the steps
+    downloaded from the server (register, when it compares one with the other; recommend) leave
+    no copy behind."""
     env = team_env(server.url, tmp_path, "team-main") | {"TMPDIR": str(temp)}
     # The experiment exists first: `mlflow run` itself creates a missing one without handling a
     # concurrent creation, so one of two first runs dies in MLflow's CLI (RESOURCE_ALREADY_EXISTS,
@@ -70,12 +72,15 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
         # Artifacts went through the server's proxy, not to a path the client had to reach.
         assert train.info.artifact_uri.startswith("mlflow-artifacts:/")
 
-    colleague = team_env(server.url, tmp_path / "colleague", "team-main")
+    colleague = team_env(server.url, tmp_path / "colleague", "team-main") | {"TMPDIR": str(temp)}
     again = step_lines(mlflow_run(colleague, "main", *params).stdout)
     assert {state for state, _ in again.values()} == {"reused"}
     assert {step: run_id for step, (_, run_id) in again.items()} in chains
     champion = client.get_model_version_by_alias("team-model", "champion")
     assert champion.run_id in {c["train_best"] for c in chains}
+    out = tmp_path / "top3.csv"
+    mlflow_run(env, "recommend", "model_uri=models:/team-model@champion", "k=3", f"output={out}")
+    assert len(pd.read_csv(out)) == 3 * 40  # k for each of the 40 users
     assert not list(temp.rglob("MLmodel")), list(temp.rglob("MLmodel"))
 
     # Serve the champion from the registry, as an on-call engineer would.
