@@ -12,6 +12,8 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +190,15 @@ def store(
 def tracking(store: Store) -> str:
     """The URI of the test's tracking store (see ``store``)."""
     return store.uri
+
+
+@pytest.fixture
+def short_temp() -> Iterator[Path]:
+    """A temp folder (TMPDIR) for a user's processes, to see what they leave there; short, as a
+    fork server's socket path in it must fit in 108 bytes (a test's ``tmp_path`` may not)."""
+    folder = Path(tempfile.mkdtemp(prefix="recflow-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

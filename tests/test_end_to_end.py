@@ -7,9 +7,6 @@ pipeline's quality on real data are tested in process.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,18 +28,9 @@ def run_main(
     return step_lines(proc.stdout), proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def temp() -> Iterator[Path]:
-    """A temp folder (TMPDIR) for a user's processes; short, as the fork server's socket path
-    in it must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="e2e-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) -> None:
-    env = user_env(tmp_path) | {"TMPDIR": str(temp)}
+def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, short_temp: Path) -> None:
+    env = user_env(tmp_path) | {"TMPDIR": str(short_temp)}
     root, base = http_dir
     archive = write_zip(root / "ml-100k.zip", ml100k_files())
     checksum = sha256(archive)
@@ -63,7 +51,7 @@ def test_main_runs_then_reuses_every_step(tmp_path: Path, http_dir, temp: Path) 
     assert re.search(r"model movielens-rankfm version 1: .*ndcg_at_10=", out)
     # Each step's temp files went with it. What is left is the `mlflow run` command's own empty
     # folder, one per main (MLflow's, for parameters of type path), not one more per step.
-    left = list(temp.iterdir())
+    left = list(short_temp.iterdir())
     assert len(left) <= 2 and all(d.is_dir() and not any(d.iterdir()) for d in left), left
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

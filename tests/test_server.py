@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import tempfile
@@ -170,26 +169,21 @@ def test_the_servers_copy_of_a_stored_model_goes_when_it_returns(
 
 @pytest.mark.slow
 def test_a_terminated_server_removes_its_copy_of_the_model(
-    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    trained: dict[str, str], short_temp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM (kill, docker stop, systemd) ends one worker's server cleanly, its copy of the
     model removed: uvicorn raises the signal again after its shutdown, which would otherwise end
     the process before the folder goes."""
-    temp = Path(tempfile.mkdtemp(prefix="serve-"))  # short: TMPDIR of the server's processes
-    try:
-        monkeypatch.setenv("TMPDIR", str(temp))
-        stored = mlflow.get_run(trained["train"]).data.tags[C.TAG_MODEL_URI]
-        port = free_port()
-        log = temp.with_suffix(".log")
-        with served(fixed_cmd(stored, port, 1), port, log, timeout=120) as (_, _, proc):
-            assert list(temp.rglob("MLmodel")), "the server serves its own copy"
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=60)
-        assert code == 0, log.read_text()[-3000:]
-        assert list(temp.iterdir()) == []
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.with_suffix(".log").unlink(missing_ok=True)
+    monkeypatch.setenv("TMPDIR", str(short_temp))
+    stored = mlflow.get_run(trained["train"]).data.tags[C.TAG_MODEL_URI]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with served(fixed_cmd(stored, port, 1), port, log, timeout=120) as (_, _, proc):
+        assert list(short_temp.rglob("MLmodel")), "the server serves its own copy"
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    assert list(short_temp.iterdir()) == []
 
 
 @mock.patch.dict(os.environ)  # what share_cores sets goes with the test

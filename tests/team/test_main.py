@@ -3,12 +3,9 @@ and a server that cannot be reached."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,17 +21,8 @@ from tests.team.helpers import team_env
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def temp() -> Iterator[Path]:
-    """A temp folder (TMPDIR) for the team's processes; short, as the fork server's socket path
-    in it must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="team-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
-    server: MlflowServer, archive: Path, tmp_path: Path, temp: Path
+    server: MlflowServer, archive: Path, tmp_path: Path, short_temp: Path
 ) -> None:
     """Two users start the same main at the same moment against one server (sharing a data
     folder, as on one machine): both succeed, and each chain of runs is its own. A colleague with
@@ -42,7 +30,7 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
     a version one of the two registered, serves from the registry. The models the steps
     downloaded from the server (register, when it compares one with the other; recommend) leave
     no copy behind."""
-    env = team_env(server.url, tmp_path, "team-main") | {"TMPDIR": str(temp)}
+    env = team_env(server.url, tmp_path, "team-main") | {"TMPDIR": str(short_temp)}
     # The experiment exists first: `mlflow run` itself creates a missing one without handling a
     # concurrent creation, so one of two first runs dies in MLflow's CLI (RESOURCE_ALREADY_EXISTS,
     # seen in CI) before any of our code runs.
@@ -72,7 +60,9 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
         # Artifacts went through the server's proxy, not to a path the client had to reach.
         assert train.info.artifact_uri.startswith("mlflow-artifacts:/")
 
-    colleague = team_env(server.url, tmp_path / "colleague", "team-main") | {"TMPDIR": str(temp)}
+    colleague = team_env(server.url, tmp_path / "colleague", "team-main") | {
+        "TMPDIR": str(short_temp)
+    }
     again = step_lines(mlflow_run(colleague, "main", *params).stdout)
     assert {state for state, _ in again.values()} == {"reused"}
     assert {step: run_id for step, (_, run_id) in again.items()} in chains
@@ -81,7 +71,7 @@ def test_two_mains_together_then_a_colleague_reuses_them_and_serves(
     out = tmp_path / "top3.csv"
     mlflow_run(env, "recommend", "model_uri=models:/team-model@champion", "k=3", f"output={out}")
     assert len(pd.read_csv(out)) == 3 * 40  # k for each of the 40 users
-    assert not list(temp.rglob("MLmodel")), list(temp.rglob("MLmodel"))
+    assert not list(short_temp.rglob("MLmodel")), list(short_temp.rglob("MLmodel"))
 
     # Serve the champion from the registry, as an on-call engineer would.
     port = free_port()
