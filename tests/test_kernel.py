@@ -65,3 +65,30 @@ def test_bitmap_and_binary_search_train_identically(
     assert bitmap_rows == [n_users] * 3 + [0] * 3  # the second fit searched every epoch
     np.testing.assert_array_equal(with_bits.user_emb, searched.user_emb)
     np.testing.assert_array_equal(with_bits.item_emb, searched.item_emb)
+
+
+@pytest.mark.parametrize("rank_weight", [1.0, 0.5, 0.0])
+def test_warp_weighs_a_step_by_its_rank_weight_to_the_power_rank_weight(
+    rank_weight: float,
+) -> None:
+    # Worked by hand: every weight 0, so every item scores 0 and the first negative drawn
+    # violates the margin (1 draw: rank estimate 7 // 1 of 8 items, weight log 7 / log 8), the
+    # logistic factor is 1 / (e^0 + 1) = 1/2, and without regularisation the positive's bias
+    # moves by rate * weight ** rank_weight / 2 and the negative's by as much the other way.
+    n_items, factors, rate = 8, 2, 0.1
+    pairs = np.array([[0, 3]], np.int32)
+    w = (
+        np.zeros(n_items, np.float32), np.zeros(0, np.float32),
+        np.zeros((1, factors), np.float32), np.zeros((n_items, factors), np.float32),
+        np.zeros((0, factors), np.float32), np.zeros((0, factors), np.float32),
+    )  # fmt: skip
+    kernel.train_epoch(
+        np.arange(1, dtype=np.int32), pairs, np.ones(1, np.float32),
+        kernel.seen_items(pairs[:, 0], pairs[:, 1], 1, n_items), np.zeros((1, 0), np.float32),
+        np.zeros((n_items, 0), np.float32), w, 0.0, 0.0, rate, 20, kernel.lcg_states(1),
+        rank_weight,
+    )  # fmt: skip
+    step = rate * (np.log(7) / np.log(8)) ** rank_weight / 2
+    moved = np.flatnonzero(w[0])
+    assert w[0][3] == pytest.approx(step, rel=1e-6)
+    assert len(moved) == 2 and w[0][moved[moved != 3][0]] == pytest.approx(-step, rel=1e-6)

@@ -175,6 +175,8 @@ def test_user_weights_are_a_power_of_each_users_count_averaging_one() -> None:
     assert user_weights(users, 0.0) is None  # rankfm's own: every row 1
     with pytest.raises(ValueError, match="user_weight"):
         FMParams(user_weight=1.5)
+    with pytest.raises(ValueError, match="rank_weight"):
+        FMParams(rank_weight=-0.5)
 
 
 def test_on_a_share_of_the_data_the_schedule_counts_epochs_of_the_whole(

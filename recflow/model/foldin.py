@@ -3,8 +3,8 @@
 Fold-in: a user the model never saw, given the items they interacted with, gets a user vector
 fitted against the model's fixed item side with the loss the model was trained with (rankfm's
 WARP or BPR: the log-sigmoid of a positive's margin over a sampled negative, WARP's weighted by
-how many negatives it took to find a violating one). A known user's history moves their vector
-on from where training left it. Mini-batch SGD over the history, for the model's epochs at its
+how many negatives it took to find a violating one, to the power ``rank_weight``). A known
+user's history moves their vector on from where training left it. Mini-batch SGD over the history, for the model's epochs at its
 learning rate and schedule, seeded by the user ID (``seed_of``: an integer ID itself, a string
 ID a hash of its text): the same request gets the same answer.
 
@@ -113,7 +113,10 @@ def fold_in(
             worst = margin.argmin(axis=1)
             m = margin[rows, worst]
             ok = np.isfinite(m)
-            weight = np.log((n_items - 1) / drawn) / log_items / (1.0 + np.exp(np.minimum(m, 50)))
+            rank = np.log((n_items - 1) / drawn) / log_items
+            if params.rank_weight != 1.0:
+                rank = np.maximum(rank, 0.0) ** params.rank_weight
+            weight = rank / (1.0 + np.exp(np.minimum(m, 50)))
             weight[~ok] = 0.0
             if weights is not None:
                 weight *= weights[take]

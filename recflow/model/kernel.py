@@ -11,7 +11,8 @@ linear scan, so an epoch costs the sum over users of (items per user)^2 x negati
 scan was about two thirds of an ML-1M-scale epoch, and heavy users (thousands of ratings) make it
 most of an ML-25M one. This is the same stochastic update, step for step: the row order comes from
 the same ``np.random.shuffle``, the negatives from the same per-thread LCG stream, and the
-gradient, regularisation and WARP rank weight are rankfmc 0.3.5's, so training is the same up to
+gradient, regularisation and WARP rank weight are rankfmc 0.3.5's (the rank weight can be
+raised to a power, ``FMParams.rank_weight``; 1 is rankfmc's), so training is the same up to
 float rounding (``tests/test_model.py`` checks it against rankfmc's kernel). What each user has
 seen is indexed once, so the membership check is one memory access (O(log n) beyond the bitmap).
 """
@@ -113,7 +114,7 @@ def _utility(
 def _train_rows(
     rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray, seen: tuple, x_uf: np.ndarray,
     x_if: np.ndarray, w: tuple, alpha: np.float32, beta: np.float32, eta: np.float32,
-    max_samples: int, use_uf: bool, use_if: bool, state: np.uint64,
+    max_samples: int, rank_weight: float, use_uf: bool, use_if: bool, state: np.uint64,
 ) -> np.uint64:  # fmt: skip
     """One SGD step per row of ``pairs`` in the order ``rows``, negatives drawn from the LCG at
     ``state``; returns the LCG's state after the last draw."""
@@ -166,8 +167,11 @@ def _train_rows(
                 j, worst = neg, diff
             if diff < _MARGIN:
                 break
-        # WARP's rank weight from the number of draws (integer division, as in rankfmc).
+        # WARP's rank weight from the number of draws (integer division, as in rankfmc), to the
+        # power rank_weight (1: rankfmc's).
         mult = np.float32(np.log(np.float64((n_items - 1) // sampled)) / log_items)
+        if rank_weight != 1.0 and mult > 0.0:
+            mult = np.float32(mult**rank_weight)
         outer = np.float32(1.0 / (np.exp(np.float64(worst)) + 1.0))
         # Each step is sw * mult * (outer * derivative) - reg * weight, grouped as in rankfmc.
         sm = sw * mult
@@ -212,7 +216,7 @@ def _train_rows(
 def _train_hogwild(
     rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray, seen: tuple, x_uf: np.ndarray,
     x_if: np.ndarray, w: tuple, alpha: np.float32, beta: np.float32, eta: np.float32,
-    max_samples: int, use_uf: bool, use_if: bool, states: np.ndarray,
+    max_samples: int, rank_weight: float, use_uf: bool, use_if: bool, states: np.ndarray,
 ) -> None:  # fmt: skip
     """``_train_rows`` on one slice of ``rows`` per LCG state in ``states``, all at once and
     without locks (Hogwild), as rankfmc's parallel kernel; updates ``states``."""
@@ -221,7 +225,7 @@ def _train_hogwild(
         lo, hi = t * len(rows) // n, (t + 1) * len(rows) // n
         states[t] = _train_rows(
             rows[lo:hi], pairs, weight, seen, x_uf, x_if, w, alpha, beta, eta, max_samples,
-            use_uf, use_if, states[t],
+            rank_weight, use_uf, use_if, states[t],
         )  # fmt: skip
 
 
@@ -229,11 +233,12 @@ def train_epoch(
     rows: np.ndarray, pairs: np.ndarray, weight: np.ndarray,
     seen: tuple[np.ndarray, np.ndarray, np.ndarray], x_uf: np.ndarray, x_if: np.ndarray,
     weights: tuple[np.ndarray, ...], alpha: float, beta: float, learning_rate: float,
-    max_samples: int, states: np.ndarray,
+    max_samples: int, states: np.ndarray, rank_weight: float = 1.0,
 ) -> None:  # fmt: skip
     """Train ``weights`` (rankfm's w_i, w_if, v_u, v_i, v_uf, v_if, in place) one epoch, on one
     thread per LCG state in ``states`` (``lcg_states``; updated for the next epoch); ``seen`` is
-    ``seen_items``' answer for ``pairs``.
+    ``seen_items``' answer for ``pairs``. WARP weighs each step by its rank weight to the power
+    ``rank_weight``.
 
     The epoch visits ``pairs`` in the order ``rows``, shuffled in place first by NumPy's global
     RNG: pass the same array every epoch (it starts as ``arange``), as rankfmc's kernel does.
@@ -241,7 +246,8 @@ def train_epoch(
     np.random.shuffle(rows)
     args = (
         rows, pairs, weight, seen, x_uf, x_if, weights, np.float32(alpha), np.float32(beta),
-        np.float32(learning_rate), max_samples, bool(x_uf.any()), bool(x_if.any()),
+        np.float32(learning_rate), max_samples, float(rank_weight), bool(x_uf.any()),
+        bool(x_if.any()),
     )  # fmt: skip
     if len(states) > 1:
         _train_hogwild(*args, states)

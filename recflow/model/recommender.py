@@ -48,6 +48,10 @@ class FMParams:
     # every interaction alike (rankfm's fit), 1 every user alike. Ranking metrics average over
     # users, while plain SGD spends most of its steps on the heaviest users.
     user_weight: float = 0.0
+    # WARP weighs a step by log(k) / log(items), k the positive's rank estimated from the draws it
+    # took to find a violating negative, to this power: 1 is rankfm's; below 1 positives already
+    # ranked near the top weigh more than rankfm weighs them (docs/tuning.md).
+    rank_weight: float = 1.0
 
     def __post_init__(self) -> None:
         # Coerce so values read back from JSON or MLflow params (strings) behave.
@@ -65,6 +69,8 @@ class FMParams:
             raise ValueError("factors, max_samples and epochs must be positive")
         if not 0.0 <= self.user_weight <= 1.0:
             raise ValueError(f"user_weight must be in [0, 1], got {self.user_weight}")
+        if not 0.0 <= self.rank_weight <= 4.0:
+            raise ValueError(f"rank_weight must be in [0, 4], got {self.rank_weight}")
 
     @classmethod
     def from_dict(cls, d: dict) -> FMParams:
@@ -175,7 +181,7 @@ class Recommender:
                 sample_weight=user_weights(pairs[USER_COL], params.user_weight),
             )  # fmt: skip
             fm.is_fit = True
-            epoch_kernel = _EpochKernel(fm, indexed, weight, threads)
+            epoch_kernel = _EpochKernel(fm, indexed, weight, threads, params.rank_weight)
             for epoch in range(params.epochs):
                 rate = params.learning_rate
                 if params.learning_schedule == "invscaling":
@@ -273,11 +279,13 @@ class _EpochKernel:
     (for the kernel's check of sampled negatives) is indexed once.
     """
 
-    def __init__(self, fm, indexed: np.ndarray, weight: np.ndarray, threads: int) -> None:
+    def __init__(
+        self, fm, indexed: np.ndarray, weight: np.ndarray, threads: int, rank_weight: float
+    ) -> None:
         # Imported here, as rankfmc is: the served model scores with NumPy and ships without numba.
         from recflow.model.kernel import lcg_states, seen_items
 
-        self.fm, self.indexed, self.weight = fm, indexed, weight
+        self.fm, self.indexed, self.weight, self.rank_weight = fm, indexed, weight, rank_weight
         # The sampler's state and the row order carry over from epoch to epoch, as in one fit().
         self.states = lcg_states(threads)
         self.rows = np.arange(len(indexed), dtype=np.int32)
@@ -291,7 +299,7 @@ class _EpochKernel:
         weights = (fm.w_i, fm.w_if, fm.v_u, fm.v_i, fm.v_uf, fm.v_if)
         train_epoch(
             self.rows, self.indexed, self.weight, self.seen, fm.x_uf, fm.x_if, weights, fm.alpha,
-            fm.beta, learning_rate, self.max_samples, self.states,
+            fm.beta, learning_rate, self.max_samples, self.states, self.rank_weight,
         )  # fmt: skip
         if not all(np.isfinite(w).all() for w in weights):
             raise FloatingPointError("training diverged (non-finite weights): lower learning_rate")
