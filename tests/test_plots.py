@@ -34,6 +34,7 @@ SPACE = {
     "learning_rate": FloatDistribution(0.025, 0.15, log=True),
     "learning_schedule": CategoricalDistribution(["constant", "invscaling"]),
     "learning_exponent": FloatDistribution(0.1, 0.75),
+    "rank_weight": FloatDistribution(0.25, 1.0),
     "features": CategoricalDistribution(["none", "item"]),
     "beta": FloatDistribution(0.01, 1.0, log=True),
 }
