@@ -56,9 +56,12 @@ PUBLISHED = {
 }
 
 
-def run_main(zip_path: Path, dataset: str, seed: int, extra: list[str]) -> tuple[dict, str]:
-    """One ``main`` in a fresh store; its runs by step and the store's tracking URI."""
-    where = store(Path(tempfile.mkdtemp(prefix=f"bench-protocol-{seed}-")))
+def run_main(
+    zip_path: Path, dataset: str, seed: int, extra: list[str], parent: Path
+) -> tuple[dict, str]:
+    """One ``main`` in a fresh store (a new folder in ``parent``, which the caller removes);
+    its runs by step and the store's tracking URI."""
+    where = store(Path(tempfile.mkdtemp(prefix=f"bench-protocol-{seed}-", dir=parent)))
     params = [*archive_params(zip_path, dataset), f"seed={seed}", *extra]
     run(mlflow_run("main", params), where, "main.log")
     return runs_by_step(where.uri), where.uri
@@ -129,7 +132,7 @@ def main() -> None:
         results, seconds, ceilings = [], [], []
         for seed in args.seeds:
             start = time.monotonic()
-            steps, uri = run_main(zip_path, args.data, seed, extra)
+            steps, uri = run_main(zip_path, args.data, seed, extra, Path(tmp))
             seconds.append(time.monotonic() - start)
             results.append(alone_too(steps["train_best"].data.metrics))
             ours = results[-1]
