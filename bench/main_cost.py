@@ -31,11 +31,13 @@ from recflow.testing.runs import store as new_store
 
 
 def one_main(project: Path, zip_path: Path, dataset: str, extra: list[str]) -> dict[str, float]:
-    """The default ``main`` of ``project`` in a fresh store: seconds per step and in all."""
-    where = new_store(Path(tempfile.mkdtemp(prefix=f"main-cost-{project.name}-")))
-    params = [*archive_params(zip_path, dataset), *extra]
-    wall, _ = run(mlflow_run("main", params, project), where, "main.log")
-    runs = runs_by_step(where.uri)
+    """The default ``main`` of ``project`` in a fresh store, removed after: seconds per step and
+    in all."""
+    with tempfile.TemporaryDirectory(prefix=f"main-cost-{project.name}-") as folder:
+        where = new_store(Path(folder))
+        params = [*archive_params(zip_path, dataset), *extra]
+        wall, _ = run(mlflow_run("main", params, project), where, "main.log")
+        runs = runs_by_step(where.uri)
     return {**{s: seconds(runs[s]) for s in (*STEPS, "main") if s in runs}, "mlflow run": wall}
 
 
