@@ -4,9 +4,10 @@ Fold-in: a user the model never saw, given the items they interacted with, gets 
 fitted against the model's fixed item side with the loss the model was trained with (rankfm's
 WARP or BPR: the log-sigmoid of a positive's margin over a sampled negative, WARP's weighted by
 how many negatives it took to find a violating one, to the power ``rank_weight``). A known
-user's history moves their vector on from where training left it. Mini-batch SGD over the history, for the model's epochs at its
-learning rate and schedule, seeded by the user ID (``seed_of``: an integer ID itself, a string
-ID a hash of its text): the same request gets the same answer.
+user's history moves their vector on from where training left it. Mini-batch SGD over the
+history, for the model's epochs at its learning rate and schedule, seeded by the user ID
+(``seed_of``: an integer ID itself, a string ID a hash of its text): the same request gets the
+same answer.
 
 Recent items weigh more: a history item's gradient is weighted by half every ``HALF_LIFE``
 items back from the latest. On real ML-100K's new-users protocol (bench/new_users.py, half-life
@@ -114,8 +115,8 @@ def fold_in(
             m = margin[rows, worst]
             ok = np.isfinite(m)
             rank = np.log((n_items - 1) / drawn) / log_items
-            if params.rank_weight != 1.0:
-                rank = np.maximum(rank, 0.0) ** params.rank_weight
+            if params.rank_weight != 1.0:  # as the kernel: the power of a positive weight only
+                rank = np.where(rank > 0.0, np.maximum(rank, 0.0) ** params.rank_weight, rank)
             weight = rank / (1.0 + np.exp(np.minimum(m, 50)))
             weight[~ok] = 0.0
             if weights is not None:

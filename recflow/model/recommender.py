@@ -69,8 +69,8 @@ class FMParams:
             raise ValueError("factors, max_samples and epochs must be positive")
         if not 0.0 <= self.user_weight <= 1.0:
             raise ValueError(f"user_weight must be in [0, 1], got {self.user_weight}")
-        if not 0.0 <= self.rank_weight <= 4.0:
-            raise ValueError(f"rank_weight must be in [0, 4], got {self.rank_weight}")
+        if not self.rank_weight >= 0.0:  # also refuses nan
+            raise ValueError(f"rank_weight must be at least 0, got {self.rank_weight}")
 
     @classmethod
     def from_dict(cls, d: dict) -> FMParams:
