@@ -48,7 +48,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-foldin-"))
+    with tempfile.TemporaryDirectory(prefix="bench-foldin-") as scratch:
+        measure(args, Path(scratch))
+
+
+def measure(args: argparse.Namespace, folder: Path) -> None:
+    """Train and serve the model in ``folder``; print each request kind's latencies."""
     model, train = ml1m_model(folder, FMParams())
     rng = np.random.default_rng(0)
     users = rng.choice(model.user_ids, size=args.requests).tolist()

@@ -39,9 +39,8 @@ def last_run_id(step: str) -> str:
     return runs[0].info.run_id
 
 
-def download_ml100k(prefix: str) -> str:
-    """Point tracking at a fresh temp store, run download on the real ML-100K: its run ID."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+def download_ml100k(tmp: Path) -> str:
+    """Point tracking at a fresh store in ``tmp``, run download on the real ML-100K: its run ID."""
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ["RECFLOW_DATA_DIR"] = str(tmp / "data")
     archive = real_ml100k_zip(tmp)
@@ -54,7 +53,18 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=30)
     parser.add_argument("--split", default="random")
     args = parser.parse_args()
-    raw = download_ml100k("bench-hpo-")
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="bench-hpo-") as tmp:
+        os.chdir(tmp)  # a new SQLite store puts its artifacts in ./mlruns
+        try:
+            measure(args, Path(tmp))
+        finally:
+            os.chdir(here)
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Run the three studies in a store in ``tmp`` and print their times and ratios."""
+    raw = download_ml100k(tmp)
     invoke(preprocess.main, ["--raw_run_id", raw, "--split", args.split])
     prep = last_run_id("preprocess")
 

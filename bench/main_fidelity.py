@@ -41,9 +41,11 @@ VARIANTS = {
 }
 
 
-def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict[str, float]:
-    """One ``mlflow run . -e main`` in a fresh store; its figures."""
-    where = store(Path(tempfile.mkdtemp(prefix=f"bench-fidelity-{name}-")))
+def run_main(
+    name: str, zip_path: Path, n_trials: int, extra: list[str], parent: Path
+) -> dict[str, float]:
+    """One ``mlflow run . -e main`` in a fresh store (a new folder in ``parent``); its figures."""
+    where = store(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent)))
     params = [*archive_params(zip_path, "ml-1m"), f"n_trials={n_trials}", *extra]
     wall, _ = run(mlflow_run("main", params), where, "main.log")
     by_step = runs_by_step(where.uri)
@@ -60,10 +62,9 @@ def run_main(name: str, zip_path: Path, n_trials: int, extra: list[str]) -> dict
     }
 
 
-def ml1m_zip() -> Path:
-    """The ML-1M-shaped synthetic archive, seeded 0, in a temp dir."""
-    out = Path(tempfile.mkdtemp(prefix="bench-fidelity-data-"))
-    return synthetic_zip(generate("ml-1m", np.random.default_rng(0)), out)
+def ml1m_zip(parent: Path) -> Path:
+    """The ML-1M-shaped synthetic archive, seeded 0, in ``parent``."""
+    return synthetic_zip(generate("ml-1m", np.random.default_rng(0)), parent)
 
 
 def main() -> None:
@@ -74,12 +75,18 @@ def main() -> None:
     parser.add_argument("--seeds", default="1492", help="comma-separated main seeds")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    if len(seeds) > 1:
-        return by_seed(args, seeds)
-    zip_path = args.zip or ml1m_zip()
+    with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
+        if len(seeds) > 1:
+            return by_seed(args, seeds, Path(tmp))
+        one_seed(args, Path(tmp))
+
+
+def one_seed(args: argparse.Namespace, tmp: Path) -> None:
+    """Each run once, at main's default seed; the table and the ratios."""
+    zip_path = args.zip or ml1m_zip(tmp)
     results = {}
     for name in args.runs.split(","):
-        results[name] = run_main(name, zip_path, args.n_trials, VARIANTS[name])
+        results[name] = run_main(name, zip_path, args.n_trials, VARIANTS[name], tmp)
         print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
     print("\n| run | main s | hpo s | complete / pruned / diverged | epochs | valid NDCG@10 "
           "| test NDCG@10 |\n|---|---|---|---|---|---|---|")  # fmt: skip
@@ -100,14 +107,14 @@ def main() -> None:
         print(f"quarter / default hpo time: {q['hpo_s'] / d['hpo_s']:.2f} (target well under 0.5)")
 
 
-def by_seed(args: argparse.Namespace, seeds: list[int]) -> None:
+def by_seed(args: argparse.Namespace, seeds: list[int], tmp: Path) -> None:
     """Each run once per seed; per-seed ratios and their mean ± sd."""
-    zip_path = args.zip or ml1m_zip()
+    zip_path = args.zip or ml1m_zip(tmp)
     names = args.runs.split(",")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for seed in seeds:
         for name in names:
-            r = run_main(name, zip_path, args.n_trials, [*VARIANTS[name], f"seed={seed}"])
+            r = run_main(name, zip_path, args.n_trials, [*VARIANTS[name], f"seed={seed}"], tmp)
             results[name].append(r)
             print(seed, name, {k: round(v, 4) for k, v in r.items()}, flush=True)
     print("\n| run | seed | hpo s | main s | epochs | valid NDCG@10 | test NDCG@10 |\n"

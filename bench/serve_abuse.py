@@ -35,7 +35,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--bad", type=float, default=0.1)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-abuse-"))
+    with tempfile.TemporaryDirectory(prefix="bench-abuse-") as scratch:
+        measure(args, Path(scratch))
+
+
+def measure(args: argparse.Namespace, folder: Path) -> None:
+    """Train and serve the model in ``folder``; report, and fail on a failure or growth."""
     model, _ = ml1m_model(folder, MODEL)
     n_users = len(model.user_ids)
     rng = np.random.default_rng(11)

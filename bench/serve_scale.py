@@ -72,7 +72,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--loads", type=int, default=3, help="fresh-process loads, best taken")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
+        report(args, Path(scratch))
+
+
+def report(args: argparse.Namespace, tmp: Path) -> None:
+    """Build, load and serve the model in ``tmp``; print the figures."""
     start = time.perf_counter()
     uri, local, n_seen, shape = build(tmp, args.factors)
     size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file()) / 2**20

@@ -67,7 +67,12 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as scratch:
+        measure(args, Path(scratch))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Train the model in ``tmp`` and drive each server with wrk; print the rates."""
     model, _ = ml1m_model(tmp, FMParams(factors=40, epochs=3))
     n_users = len(model.user_ids)
     script = tmp / "one_user.lua"

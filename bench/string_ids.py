@@ -57,7 +57,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seen", type=int, default=1_000_000, help="seen pairs at most")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-string-ids-"))
+    with tempfile.TemporaryDirectory(prefix="bench-string-ids-") as scratch:
+        compare(args, Path(scratch))
+
+
+def compare(args: argparse.Namespace, tmp: Path) -> None:
+    """Save both models in ``tmp`` and time both paths; print the table."""
     model, seen = random_model(np.random.default_rng(25), 32, SHAPES[args.shape], args.seen)
     twin, twin_seen = string_twin(model, seen)
     loaded = {
