@@ -192,6 +192,22 @@ def tracking(store: Store) -> str:
     return store.uri
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_temp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The temp folder (TMPDIR) of this test process and every process it starts, removed at the
+    end: a SIGKILLed step cannot remove its own temp files (multiprocessing's ``pymp-*``, its
+    scratch), and each `mlflow run` leaves an empty folder of MLflow's. Short, as a fork server's
+    socket path in it must fit in 108 bytes."""
+    tmp_path_factory.getbasetemp()  # pytest's own folders stay where they are, kept for failures
+    folder = Path(tempfile.mkdtemp(prefix="recflow-tests-"))
+    folder.chmod(0o711)  # PostgreSQL, run as its own user, must reach its data folder in it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def short_temp() -> Iterator[Path]:
     """A temp folder (TMPDIR) for a user's processes, to see what they leave there; short, as a
