@@ -148,10 +148,23 @@ def test_a_one_trial_study_still_gets_what_it_can_feed(tmp_path: Path) -> None:
     assert "parallel_coordinate.png" not in names  # needs two complete trials
 
 
+def test_importances_wait_for_enough_complete_trials(tmp_path: Path) -> None:
+    short = optuna.create_study(direction="maximize")
+    short.add_trials([_trial(i) for i in range(3 * plots.IMPORTANCES_FROM // 2)][:-1])
+    assert len(plots._ranked(short)) == plots.IMPORTANCES_FROM - 1
+    names = {p.name for p in plots.save_plots(short, tmp_path)}
+    assert names == {f"{n}.png" for n in plots.PNG_PLOTS if n != "param_importances"} | {
+        f"{plots.HTML_PLOTS}.html"
+    }
+    page = (tmp_path / f"{plots.HTML_PLOTS}.html").read_text()
+    assert page.count("Plotly.newPlot(") == len(plots.PNG_PLOTS) - 1
+    assert "parameter importances" not in page
+
+
 def test_hpo_logs_the_pngs_and_the_interactive_page(tracking: str) -> None:
     small = optuna.create_study(direction="maximize")
-    small.add_trials([_trial(i) for i in range(12)])
-    counts = {"n_complete": 8, "n_pruned": 4, "n_fail": 0}
+    small.add_trials([_trial(i) for i in range(15)])  # 10 complete: enough for importances
+    counts = {"n_complete": 10, "n_pruned": 5, "n_fail": 0}
     with mlflow.start_run() as run:
         log_result(TuneResult(small, counts), "ndcg@10", "upstream", load_space(DEFAULT_SPACE))
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, PLOTS_DIR)}

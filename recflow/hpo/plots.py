@@ -43,6 +43,10 @@ PNG_PLOTS = (
 )
 HTML_PLOTS = "study"  # study.html: the interactive versions of PNG_PLOTS
 BEST_SHOWN = 8  # learning curves named in intermediate_values.png's legend
+# Parameter importances (fANOVA: a random forest fitted on the trials) from fewer complete trials
+# than this are noise, and short studies (tests, quick checks) would pay for scikit-learn's import
+# (2 s) to draw them.
+IMPORTANCES_FROM = 10
 # What a plot raises when the study cannot feed it, e.g. importances need two complete trials.
 _CANNOT_DRAW = (ValueError, RuntimeError, ZeroDivisionError)
 
@@ -70,7 +74,7 @@ def _png(study: optuna.Study, folder: Path, name: str) -> Path | None:
             ovm.plot_optimization_history(s, target_name=_objective(s))
         ),
         "param_importances": lambda s: _figure(
-            ovm.plot_param_importances(s, target_name=_objective(s))
+            ovm.plot_param_importances(_enough_for_importances(s), target_name=_objective(s))
         ),
         "parallel_coordinate": _parallel_coordinate,
         "intermediate_values": _intermediate_values,
@@ -89,6 +93,14 @@ def _figure(ax):
     fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
     fig.set_size_inches(10, 6)
     return fig
+
+
+def _enough_for_importances(study: optuna.Study) -> optuna.Study:
+    """``study``, if it has ``IMPORTANCES_FROM`` complete trials; else ValueError."""
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < IMPORTANCES_FROM:
+        raise ValueError(f"{n} complete trials; importances are drawn from {IMPORTANCES_FROM}")
+    return study
 
 
 def _objective(study: optuna.Study) -> str:
@@ -247,7 +259,10 @@ def _html(study: optuna.Study, folder: Path) -> Path | None:
     named = {"target_name": _objective(study)}
     draw = {
         "optimization history": (ov.plot_optimization_history, named),
-        "parameter importances": (ov.plot_param_importances, named),
+        "parameter importances": (
+            lambda s, **kw: ov.plot_param_importances(_enough_for_importances(s), **kw),
+            named,
+        ),
         "parallel coordinates": (ov.plot_parallel_coordinate, named),
         "learning curves (intermediate values)": (ov.plot_intermediate_values, {}),
     }

@@ -128,4 +128,9 @@ def _is_child_of(trial: optuna.trial.FrozenTrial, proc: subprocess.Popen) -> boo
 
 
 def git_env(server: MlflowServer, tmp_path: Path, env_root: Path) -> dict[str, str]:
-    return team_env(server.url, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
+    """A user's environment for `--env-manager uv`: environments built in ``env_root``. A fresh
+    uv environment has no bytecode; where the CI machine sets PYTHONDONTWRITEBYTECODE, every
+    process in it would compile mlflow afresh (3 s each), so it writes bytecode as a user's does."""
+    env = team_env(server.url, tmp_path, "team-git") | {"MLFLOW_ENV_ROOT": str(env_root)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
