@@ -47,7 +47,8 @@ BEST_SHOWN = 8  # learning curves named in intermediate_values.png's legend
 # than this are noise, and short studies (tests, quick checks) would pay for scikit-learn's import
 # (2 s) to draw them.
 IMPORTANCES_FROM = 10
-# What a plot raises when the study cannot feed it, e.g. importances need two complete trials.
+# What a plot raises when the study cannot feed it, e.g. parallel coordinates need two complete
+# trials.
 _CANNOT_DRAW = (ValueError, RuntimeError, ZeroDivisionError)
 
 
