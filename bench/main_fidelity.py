@@ -77,8 +77,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
         if len(seeds) > 1:
-            return by_seed(args, seeds, Path(tmp))
-        one_seed(args, Path(tmp))
+            by_seed(args, seeds, Path(tmp))
+        else:
+            one_seed(args, Path(tmp))
 
 
 def one_seed(args: argparse.Namespace, tmp: Path) -> None:
