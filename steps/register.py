@@ -17,6 +17,7 @@ from recflow.tracking.contracts import (
     lineage,
     register_version,
     registered_from,
+    set_alias,
 )
 from recflow.tracking.promotion import (
     CHALLENGER_OF_TAG,
@@ -109,7 +110,7 @@ def main(
         client = MlflowClient()
         if target == C.CHALLENGER_ALIAS:
             client.set_model_version_tag(model_name, version.version, CHALLENGER_OF_TAG, alias)
-        client.set_registered_model_alias(model_name, target, version.version)
+        set_alias(client, model_name, target, version.version)
         if existing is not None and decision.promote:
             # The challenger of this alias, promoted on a second register, challenges no more.
             again = client.get_model_version(model_name, version.version)

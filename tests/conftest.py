@@ -194,16 +194,16 @@ def tracking(store: Store) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def session_temp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The temp folder (TMPDIR) of this test process and every process it starts, removed at the
-    end: a SIGKILLed step cannot remove its own temp files (multiprocessing's ``pymp-*``, its
-    scratch), and each `mlflow run` leaves an empty folder of MLflow's. Short, as a fork server's
-    socket path in it must fit in 108 bytes."""
+    """The temp folder (TMPDIR) of every process the tests start, removed at the end: a
+    SIGKILLed step cannot remove its own temp files (multiprocessing's ``pymp-*``, its scratch),
+    and each `mlflow run` leaves an empty folder of MLflow's. This process keeps its own temp
+    folder: its exit handlers remove their files after the fixtures are gone. Short, as a fork
+    server's socket path in it must fit in 108 bytes."""
     tmp_path_factory.getbasetemp()  # pytest's own folders stay where they are, kept for failures
+    tempfile.gettempdir()  # read (and cached) before TMPDIR changes: this process keeps it
     folder = Path(tempfile.mkdtemp(prefix="recflow-tests-"))
-    folder.chmod(0o711)  # PostgreSQL, run as its own user, must reach its data folder in it
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TMPDIR", str(folder))
-        patch.setattr(tempfile, "tempdir", str(folder))
         yield folder
     shutil.rmtree(folder, ignore_errors=True)
 

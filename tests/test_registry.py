@@ -374,3 +374,28 @@ def test_recommend_writes_top_k_for_users(trained: dict[str, str], tmp_path: Pat
     whole = tmp_path / "whole.csv"
     ok("recommend", [*champion, "--k", "30", "--output", str(whole)])  # 30 items in all
     pd.testing.assert_frame_equal(pd.read_csv(csv), pd.read_csv(whole))
+
+
+def test_an_alias_set_by_another_register_at_the_same_moment_is_set_again() -> None:
+    """Two registers inserting a new alias at once: the loser's insert breaks the table's key,
+    and it sets the alias again (an update now); any other error is raised."""
+    from mlflow.exceptions import MlflowException
+
+    from recflow.tracking.contracts import set_alias
+
+    class Client:
+        def __init__(self, errors: list[str]) -> None:
+            self.errors, self.calls = errors, []
+
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            self.calls.append((name, alias, version))
+            if self.errors:
+                raise MlflowException(self.errors.pop(0))
+
+    raced = Client(['duplicate key value violates unique constraint "registered_model_alias_pk"'])
+    set_alias(raced, "m", "champion", "2")
+    assert raced.calls == [("m", "champion", "2")] * 2
+    other = Client(["RESOURCE_DOES_NOT_EXIST: no version 2"])
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        set_alias(other, "m", "champion", "2")
+    assert len(other.calls) == 1

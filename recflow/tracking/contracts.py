@@ -237,6 +237,19 @@ def registered_from(train: Run, name: str, metric: str) -> list[ModelVersion]:
     return sorted(mine, key=lambda v: int(v.version))
 
 
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Point ``alias`` of model ``name`` at ``version``. MLflow sets an alias by reading, then
+    inserting or updating: two registers setting a new alias at once on one server can both
+    insert, and one fails on the table's key (seen on PostgreSQL). That one sets it again, now
+    an update, as it would have had it come a moment later."""
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as e:
+        if "registered_model_alias" not in str(e):
+            raise
+        client.set_registered_model_alias(name, alias, version)
+
+
 def alias_holder(name: str, alias: str) -> Model | None:
     """The version of model ``name`` holding ``alias``, with the lineage and test metrics
     :func:`register_version` gave it; None when no version holds it yet."""
