@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-import mlflow
 import optuna
 import pytest
 import sqlalchemy
@@ -22,7 +21,8 @@ from recflow.hpo.space import DEFAULT_SPACE, Dimension, load_space
 from recflow.hpo.storage import open_storage, open_study
 from recflow.hpo.workers import count
 from recflow.testing.services import PASSWORD, MlflowServer, Postgres
-from tests.helpers import Spawned, free_port, mlflow_run, study_trials
+from steps import hpo
+from tests.helpers import Spawned, free_port, invoke, runs_of, study_trials
 from tests.team.helpers import (
     SLOW_SPACE,
     can_fake_hosts,
@@ -147,24 +147,25 @@ def test_distributed_workers_share_a_postgres_study_and_survive_a_killed_one(
     ids=["unreachable", "wrong-password", "password-in-url"],
 )  # fmt: skip
 def test_a_bad_optuna_database_is_a_clear_error(
-    server: MlflowServer, postgres: Postgres, prepared: str, tmp_path: Path,
-    url_of, password: str, message: str,
+    postgres: Postgres, prepared: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, url_of, password: str, message: str,
 ) -> None:  # fmt: skip
-    env = team_env(server.url, tmp_path, "team-bad-db") | {"PGPASSWORD": password}
+    """In process: the message is the step's own (what `mlflow run` adds to a failed step, the
+    kill-anywhere and end-to-end tests show)."""
+    monkeypatch.setenv("PGPASSWORD", password)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team-bad-db")
     url = url_of(postgres)
-    proc = mlflow_run(
-        env, "hpo", f"preprocess_run_id={prepared}", f"storage={url}", "n_trials=1", ok=False
+    before = {r.info.run_id for r in runs_of("hpo")}
+    result = invoke(
+        hpo.main, ["--preprocess_run_id", prepared, "--storage", url, "--n_trials", "1"]
     )
-    assert proc.returncode != 0
-    error = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert result.exit_code != 0
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert error and "cannot open optuna storage" in error[0] and message in error[0], error
-    assert "wrong@" not in proc.stderr.replace(url, ""), "the password is not echoed"
-    assert ("holds a password" in proc.stderr) == ("wrong@" in url)
-    (run,) = mlflow.search_runs(
-        experiment_names=["team-bad-db"], output_format="list",
-        filter_string=f"params.storage = '{url}'",
-    )  # fmt: skip
-    assert run.info.status == "FAILED"
+    assert "wrong@" not in result.output.replace(url, ""), "the password is not echoed"
+    assert ("holds a password" in caplog.text) == ("wrong@" in url)
+    (run,) = [r for r in runs_of("hpo") if r.info.run_id not in before]
+    assert run.info.status == "FAILED" and run.data.params["storage"] == url
 
 
 def test_workers_opening_an_empty_database_together_all_get_the_study(
