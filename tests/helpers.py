@@ -232,7 +232,8 @@ def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     """Fit the checkerboard model, save it as our pyfunc in ``folder / "pyfunc"``; return the
     in-process model (loaded from the bundle) and the training frame."""
     from recflow.model.recommender import FMParams, Recommender
-    from recflow.serving import bundle, packaging, pyfunc
+    from recflow.serving import pyfunc
+    from recflow.testing.models import save_pyfunc
 
     train, _ = checkerboard_data()
     model = Recommender.fit(
@@ -241,15 +242,8 @@ def save_checkerboard_pyfunc(folder: Path) -> tuple[object, pd.DataFrame]:
     items = pd.DataFrame(
         {"item_id": range(20), "title": [f"T{i}" for i in range(20)], "genres": "G"}
     )
-    folder_ = folder / "bundle"
-    bundle.write_bundle(folder_, model, items, train)
-    python_model = pyfunc.RecommenderModel.from_bundle(folder_)
-    signature = packaging.signature(folder_, pd.DataFrame({"user_id": [0, 1]}))
-    mlflow.pyfunc.save_model(
-        folder / "pyfunc", python_model=pyfunc.RecommenderModel(), signature=signature,
-        artifacts={pyfunc.ARTIFACT_KEY: str(folder_)}, code_paths=[str(PROJECT / "recflow")],
-    )  # fmt: skip
-    return python_model, train
+    save_pyfunc(model, items, train, folder, "pyfunc")
+    return pyfunc.RecommenderModel.from_bundle(folder / "bundle"), train
 
 
 def planned_steps(plan, monkeypatch) -> dict[str, dict[str, str]]:

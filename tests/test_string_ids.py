@@ -26,7 +26,8 @@ from recflow import constants as C
 from recflow.model import foldin
 from recflow.model.recommender import FMParams, Recommender
 from recflow.serving import batch, bundle, packaging, parsing, pyfunc
-from tests.helpers import PROJECT, checkerboard_data, ok, save_checkerboard_pyfunc
+from recflow.testing.models import save_pyfunc
+from tests.helpers import checkerboard_data, ok, save_checkerboard_pyfunc
 
 USERS = np.array([f"cust-{u:02d}-3f2a-4b1c-9d7e" for u in range(20)], dtype=object)
 USERS[4], USERS[6] = "42", "0042"
@@ -46,20 +47,6 @@ def renamed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{c: frame[c].map(m).astype(str) for c, m in names.items() if c in frame})
 
 
-def save_pyfunc(folder: Path, model: Recommender, items: pd.DataFrame, seen: pd.DataFrame) -> Path:
-    """Write ``model``'s bundle and save it as our pyfunc, as the helpers do for integers."""
-    bundle.write_bundle(folder / "bundle", model, items, seen)
-    signature = packaging.signature(
-        folder / "bundle", pd.DataFrame({"user_id": model.user_ids[:2]})
-    )
-    mlflow.pyfunc.save_model(
-        folder / "pyfunc", python_model=pyfunc.RecommenderModel(), signature=signature,
-        artifacts={pyfunc.ARTIFACT_KEY: str(folder / "bundle")},
-        code_paths=[str(PROJECT / "recflow")],
-    )  # fmt: skip
-    return folder / "pyfunc"
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The integer checkerboard model and its string twin, each direct and loaded by MLflow."""
@@ -74,7 +61,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     ids[3] = 3
     items = pd.DataFrame({"item_id": ids, "title": [f"T{i}" for i in range(20)], "genres": "G"})
     seen = train.assign(user_id=USERS[train.user_id], item_id=ITEMS[train.item_id])
-    path = save_pyfunc(tmp_path / "str", model, items, seen)
+    path = save_pyfunc(model, items, seen, tmp_path / "str", "pyfunc")
     return SimpleNamespace(
         int_direct=int_direct, int_loaded=mlflow.pyfunc.load_model(str(tmp_path / "int/pyfunc")),
         direct=pyfunc.RecommenderModel.from_bundle(path.parent / "bundle"),
@@ -267,7 +254,7 @@ def test_signature_declares_the_models_id_kind(saved, tmp_path: Path) -> None:
     )
     seen = saved.train.assign(item_id=ITEMS[saved.train.item_id])
     items = pd.DataFrame({"item_id": ITEMS, "title": "T", "genres": "G"})
-    path = save_pyfunc(tmp_path, mixed, items, seen)
+    path = save_pyfunc(mixed, items, seen, tmp_path, "pyfunc")
     loaded = mlflow.pyfunc.load_model(str(path))
     assert types(loaded) == {
         "in.user_id": "long", "out.user_id": "long",

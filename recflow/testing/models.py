@@ -76,18 +76,28 @@ def log_served(model: Recommender, seen: pd.DataFrame, folder: Path) -> str:
     return info.model_uri
 
 
-def save_served(model: Recommender, seen: pd.DataFrame, folder: Path) -> Path:
-    """Save ``model`` as our pyfunc in ``folder/model`` (no tracking store); that folder."""
+def save_pyfunc(
+    model: Recommender, items: pd.DataFrame, seen: pd.DataFrame, folder: Path, name: str = "model"
+) -> Path:
+    """Save ``model`` as our pyfunc in ``folder/name`` (its bundle in ``folder/bundle``; no
+    tracking store), with the served model's signature and pinned requirements; that folder.
+    Requirements given, MLflow infers none: inferring loads the model in a process of its own."""
     import mlflow.pyfunc
 
     path = folder / "bundle"
-    bundle.write_bundle(path, model, items_frame(model.item_ids), seen)
+    bundle.write_bundle(path, model, items, seen)
     mlflow.pyfunc.save_model(
-        folder / "model", python_model=pyfunc.RecommenderModel(),
+        folder / name, python_model=pyfunc.RecommenderModel(),
         artifacts={pyfunc.ARTIFACT_KEY: str(path)}, code_paths=[str(PROJECT / "recflow")],
         signature=packaging.signature(path, pd.DataFrame({USER_COL: model.user_ids[:2]})),
+        pip_requirements=packaging.requirements(),
     )  # fmt: skip
-    return folder / "model"
+    return folder / name
+
+
+def save_served(model: Recommender, seen: pd.DataFrame, folder: Path) -> Path:
+    """``save_pyfunc`` with made-up titles for ``model``'s items."""
+    return save_pyfunc(model, items_frame(model.item_ids), seen, folder)
 
 
 def ml1m_model(folder: Path, params: FMParams) -> tuple[Recommender, pd.DataFrame]:
