@@ -6,6 +6,7 @@ import math
 
 import click
 import mlflow
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
@@ -30,7 +31,7 @@ from recflow.tracking.promotion import (
     decide,
     rule,
 )
-from recflow.tracking.rescoring import compare, log_comparison
+from recflow.tracking.rescoring import Comparison, compare, log_comparison
 from steps.common import options, step
 
 option = options("register")
@@ -77,34 +78,34 @@ def main(
         prefixes = (C.TEST_PREFIX, C.POPULARITY_PREFIX, C.EASE_PREFIX)
         test = {k: v for k, v in train.data.metrics.items() if k.startswith(prefixes)}
         candidate = Model({**lineage(train), METRIC_TAG: metric}, test)
-        holder = alias_holder(model_name, alias)
         # Registering the same train run again gives no second version of the same model: it
         # takes the version that holds the alias, if one does, else the oldest.
         mine = registered_from(train, model_name, metric)
-        held = [v for v in mine if holder is not None and str(v.version) == holder.version]
-        existing = (held or mine or [None])[0]
-        scored, note = None, ""
-        if held:
-            decision = Decision(True, f"this train run's version {existing.version} already "
-                                      f"holds @{alias}")  # fmt: skip
-        else:
-            if holder is not None and not policy.force:
-                # Scored again now, by this code, so that a change in the metric code between
-                # the two versions cannot decide; on new data, only on what neither trained on.
-                uri = f"models:/{model_name}/{holder.version}"
-                comparison = compare(
-                    candidate, train.data.tags[C.TAG_MODEL_URI], holder, uri,
-                    rule(candidate, holder, policy), metric,
-                )  # fmt: skip
-                log_comparison(comparison, alias, holder.version)
-                scored, note = comparison.head_to_head(), f" ({comparison.note(alias)})"
-            decision = decide(candidate, holder, policy, scored)
-        if existing is None:
-            version = register_version(train, model_name, candidate)
-        else:
-            version = existing
-            click.echo(f"{model_name} version {version.version} holds this train run's model "
-                       "already: no new version")  # fmt: skip
+        version = None
+        while True:
+            holder = alias_holder(model_name, alias)
+            held = [v for v in mine if holder is not None and str(v.version) == holder.version]
+            comparison, decision = judge(candidate, train, holder, held, policy, model_name)
+            if version is None:
+                existing = (held or mine or [None])[0]
+                if existing is None:
+                    version = register_version(train, model_name, candidate)
+                else:
+                    version = existing
+                    click.echo(f"{model_name} version {version.version} holds this train run's "
+                               "model already: no new version")  # fmt: skip
+            # Another register (of another main beside this one) may have moved the alias
+            # while this one compared: about to take it, decide again against the version that
+            # holds it now. Left unguarded: the moment between this read and setting the alias.
+            now = alias_holder(model_name, alias) if decision.promote and not held else holder
+            if _version(now) == _version(holder):
+                break
+            click.echo(f"@{alias} moved to version {now.version} while this register decided; "
+                       "deciding again")  # fmt: skip
+        note = ""
+        if comparison is not None:
+            log_comparison(comparison, alias, holder.version)
+            note = f" ({comparison.note(alias)})"
         failpoint("register:before-alias")
         target = alias if decision.promote else C.CHALLENGER_ALIAS
         client = MlflowClient()
@@ -126,6 +127,29 @@ def main(
         s.label(model_name, f"v{version.version}", f"@{target}")
         click.echo(f"{model_name} version {version.version} is @{target} ({verdict}: "
                    f"{decision.reason}{note})")  # fmt: skip
+
+
+def judge(
+    candidate: Model, train: Run, holder: Model | None, held: list, policy: Policy, name: str
+) -> tuple[Comparison | None, Decision]:
+    """Whether ``candidate`` takes the alias from ``holder``, and the comparison of the two
+    scored now when one was needed (``held``: this train run's version holds it already)."""
+    if held:
+        return None, Decision(True, f"this train run's version {held[0].version} already "
+                                    f"holds @{policy.alias}")  # fmt: skip
+    if holder is None or policy.force:
+        return None, decide(candidate, holder, policy)
+    # Scored again now, by this code, so that a change in the metric code between the two
+    # versions cannot decide; on new data, only on what neither trained on.
+    comparison = compare(
+        candidate, train.data.tags[C.TAG_MODEL_URI], holder, f"models:/{name}/{holder.version}",
+        rule(candidate, holder, policy), policy.metric,
+    )  # fmt: skip
+    return comparison, decide(candidate, holder, policy, comparison.head_to_head())
+
+
+def _version(model: Model | None) -> str | None:
+    return model.version if model else None
 
 
 if __name__ == "__main__":

@@ -399,3 +399,28 @@ def test_an_alias_set_by_another_register_at_the_same_moment_is_set_again() -> N
     with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
         set_alias(other, "m", "champion", "2")
     assert len(other.calls) == 1
+
+
+def test_an_alias_another_register_takes_while_this_one_decides_is_decided_again(
+    trained: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mains' registers at once, neither finding a holder (seen in CI): the one that comes
+    to set the alias second compares its model with the first one's, instead of replacing it."""
+    first = mlflow.get_run(trained["train"])
+    tested = {k: v for k, v in first.data.metrics.items() if k.startswith(C.TEST_PREFIX)}
+    real = register.register_version
+
+    def beside(train, name: str, figures: Model):
+        # The other register promotes its model while this one registers its own version.
+        other = real(first, name, Model({**lineage(first), "metric": "ndcg@10"}, tested))
+        mlflow.MlflowClient().set_registered_model_alias(name, "champion", other.version)
+        return real(train, name, figures)
+
+    monkeypatch.setattr(register, "register_version", beside)
+    result = invoke(register.main, ["--train_run_id", trained["twin"], "--model_name", "m"])
+    assert result.exit_code == 0, result.output
+    assert "@champion moved to version 1 while this register decided" in result.output
+    assert versions("m") == {"1": ["champion"], "2": ["challenger"]}  # the same model: no better
+    run = runs_of("register")[0]
+    assert "does not beat @champion version 1" in run.data.tags["recflow.promotion_reason"]
+    assert run.data.params["comparison.holder_version"] == "1"
