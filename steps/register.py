@@ -7,6 +7,7 @@ import math
 import click
 import mlflow
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from recflow import constants as C
@@ -130,7 +131,12 @@ def main(
 
 
 def judge(
-    candidate: Model, train: Run, holder: Model | None, held: list, policy: Policy, name: str
+    candidate: Model,
+    train: Run,
+    holder: Model | None,
+    held: list[ModelVersion],
+    policy: Policy,
+    name: str,
 ) -> tuple[Comparison | None, Decision]:
     """Whether ``candidate`` takes the alias from ``holder``, and the comparison of the two
     scored now when one was needed (``held``: this train run's version holds it already)."""
